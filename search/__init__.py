@@ -1,0 +1,1 @@
+"""Search: the Optuna study over per-module levels, and the main run."""

@@ -1,0 +1,1 @@
+"""Supernet: per-module unit rankings, variants at many levels, in-place switching and export."""
