@@ -1,0 +1,117 @@
+"""Command-line entry points: ``strata`` (the main job, a Hydra app).
+
+User errors (bad paths, bad config keys or values, impossible budgets) end with one line
+``error: ...`` on stderr and exit status 2, before anything is written; bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from search.config import register_configs
+from supernet.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+CONFIG_MODULE = "conf"
+
+
+def fail(message: str) -> None:
+    """Print the one-line user error and exit with status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def first_of_sweeps(overrides: list[str]) -> list[str]:
+    """Overrides with every sweep (``a=1,2``) replaced by its first value, for a dry composition."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    out = []
+    for override in parsed:
+        if override.is_sweep_override():
+            value = next(iter(override.sweep_string_iterator()))
+            out.append(f"{override.get_key_element()}={value}")
+        else:
+            out.append(override.input_line)
+    return out
+
+
+# Hydra's own flags that take a value in the next argument
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--config-path", "-cp", "--experimental-rerun"}
+
+
+def hydra_overrides(argv: list[str]) -> list[str]:
+    """The override arguments of a Hydra command line (flags and their values dropped)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            skip = arg in _FLAGS_WITH_VALUE
+        else:
+            out.append(arg)
+    return out
+
+
+def validate(config_name: str, argv: list[str]) -> None:
+    """Compose the config once with the given overrides and build the typed object; errors -> exit 2."""
+    from hydra import compose, initialize_config_module
+
+    overrides = hydra_overrides(argv)
+    try:
+        overrides = first_of_sweeps(overrides)
+        with initialize_config_module(config_module=CONFIG_MODULE, version_base=None):
+            cfg = compose(config_name=config_name, overrides=overrides)
+        OmegaConf.to_object(cfg)
+    except UsageError as exc:
+        fail(str(exc))
+    except Exception as exc:  # Hydra / OmegaConf composition and validation errors
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        reason = " ".join(lines[:2]) if lines else type(exc).__name__
+        cause = exc.__cause__
+        if cause is not None and str(cause).strip():
+            reason += f" ({str(cause).strip().splitlines()[0]})"
+        fail(f"bad config: {reason} (the keys and groups are listed in README.md)")
+
+
+def hydra_app(config_name: str, task: Callable[[object, Path], object]) -> Callable[[], None]:
+    """A console-script entry that validates, then runs ``task(typed_cfg, run_dir)`` under Hydra."""
+
+    @hydra.main(config_path=f"pkg://{CONFIG_MODULE}", config_name=config_name, version_base=None)
+    def _app(cfg: DictConfig) -> None:
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            typed = OmegaConf.to_object(cfg)
+            task(typed, run_dir)
+        except UsageError as exc:
+            fail(str(exc))
+        log.info("outputs written to %s", run_dir)
+        print(f"strata: outputs in {run_dir}")
+
+    def entry() -> None:
+        register_configs()
+        validate(config_name, sys.argv[1:])
+        _app()
+
+    return entry
+
+
+def _main_task(cfg, run_dir: Path) -> None:
+    from search.run import run
+
+    run(cfg, run_dir)
+
+
+main = hydra_app("strata", _main_task)
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""The run's typed config, and the one place that registers every config node with Hydra."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+
+from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig
+from supernet.errors import UsageError
+
+ALLOCATORS = ("uniform",)
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    allocator: str = "uniform"  # how the allocation is chosen
+    seed: int = 0  # seeds data sampling and every random choice of the run
+    device: str = "cpu"  # torch device of the model: cpu | cuda | cuda:N
+    progress: bool = True  # progress bars on long stages
+
+    def __post_init__(self) -> None:
+        if self.allocator not in ALLOCATORS:
+            raise UsageError(f"allocator={self.allocator!r} is not one of {', '.join(ALLOCATORS)}")
+
+
+def register_configs() -> None:
+    """Register the schema every preset under ``conf/`` is checked against."""
+    cs = ConfigStore.instance()
+    cs.store(name="strata_schema", node=RunConfig)

@@ -1,0 +1,118 @@
+"""The main job: load, calibrate, choose an allocation, prune in place, measure, save.
+
+Writes into the run directory: ``allocation.json``, ``metrics.json`` and ``model/``. Outputs are
+written only once everything they depend on succeeded, each atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from supernet import criteria
+from supernet.allocation import Allocation, uniform
+from supernet.data import load_texts, pack_tokens
+from supernet.export import save_pruned
+from supernet.loading import load_model
+from supernet.params import block_params, count_params
+from supernet.perplexity import perplexity
+from supernet.switch import Switcher, Variant, kept_units
+
+if TYPE_CHECKING:
+    from search.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+
+def resolve_model_path(cfg: RunConfig) -> tuple[Path, str]:
+    """The model directory and the name reported in metrics.json."""
+    if cfg.model.path is not None:
+        return Path(cfg.model.path).expanduser(), str(cfg.model.path)
+    from supernet.reference.build import reference_model_dir
+
+    return reference_model_dir(cfg.model.reference), f"strata-reference-{cfg.model.reference}"
+
+
+def eval_tokens(cfg: RunConfig, tokenizer) -> torch.Tensor:
+    """Held-out windows: the builtin eval split, data.eval_path, or else data.path."""
+    data = cfg.data
+    if data.source == "builtin" and data.eval_path is None:
+        texts = load_texts("builtin", split="eval")
+    else:
+        source = "text" if data.source == "builtin" else data.source
+        texts = load_texts(source, path=data.eval_path or data.path, text_field=data.text_field, split="eval")
+    return pack_tokens(tokenizer, texts, seq_len=data.eval_seq_len, num_sequences=data.eval_sequences, seed=0)
+
+
+def allocation_variants(
+    allocation: Allocation, rankings: dict[tuple[int, str], torch.Tensor]
+) -> dict[tuple[int, str], Variant | None]:
+    """Each module's variant for an allocation: its best units by the ranking, no compensation."""
+    variants: dict[tuple[int, str], Variant | None] = {}
+    for (layer, kind), ranking in rankings.items():
+        count = allocation.units(layer, kind)
+        variants[layer, kind] = None if count == ranking.numel() else Variant(kept_units(ranking, count))
+    return variants
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def run(cfg: RunConfig, out_dir: Path) -> dict:
+    """Prune by ``cfg`` and write the run's outputs to ``out_dir``; returns metrics.json's content."""
+    start = time.time()
+    torch.manual_seed(cfg.seed)
+    model_dir, model_name = resolve_model_path(cfg)
+    model, tokenizer, adapter = load_model(model_dir, dtype=cfg.model.dtype, device=cfg.device)
+    held_out = eval_tokens(cfg, tokenizer).to(cfg.device)
+    bs = cfg.data.batch_size
+
+    dense = {
+        "params": count_params(model),
+        "block_params": block_params(model, adapter),
+        "ppl": perplexity(model, held_out, batch_size=bs, progress=cfg.progress),
+    }
+    log.info("dense model: %d parameters, held-out ppl %.3f", dense["params"], dense["ppl"])
+
+    allocation = uniform(adapter, cfg.budget.keep, channel_quantum=cfg.supernet.channel_quantum)
+    switcher = Switcher(model, adapter)
+    rankings = {
+        (i, kind): criteria.ranking(criteria.magnitude(adapter, switcher.dense_modules[i, kind], kind))
+        for i in range(adapter.geometry.num_layers)
+        for kind in ("attn", "mlp")
+    }
+    switcher.apply(allocation_variants(allocation, rankings))
+    pruned = {
+        "params": count_params(model),
+        "block_params": block_params(model, adapter),
+        "ppl": perplexity(model, held_out, batch_size=bs, progress=cfg.progress),
+    }
+    log.info("pruned model: %d parameters, held-out ppl %.3f", pruned["params"], pruned["ppl"])
+
+    metrics = {
+        "model": model_name,
+        "budget": {"kind": cfg.budget.kind, "keep": cfg.budget.keep},
+        "dense": dense,
+        "pruned": pruned,
+        "allocation": cfg.allocator,
+        "eval": {"seq_len": cfg.data.eval_seq_len, "windows": int(held_out.shape[0])},
+        "seconds": round(time.time() - start, 2),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_pruned(model, switcher, tokenizer, out_dir / "model")
+    write_json(out_dir / "allocation.json", allocation.to_json())
+    write_json(out_dir / "metrics.json", metrics)
+    return metrics

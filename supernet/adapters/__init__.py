@@ -1,0 +1,35 @@
+"""Registry of architecture adapters, one per model family (``config.model_type`` -> adapter)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from supernet.adapters.base import DecoderAdapter, Geometry, Projection
+from supernet.adapters.llama import LlamaAdapter
+from supernet.adapters.mistral import MistralAdapter
+from supernet.adapters.qwen2 import Qwen2Adapter
+from supernet.adapters.qwen3 import Qwen3Adapter
+from supernet.errors import UsageError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig
+
+ADAPTERS: dict[str, type[DecoderAdapter]] = {
+    model_type: cls
+    for cls in (LlamaAdapter, MistralAdapter, Qwen2Adapter, Qwen3Adapter)
+    for model_type in cls.model_types
+}
+
+
+def adapter_for(config: PreTrainedConfig) -> DecoderAdapter:
+    """The adapter of ``config.model_type``; a one-line UsageError for any other architecture."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in ADAPTERS:
+        raise UsageError(
+            f"unsupported architecture {model_type!r}: strata prunes {', '.join(sorted(ADAPTERS))} "
+            "(add an adapter under supernet/adapters/ for another family)"
+        )
+    return ADAPTERS[model_type](config)
+
+
+__all__ = ["ADAPTERS", "DecoderAdapter", "Geometry", "Projection", "adapter_for"]

@@ -1,0 +1,152 @@
+"""Where attention units and MLP channels live in a decoder-only family: the adapter interface.
+
+Every fact about a family's module paths and weight layout is in its adapter; the rest of strata
+asks the adapter. The layout is a table (as transformers' ``base_model_tp_plan``): for every
+projection, whether a unit owns a block of its output rows (``"out"``) or input columns (``"in"``),
+and whether that block is sized by query heads, key/value heads or MLP channels.
+
+Units (DESIGN.md): an attention unit is one GQA group, i.e. its ``g = heads / kv_heads`` query heads
+and its one K/V head; an MLP unit is one intermediate channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+import torch
+
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import PreTrainedConfig, PreTrainedModel
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One linear layer of a module and how units map onto it."""
+
+    name: str  # attribute name on the attention / MLP module
+    side: Literal["out", "in"]  # unit = block of output rows ("out") or input columns ("in")
+    block: Literal["query", "kv", "channel"]  # block size: query heads, K/V heads, or 1 channel
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes of a dense model, read once from its config."""
+
+    num_layers: int
+    hidden: int
+    num_heads: int  # query heads per layer
+    num_kv_heads: int  # K/V heads per layer = attention units (GQA groups) per layer
+    head_dim: int
+    intermediate: int  # MLP channels per layer
+    vocab: int
+    tied_embeddings: bool
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per GQA group."""
+        return self.num_heads // self.num_kv_heads
+
+
+class DecoderAdapter:
+    """Facts about one decoder-only family with grouped-query attention and a gated MLP.
+
+    Subclasses set the class attributes; a close relative subclasses and overrides only what differs
+    (as transformers' modular files do).
+    """
+
+    model_types: ClassVar[tuple[str, ...]] = ()
+    attention_name: ClassVar[str] = "self_attn"
+    mlp_name: ClassVar[str] = "mlp"
+    attention_plan: ClassVar[tuple[Projection, ...]] = (
+        Projection("q_proj", "out", "query"),
+        Projection("k_proj", "out", "kv"),
+        Projection("v_proj", "out", "kv"),
+        Projection("o_proj", "in", "query"),
+    )
+    mlp_plan: ClassVar[tuple[Projection, ...]] = (
+        Projection("gate_proj", "out", "channel"),
+        Projection("up_proj", "out", "channel"),
+        Projection("down_proj", "in", "channel"),
+    )
+    # parameters of the attention module that belong to no unit and are never sliced (Qwen3's q/k norms)
+    attention_shared: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: PreTrainedConfig) -> None:
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        self.geometry = Geometry(
+            num_layers=config.num_hidden_layers,
+            hidden=config.hidden_size,
+            num_heads=heads,
+            num_kv_heads=kv_heads,
+            head_dim=head_dim,
+            intermediate=config.intermediate_size,
+            vocab=config.vocab_size,
+            tied_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
+        )
+        assert heads % kv_heads == 0, f"{heads} query heads do not split into {kv_heads} GQA groups"
+
+    # ---- where modules live -------------------------------------------------------------------
+    def decoder_layers(self, model: PreTrainedModel) -> nn.ModuleList:
+        return model.model.layers
+
+    def attention(self, layer: nn.Module) -> nn.Module:
+        return getattr(layer, self.attention_name)
+
+    def mlp(self, layer: nn.Module) -> nn.Module:
+        return getattr(layer, self.mlp_name)
+
+    def set_attention(self, layer: nn.Module, module: nn.Module) -> None:
+        setattr(layer, self.attention_name, module)
+
+    def set_mlp(self, layer: nn.Module, module: nn.Module) -> None:
+        setattr(layer, self.mlp_name, module)
+
+    def output_projection(self, kind: str) -> str:
+        """Name of the projection whose input columns a unit owns (o_proj / down_proj)."""
+        plan = self.attention_plan if kind == "attn" else self.mlp_plan
+        (name,) = [p.name for p in plan if p.side == "in"]
+        return name
+
+    # ---- units -> rows / columns -----------------------------------------------------------------
+    def block_index(self, units: torch.Tensor, block: str, *, kind: str) -> torch.Tensor:
+        """Row or column indices a set of units owns in a projection of the given block type.
+
+        For attention, ``units`` are GQA groups: group u owns query heads [u*g, (u+1)*g) and K/V head u,
+        each head ``head_dim`` consecutive rows. For the MLP, unit u is channel u.
+        """
+        geo = self.geometry
+        if kind == "mlp":
+            return units
+        per_unit = geo.group_size if block == "query" else 1
+        heads = (units[:, None] * per_unit + torch.arange(per_unit)).reshape(-1)  # [units * per_unit]
+        return (heads[:, None] * geo.head_dim + torch.arange(geo.head_dim)).reshape(-1)
+
+    def units_total(self, kind: str) -> int:
+        return self.geometry.num_kv_heads if kind == "attn" else self.geometry.intermediate
+
+    def unit_params(self, kind: str) -> int:
+        """Parameters one unit holds (weights and the biases of row-sliced projections).
+
+        GQA group: (2g + 2) * head_dim * hidden weights (REFERENCES: FLAP's cost, corrected for GQA).
+        """
+        geo = self.geometry
+        plan = self.attention_plan if kind == "attn" else self.mlp_plan
+        rows = {"query": geo.group_size * geo.head_dim, "kv": geo.head_dim, "channel": 1}
+        total = 0
+        for proj in plan:
+            total += rows[proj.block] * geo.hidden
+            if proj.side == "out" and self.has_bias(kind, proj.name):
+                total += rows[proj.block]
+        return total
+
+    def has_bias(self, kind: str, name: str) -> bool:
+        """Whether the dense family carries a bias on this projection (e.g. Qwen2's q/k/v)."""
+        return False
+
+    def fixed_params(self, kind: str) -> int:
+        """Parameters of a module that no unit owns (norms inside attention, dense output biases)."""
+        return 0

@@ -1,0 +1,74 @@
+"""Turn the live model (variants installed by a ``Switcher``) into a ``StrataForCausalLM`` and save it.
+
+The saved directory holds safetensors weights, a ``config.json`` whose ``layer_shapes`` give every
+layer's widths, ``modeling_strata.py`` named by ``auto_map``, and the tokenizer. It is written to a
+temporary sibling directory and renamed into place, so a failed run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from supernet.export.modeling_strata import StrataConfig, StrataForCausalLM
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from supernet.switch import Switcher
+
+log = logging.getLogger(__name__)
+
+_DROP = ("model_type", "architectures", "transformers_version", "auto_map", "_name_or_path")
+
+
+def strata_config(dense_config, layer_shapes: list[dict]) -> StrataConfig:
+    """The dense config's fields plus the per-layer widths."""
+    fields = {k: v for k, v in dense_config.to_dict().items() if k not in _DROP}
+    config = StrataConfig(base_model_type=dense_config.model_type, layer_shapes=layer_shapes, **fields)
+    config.architectures = ["StrataForCausalLM"]
+    return config
+
+
+def materialize(model: PreTrainedModel, switcher: Switcher) -> StrataForCausalLM:
+    """A new model holding exactly the live model's (sliced) tensors; nothing masked, all contiguous."""
+    config = strata_config(model.config, switcher.shapes())
+    with torch.device("meta"):
+        pruned = StrataForCausalLM(config)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    missing, unexpected = pruned.load_state_dict(state, strict=False, assign=True)
+    missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
+    assert not missing and not unexpected, f"state mismatch: missing {missing}, unexpected {unexpected}"
+    if config.tie_word_embeddings:
+        pruned.lm_head.weight = pruned.model.embed_tokens.weight
+    # buffers (rotary inverse frequencies) are not in the state dict: rebuild them on the real device
+    for name, buffer in model.named_buffers():
+        owner, _, attr = name.rpartition(".")
+        pruned.get_submodule(owner).register_buffer(attr, buffer.clone(), persistent=False)
+    return pruned.eval()
+
+
+def save_pruned(
+    model: PreTrainedModel,
+    switcher: Switcher,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: Path,
+) -> Path:
+    """Materialise and save atomically into ``out_dir`` (which must not exist yet)."""
+    out_dir = Path(out_dir)
+    pruned = materialize(model, switcher)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        pruned.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.replace(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("saved the pruned model to %s", out_dir)
+    return out_dir

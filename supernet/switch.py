@@ -1,0 +1,165 @@
+"""Switch a live model's modules between variants in place, slicing from the dense weights.
+
+A variant (DESIGN.md) is a module at one level: the units it keeps and its compensation. Switching
+touches only the module asked for: its projections get new parameters sliced from the dense tensors
+(kept by reference, not copied), the output projection's bias gets the compensation, and a module
+with no unit left is replaced by ``RemovedAttention`` / ``RemovedMLP``. The dense modules come back
+bit-for-bit when a module is switched to ``None``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from supernet.export.modeling_strata import RemovedAttention, RemovedMLP
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from supernet.adapters import DecoderAdapter
+
+KINDS = ("attn", "mlp")
+
+
+@dataclass
+class Variant:
+    """A module at one level: kept units and compensation of its output projection."""
+
+    units: torch.Tensor  # [kept] unit indices, ascending
+    out_bias: torch.Tensor | None = None  # [hidden] added to the output projection's bias
+    out_weight: torch.Tensor | None = None  # [hidden, kept columns] refit output projection
+
+
+def kept_units(ranking: torch.Tensor, count: int) -> torch.Tensor:
+    """The ``count`` best units of a ranking, ascending (so nested levels slice consistently)."""
+    return ranking[:count].sort().values
+
+
+class Switcher:
+    """Holds references to the dense tensors of every module and installs variants in place."""
+
+    def __init__(self, model: PreTrainedModel, adapter: DecoderAdapter) -> None:
+        self.model = model
+        self.adapter = adapter
+        self.layers = adapter.decoder_layers(model)
+        self.dense_modules: dict[tuple[int, str], nn.Module] = {}
+        self.dense_params: dict[tuple[int, str], dict[str, tuple[nn.Parameter, nn.Parameter | None]]] = {}
+        self.current: dict[tuple[int, str], Variant | None] = {}
+        for i, layer in enumerate(self.layers):
+            for kind in KINDS:
+                module = self._module(layer, kind)
+                self.dense_modules[i, kind] = module
+                self.dense_params[i, kind] = {
+                    p.name: (getattr(module, p.name).weight, getattr(module, p.name).bias)
+                    for p in self._plan(kind)
+                }
+                self.current[i, kind] = None
+
+    def _plan(self, kind: str):
+        return self.adapter.attention_plan if kind == "attn" else self.adapter.mlp_plan
+
+    def _module(self, layer: nn.Module, kind: str) -> nn.Module:
+        return self.adapter.attention(layer) if kind == "attn" else self.adapter.mlp(layer)
+
+    def _install(self, layer_idx: int, kind: str, module: nn.Module) -> None:
+        layer = self.layers[layer_idx]
+        if kind == "attn":
+            self.adapter.set_attention(layer, module)
+        else:
+            self.adapter.set_mlp(layer, module)
+
+    def set(self, layer_idx: int, kind: str, variant: Variant | None) -> None:
+        """Install ``variant`` (None: the dense module) for one module."""
+        key = (layer_idx, kind)
+        dense = self.dense_modules[key]
+        if variant is None:
+            self._install(layer_idx, kind, dense)
+            for name, (weight, bias) in self.dense_params[key].items():
+                _assign(getattr(dense, name), weight, bias)
+        elif variant.units.numel() == 0:
+            self._install(layer_idx, kind, self._removed(layer_idx, kind, variant, dense))
+        else:
+            self._install(layer_idx, kind, dense)
+            self._slice(key, dense, variant)
+        self.current[key] = variant
+
+    def _removed(self, layer_idx: int, kind: str, variant: Variant, dense: nn.Module) -> nn.Module:
+        geo = self.adapter.geometry
+        has_bias = variant.out_bias is not None
+        if kind == "attn":
+            module = RemovedAttention(layer_idx, geo.hidden, geo.head_dim, has_bias)
+        else:
+            module = RemovedMLP(geo.hidden, has_bias)
+        weight = self.dense_params[layer_idx, kind][self.adapter.output_projection(kind)][0]
+        module.to(device=weight.device, dtype=weight.dtype)
+        if has_bias:
+            module.bias.data.copy_(variant.out_bias)
+        return module
+
+    def _slice(self, key: tuple[int, str], module: nn.Module, variant: Variant) -> None:
+        kind = key[1]
+        out_name = self.adapter.output_projection(kind)
+        for proj in self._plan(kind):
+            weight, bias = self.dense_params[key][proj.name]
+            index = self.adapter.block_index(variant.units, proj.block, kind=kind).to(weight.device)
+            if proj.side == "out":
+                new_weight = weight.index_select(0, index)  # [kept rows, in]
+                new_bias = bias.index_select(0, index) if bias is not None else None
+            else:
+                new_weight = weight.index_select(1, index)  # [out, kept cols]
+                new_bias = bias
+            if proj.name == out_name:
+                if variant.out_weight is not None:
+                    new_weight = variant.out_weight.to(weight.dtype)
+                if variant.out_bias is not None:
+                    extra = variant.out_bias.to(weight.dtype)
+                    new_bias = extra if new_bias is None else new_bias + extra
+            _assign(getattr(module, proj.name), new_weight, new_bias)
+
+    def apply(self, variants: dict[tuple[int, str], Variant | None]) -> int:
+        """Install many variants, touching only modules whose variant changed; returns how many did."""
+        changed = [key for key, variant in variants.items() if self.current[key] is not variant]
+        for layer_idx, kind in changed:
+            self.set(layer_idx, kind, variants[layer_idx, kind])
+        return len(changed)
+
+    def shapes(self) -> list[dict]:
+        """Per-layer widths of the live model, in ``StrataConfig.layer_shapes`` form."""
+        geo = self.adapter.geometry
+        shapes = []
+        for i in range(len(self.layers)):
+            attn, mlp = self.current[i, "attn"], self.current[i, "mlp"]
+            groups = geo.num_kv_heads if attn is None else attn.units.numel()
+            channels = geo.intermediate if mlp is None else mlp.units.numel()
+            shapes.append(
+                {
+                    "num_attention_heads": groups * geo.group_size,
+                    "num_key_value_heads": groups,
+                    "intermediate_size": channels,
+                    "attn_out_bias": self._has_out_bias(i, "attn"),
+                    "mlp_out_bias": self._has_out_bias(i, "mlp"),
+                }
+            )
+        return shapes
+
+    def _has_out_bias(self, layer_idx: int, kind: str) -> bool:
+        variant = self.current[layer_idx, kind]
+        dense_bias = self.dense_params[layer_idx, kind][self.adapter.output_projection(kind)][1]
+        if variant is not None and variant.units.numel() == 0:
+            return variant.out_bias is not None
+        return dense_bias is not None or (variant is not None and variant.out_bias is not None)
+
+
+def _assign(linear: nn.Linear, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """Point a Linear at new tensors (parameters are reused when they already are the dense ones)."""
+    grad = linear.weight.requires_grad
+    linear.weight = weight if isinstance(weight, nn.Parameter) else nn.Parameter(weight, requires_grad=grad)
+    if bias is None:
+        linear.bias = None
+    else:
+        linear.bias = bias if isinstance(bias, nn.Parameter) else nn.Parameter(bias, requires_grad=grad)
+    linear.out_features, linear.in_features = weight.shape
