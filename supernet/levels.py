@@ -1,0 +1,169 @@
+"""The level grid: for every module, the widths a search may give it, in steps of equal cost.
+
+Level ``l`` of a module keeps ``l * step`` units (level 0 removes the sub-block: depth pruning).
+Every attention step is worth ``step_attn * attn_unit_params`` parameters and every MLP step
+``step_mlp * mlp_unit_params``; with a joint budget the two are equal, so moving any module up one
+level and any other down one keeps the kept-parameter count exactly (Týr-the-Pruner, EvoPress).
+With separate budgets, attention and MLP each keep their own level sum.
+
+The grid is centred on the target: every module may range ``radius`` levels around the level of the
+uniform allocation at ``keep``, clipped to [0, total // step].
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from supernet.allocation import Allocation, LayerAllocation
+from supernet.errors import UsageError
+
+KINDS = ("attn", "mlp")
+
+
+@dataclass(frozen=True)
+class ModuleGrid:
+    layer: int
+    kind: str  # "attn" | "mlp"
+    step: int  # units per level
+    total: int  # units of the dense module
+    lo: int  # lowest level allowed
+    hi: int  # highest level allowed (hi * step <= total)
+
+    def units(self, level: int) -> int:
+        assert self.lo <= level <= self.hi, f"level {level} outside [{self.lo}, {self.hi}] of {self}"
+        return level * self.step
+
+
+@dataclass(frozen=True)
+class LevelGrid:
+    """All modules' grids, ordered (layer 0 attn, layer 0 mlp, layer 1 attn, ...), and the budget."""
+
+    modules: tuple[ModuleGrid, ...]
+    unit_params: dict[str, int]  # parameters of one unit, per kind
+    joint: bool  # one budget over attention and MLP (equal step costs), or one per kind
+    target: tuple[int, ...]  # the uniform allocation's levels: the budget's reference point
+
+    def step_params(self, kind: str) -> int:
+        step = next(m.step for m in self.modules if m.kind == kind)
+        return step * self.unit_params[kind]
+
+    def params(self, levels: Sequence[int]) -> int:
+        """Prunable parameters kept by an allocation given as levels."""
+        return sum(m.units(lv) * self.unit_params[m.kind] for m, lv in zip(self.modules, levels, strict=True))
+
+    def budget_sums(self, levels: Sequence[int]) -> tuple[int, ...]:
+        """What must stay equal to the target's: the level sum, overall (joint) or per kind."""
+        if self.joint:
+            return (sum(levels),)
+        return tuple(sum(lv for m, lv in zip(self.modules, levels, strict=True) if m.kind == k) for k in KINDS)
+
+    def on_budget(self, levels: Sequence[int]) -> bool:
+        return self.in_bounds(levels) and self.budget_sums(levels) == self.budget_sums(self.target)
+
+    def in_bounds(self, levels: Sequence[int]) -> bool:
+        return len(levels) == len(self.modules) and all(
+            m.lo <= lv <= m.hi for m, lv in zip(self.modules, levels, strict=True)
+        )
+
+    def allocation(self, levels: Sequence[int]) -> Allocation:
+        by_layer: dict[int, dict[str, ModuleGrid | int]] = {}
+        for m, lv in zip(self.modules, levels, strict=True):
+            by_layer.setdefault(m.layer, {})[m.kind] = m.units(lv)
+            by_layer[m.layer][f"{m.kind}_total"] = m.total
+        return Allocation(
+            tuple(
+                LayerAllocation(e["attn"], e["attn_total"], e["mlp"], e["mlp_total"])
+                for _, e in sorted(by_layer.items())
+            )
+        )
+
+    def levels_of(self, allocation: Allocation) -> list[int]:
+        """Inverse of ``allocation`` (units must be multiples of each module's step)."""
+        levels = []
+        for m in self.modules:
+            units = allocation.units(m.layer, m.kind)
+            if units % m.step:
+                raise UsageError(f"layer {m.layer} {m.kind} keeps {units} units, not a multiple of {m.step}")
+            levels.append(units // m.step)
+        return levels
+
+
+def make_grid(
+    *,
+    num_layers: int,
+    totals: dict[str, int],
+    unit_params: dict[str, int],
+    keep: float,
+    steps: dict[str, int],
+    radius: int,
+    joint: bool,
+) -> LevelGrid:
+    """Build the grid around the uniform allocation at ``keep``.
+
+    Args:
+        totals: units of a dense module per kind (GQA groups, MLP channels).
+        unit_params: parameters per unit per kind.
+        keep: fraction of prunable parameters to keep, in (0, 1].
+        steps: units per level per kind; with ``joint`` the MLP step is derived so both costs match.
+        radius: levels each module may move away from the target (Týr: 4, i.e. 9 levels).
+        joint: one budget over attention and MLP.
+    """
+    if not 0.0 < keep <= 1.0:
+        raise UsageError(f"budget.keep={keep} is outside (0, 1]: give the fraction of parameters to keep")
+    steps = dict(steps)
+    if joint:
+        cost = steps["attn"] * unit_params["attn"]
+        if cost % unit_params["mlp"]:
+            raise UsageError(
+                f"an attention step ({cost} parameters) is no whole number of MLP channels "
+                f"({unit_params['mlp']} each): set search.joint_budget=false"
+            )
+        steps["mlp"] = cost // unit_params["mlp"]
+    top = {k: totals[k] // steps[k] for k in KINDS}
+    if min(top.values()) < 1:
+        raise UsageError(f"a level step {steps} is wider than a module {totals}: use a smaller step")
+    sums = _target_sums(num_layers, totals, unit_params, keep, steps, top)
+    per_layer = {k: _spread(sums[k], num_layers) for k in KINDS}
+    modules, target = [], []
+    for layer in range(num_layers):
+        for kind in KINDS:
+            c = per_layer[kind][layer]
+            modules.append(
+                ModuleGrid(layer, kind, steps[kind], totals[kind], max(0, c - radius), min(top[kind], c + radius))
+            )
+            target.append(c)
+    return LevelGrid(tuple(modules), dict(unit_params), joint, tuple(target))
+
+
+def _spread(total: int, parts: int) -> list[int]:
+    """``total`` split into ``parts`` integers differing by at most one, the extras evenly spaced."""
+    base, extra = divmod(total, parts)
+    return [base + ((i + 1) * extra) // parts - (i * extra) // parts for i in range(parts)]
+
+
+def _target_sums(
+    num_layers: int,
+    totals: dict[str, int],
+    unit_params: dict[str, int],
+    keep: float,
+    steps: dict[str, int],
+    top: dict[str, int],
+) -> dict[str, int]:
+    """Level sums per kind of the most uniform allocation at ``keep``.
+
+    Attention keeps round(keep * groups) per layer on average; the MLP takes the rest of the budget,
+    so the total is within half an MLP step of ``keep``. Refuses a budget no allocation reaches.
+    """
+    prunable = num_layers * sum(totals[k] * unit_params[k] for k in KINDS)
+    cost = {k: steps[k] * unit_params[k] for k in KINDS}
+    attn = min(num_layers * top["attn"], round(keep * num_layers * totals["attn"] / steps["attn"]))
+    mlp = round((keep * prunable - attn * cost["attn"]) / cost["mlp"])
+    if not 0 <= mlp <= num_layers * top["mlp"] or attn + mlp == 0:
+        smallest = math.ceil(1000 * min(cost.values()) / prunable) / 1000
+        raise UsageError(
+            f"budget.keep={keep} cannot be reached on this level grid (steps {steps}): "
+            f"use keep >= {smallest}, or smaller level steps"
+        )
+    return {"attn": attn, "mlp": mlp}

@@ -1,0 +1,274 @@
+"""How the built-in reference model is made: every hyperparameter in one frozen dataclass, and the trainer.
+
+The reference model is a small Llama (GQA, SwiGLU, RoPE, tied embeddings) trained from scratch on the
+Python standard library (:mod:`supernet.reference.corpus`) with a byte-level BPE tokenizer trained on
+the same text: AdamW, linear warmup then cosine decay (nanoGPT's ``get_lr``), packed windows, fp32 on CPU.
+It gives strata a real, trained model to prune with nothing downloaded.
+
+Two presets: ``default`` (5.5M parameters, about 8 minutes on 2 CPU cores) and ``tiny`` (seconds, tests).
+The weights are saved in bfloat16 to stay small, while ``config.json`` says float32, so
+``from_pretrained`` loads (and strata computes) in float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from supernet.data import pack_tokens
+from supernet.perplexity import perplexity
+from supernet.reference.corpus import corpus_hash, corpus_texts
+from supernet.reference.tokenizer import save_tokenizer, train_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+logger = logging.getLogger(__name__)
+
+INFO_FILE = "reference.json"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every choice that shapes the reference model; its hash keys the cache."""
+
+    name: str  # preset name, also the cache directory prefix
+    # tokenizer
+    vocab_size: int = 4096  # byte-level BPE entries: 256 bytes + <|endoftext|> + merges
+    # architecture (LlamaConfig)
+    num_layers: int = 6
+    hidden_size: int = 256
+    num_heads: int = 8  # query heads
+    num_kv_heads: int = 4  # GQA: two query heads share one K/V head
+    head_dim: int = 32  # hidden_size / num_heads
+    intermediate_size: int = 704  # SwiGLU width, ~8/3 * hidden rounded to a multiple of 64
+    max_position_embeddings: int = 2048  # room for the seq-2048 perplexity convention
+    rope_theta: float = 10_000.0
+    rms_norm_eps: float = 1e-5
+    initializer_range: float = 0.02  # std of the normal init of every linear and embedding
+    tie_word_embeddings: bool = True  # the embedding is a large share of a small model
+    # data
+    seq_len: int = 256  # tokens per packed training (and evaluation) window
+    max_train_chars: int | None = None  # cut the train split after this many characters (None: all)
+    eval_sequences: int = 256  # held-out windows scored for the reported perplexity
+    # optimisation (AdamW, warmup + cosine)
+    steps: int = 600  # sized for about 7 minutes of training on 2 CPU cores
+    batch_size: int = 16  # windows per step: 4096 tokens
+    learning_rate: float = 2e-3  # peak, reached after the warmup
+    min_learning_rate: float = 2e-4  # end of the cosine decay
+    warmup_steps: int = 40
+    weight_decay: float = 0.1  # on matrices only, not on norms
+    beta1: float = 0.9
+    beta2: float = 0.95  # shorter second-moment memory, steadier for short runs
+    grad_clip: float = 1.0  # max global gradient norm
+    seed: int = 0  # torch.manual_seed for init, and the window shuffle
+    num_threads: int | None = None  # torch threads while training (None: every usable core)
+    save_dtype: str = "bfloat16"  # dtype of the saved weights; loading is float32 (config.json says so)
+
+    def __post_init__(self) -> None:
+        assert self.num_heads * self.head_dim == self.hidden_size, (
+            f"num_heads {self.num_heads} * head_dim {self.head_dim} != hidden_size {self.hidden_size}"
+        )
+        assert self.num_heads % self.num_kv_heads == 0, (
+            f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}"
+        )
+        assert self.warmup_steps < self.steps, f"warmup_steps {self.warmup_steps} >= steps {self.steps}"
+
+
+RECIPES: dict[str, Recipe] = {
+    "default": Recipe(name="default"),
+    "tiny": Recipe(
+        name="tiny",
+        vocab_size=512,
+        num_layers=2,
+        hidden_size=64,
+        num_heads=4,
+        num_kv_heads=2,
+        head_dim=16,
+        intermediate_size=128,
+        max_position_embeddings=512,
+        seq_len=128,
+        max_train_chars=1_000_000,  # enough for 80 steps, keeps tokenizing fast
+        eval_sequences=64,
+        steps=80,
+        batch_size=8,
+        learning_rate=1e-2,
+        min_learning_rate=1e-3,
+        warmup_steps=8,
+    ),
+}
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """sha1 of the recipe's fields as sorted JSON."""
+    return hashlib.sha1(json.dumps(dataclasses.asdict(recipe), sort_keys=True).encode()).hexdigest()
+
+
+def reference_key(recipe: Recipe) -> str:
+    """12 hex digits naming one build: the recipe and the corpus it is trained on."""
+    return hashlib.sha1(f"{recipe_hash(recipe)}\0{corpus_hash()}".encode()).hexdigest()[:12]
+
+
+def llama_config(recipe: Recipe, *, bos_eos_id: int) -> LlamaConfig:
+    """The transformers config of the recipe's architecture."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=recipe.vocab_size,
+        hidden_size=recipe.hidden_size,
+        intermediate_size=recipe.intermediate_size,
+        num_hidden_layers=recipe.num_layers,
+        num_attention_heads=recipe.num_heads,
+        num_key_value_heads=recipe.num_kv_heads,
+        head_dim=recipe.head_dim,
+        hidden_act="silu",
+        max_position_embeddings=recipe.max_position_embeddings,
+        rope_theta=recipe.rope_theta,
+        rms_norm_eps=recipe.rms_norm_eps,
+        initializer_range=recipe.initializer_range,
+        tie_word_embeddings=recipe.tie_word_embeddings,
+        bos_token_id=bos_eos_id,
+        eos_token_id=bos_eos_id,
+        pad_token_id=bos_eos_id,
+    )
+
+
+def learning_rate(recipe: Recipe, step: int) -> float:
+    """Learning rate at ``step`` (nanoGPT's ``get_lr``)."""
+    # 1) linear warmup
+    if step < recipe.warmup_steps:
+        return recipe.learning_rate * (step + 1) / recipe.warmup_steps
+    # 2) cosine decay from the peak to the minimum over the remaining steps
+    progress = (step - recipe.warmup_steps) / max(1, recipe.steps - 1 - recipe.warmup_steps)
+    coefficient = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
+    return recipe.min_learning_rate + coefficient * (recipe.learning_rate - recipe.min_learning_rate)
+
+
+def _optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (linears, embedding) and none on norm weights."""
+    decayed = [p for p in model.parameters() if p.dim() >= 2]
+    other = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decayed, "weight_decay": recipe.weight_decay},
+        {"params": other, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=recipe.learning_rate, betas=(recipe.beta1, recipe.beta2))
+
+
+def _train(recipe: Recipe, model: LlamaForCausalLM, windows: torch.LongTensor) -> None:
+    """Run ``recipe.steps`` AdamW steps on batches of ``windows`` [n, seq_len], cycling through them."""
+    optimizer = _optimizer(recipe, model)
+    model.train()
+    bar = tqdm(range(recipe.steps), desc=f"training reference '{recipe.name}'")
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(recipe, step)
+        rows = torch.arange(step * recipe.batch_size, (step + 1) * recipe.batch_size) % windows.shape[0]
+        batch = windows[rows]  # [batch_size, seq_len]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    model.eval()
+
+
+def _save(model: LlamaForCausalLM, tokenizer: Any, info: dict[str, Any], recipe: Recipe, out: Path) -> None:
+    """Weights in ``recipe.save_dtype``, config saying float32, tokenizer, ``reference.json``."""
+    model.to(getattr(torch, recipe.save_dtype)).save_pretrained(out)
+    model.float()
+    config_path = out / "config.json"
+    config = json.loads(config_path.read_text())
+    config["dtype"] = "float32"  # load (and prune) in float32 whatever the stored dtype
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    save_tokenizer(tokenizer, out)
+    (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _replace_dir(built: Path, target: Path) -> None:
+    """Move ``built`` to ``target``, replacing any previous directory there."""
+    if target.exists():
+        stale = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, stale)
+        os.replace(built, target)
+        shutil.rmtree(stale)
+    else:
+        os.replace(built, target)
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _build(recipe: Recipe, out: Path) -> dict[str, Any]:
+    """Train tokenizer and model, measure held-out perplexity, save everything into ``out``."""
+    from transformers import LlamaForCausalLM
+
+    train_texts = corpus_texts("train", max_chars=recipe.max_train_chars)
+    tokenizer = train_tokenizer(train_texts, recipe.vocab_size)
+    windows = pack_tokens(
+        tokenizer, train_texts, seq_len=recipe.seq_len, num_sequences=None, seed=recipe.seed
+    )
+    eval_windows = pack_tokens(
+        tokenizer, corpus_texts("eval"), seq_len=recipe.seq_len, num_sequences=recipe.eval_sequences, seed=0
+    )
+    logger.info("training on %d windows of %d tokens", windows.shape[0], recipe.seq_len)
+    torch.manual_seed(recipe.seed)
+    model = LlamaForCausalLM(llama_config(recipe, bos_eos_id=tokenizer.eos_token_id)).float()
+    start = time.perf_counter()
+    _train(recipe, model, windows)
+    train_seconds = time.perf_counter() - start
+    info = {
+        "key": reference_key(recipe),
+        "recipe": dataclasses.asdict(recipe),
+        "recipe_hash": recipe_hash(recipe),
+        "corpus_hash": corpus_hash(),
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "train_tokens": recipe.steps * recipe.batch_size * recipe.seq_len,
+        "train_seconds": round(train_seconds, 1),
+        "eval_ppl": perplexity(model, eval_windows, batch_size=16),
+        "eval_seq_len": recipe.seq_len,
+        "eval_tokens": eval_windows.numel(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    _save(model, tokenizer, info, recipe, out)
+    return info
+
+
+def train_reference(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
+    """Train the reference model of ``recipe`` and save a Hugging Face directory at ``out_dir``.
+
+    The directory is built next to ``out_dir`` and renamed into place, so ``out_dir`` is either the old
+    one or the complete new one. Returns the contents of its ``reference.json``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    building = out_dir.with_name(f".{out_dir.name}.building-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(recipe.num_threads or _usable_cores())
+    try:
+        info = _build(recipe, building)
+        _replace_dir(building, out_dir)
+    finally:
+        torch.set_num_threads(threads)
+        shutil.rmtree(building, ignore_errors=True)
+    logger.info(
+        "reference '%s': %d parameters, %.0f s of training, held-out ppl %.2f at seq %d -> %s",
+        recipe.name, info["num_parameters"], info["train_seconds"], info["eval_ppl"], recipe.seq_len, out_dir,
+    )  # fmt: skip
+    return info
