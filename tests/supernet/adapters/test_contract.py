@@ -1,0 +1,141 @@
+"""Contract every adapter passes: a candidate applied in place equals the exported model, before and
+after a save/reload in a process that never imports strata."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+
+from supernet.adapters import adapter_for
+from supernet.export import materialize, save_pruned
+from supernet.params import count_params
+from supernet.switch import Switcher, Variant
+
+FAMILIES = {
+    "llama": LlamaConfig,
+    "mistral": MistralConfig,
+    "qwen2": Qwen2Config,
+    "qwen3": Qwen3Config,
+}
+
+
+def tiny_model(family: str, *, tied: bool = False):
+    torch.manual_seed(0)
+    config = FAMILIES[family](
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        vocab_size=97,
+        tie_word_embeddings=tied,
+    )
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def prune_candidate(model) -> Switcher:
+    """A candidate touching every case: a removed attention in layer 0 (the cache's reference layer),
+    a removed MLP with a bias, one GQA group kept, biases on kept output projections."""
+    g = torch.Generator().manual_seed(1)
+    switcher = Switcher(model, adapter_for(model.config))
+    empty = torch.tensor([], dtype=torch.long)
+    switcher.set(0, "attn", Variant(empty))
+    switcher.set(0, "mlp", Variant(torch.tensor([0, 5, 9, 33]), out_bias=torch.randn(32, generator=g)))
+    switcher.set(1, "attn", Variant(torch.tensor([1]), out_bias=torch.randn(32, generator=g)))
+    switcher.set(1, "mlp", Variant(empty, out_bias=torch.randn(32, generator=g)))
+    switcher.set(2, "mlp", Variant(torch.arange(0, 64, 2), out_weight=torch.randn(32, 32, generator=g)))
+    return switcher
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_applied_candidate_equals_materialised(family: str) -> None:
+    model = tiny_model(family, tied=family == "qwen2")
+    switcher = prune_candidate(model)
+    x = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        live = model(x).logits
+        pruned = materialize(model, switcher)
+        exported = pruned(x).logits
+    torch.testing.assert_close(exported, live, atol=1e-4, rtol=0)
+    assert count_params(pruned) < count_params(tiny_model(family))
+
+
+def test_switching_back_restores_dense_exactly() -> None:
+    model = tiny_model("llama")
+    x = torch.randint(0, 97, (1, 9))
+    with torch.no_grad():
+        dense = model(x).logits
+        switcher = prune_candidate(model)
+        assert not torch.equal(model(x).logits, dense)
+        switcher.apply({key: None for key in switcher.current})
+        restored = model(x).logits
+    assert torch.equal(restored, dense)
+
+
+def test_apply_touches_only_changed_modules() -> None:
+    model = tiny_model("llama")
+    switcher = Switcher(model, adapter_for(model.config))
+    variant = Variant(torch.tensor([0]))
+    assert switcher.apply({(0, "attn"): variant, (1, "attn"): None}) == 1
+    assert switcher.apply({(0, "attn"): variant, (1, "attn"): None}) == 0
+
+
+RELOAD = textwrap.dedent(
+    """
+    import json, sys, torch
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModelForCausalLM
+    model_dir, io_dir = sys.argv[1], sys.argv[2]
+    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
+    x = load_file(io_dir + "/in.safetensors")["x"]
+    with torch.no_grad():
+        logits = model(x).logits
+        generated = model.generate(x[:1], max_new_tokens=6, do_sample=False)
+    save_file({"logits": logits.contiguous(), "generated": generated}, io_dir + "/out.safetensors")
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("supernet", "search", "proxies"))
+    print(json.dumps({"params": sum(p.numel() for p in model.parameters()), "strata_modules": loaded}))
+    """
+)
+
+
+class _NoTokenizer:
+    def save_pretrained(self, path) -> None:
+        pass
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_saved_model_reloads_without_strata(family: str, tmp_path) -> None:
+    model = tiny_model(family, tied=family == "qwen2")
+    switcher = prune_candidate(model)
+    x = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        live = model(x).logits
+        generated = model.generate(x[:1], max_new_tokens=6, do_sample=False)
+    out = save_pruned(model, switcher, _NoTokenizer(), tmp_path / "model")
+    assert (out / "modeling_strata.py").is_file()
+    assert json.loads((out / "config.json").read_text())["auto_map"]["AutoModelForCausalLM"].startswith(
+        "modeling_strata."
+    )
+    save_file({"x": x}, str(tmp_path / "in.safetensors"))
+    proc = subprocess.run(
+        [sys.executable, "-c", RELOAD, str(out), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["strata_modules"] == []
+    assert report["params"] == count_params(materialize(model, switcher))
+    result = load_file(str(tmp_path / "out.safetensors"))
+    torch.testing.assert_close(result["logits"], live, atol=1e-4, rtol=0)
+    assert torch.equal(result["generated"], generated)
