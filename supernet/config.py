@@ -61,11 +61,52 @@ class BudgetConfig:
             raise UsageError(f"budget.keep={self.keep} is outside (0, 1]: give the fraction of parameters to keep")
 
 
+CRITERIA = ("magnitude", "wanda_sp", "flap", "obs")
+COMPENSATIONS = ("none", "bias", "refit")
+PROPAGATE = ("dense", "expected")
+STORE_DTYPES = ("float32", "bfloat16", "float16")
+
+
 @dataclass
 class SupernetConfig:
-    criterion: str = "magnitude"  # local criterion that ranks units inside a module
+    criterion: str = "magnitude"  # local criterion ranking units in a module: magnitude | wanda_sp | flap | obs
+    compensation: str = "none"  # added to the output projection per level: none | bias (FLAP) | refit (least squares)
+    propagate: str = "dense"  # next layer's calibration input: dense outputs, or "expected" (target-level variant, Týr)
+    radius: int = 4  # levels each module may move around the target level: 4 -> 9 levels (Týr)
+    attn_step: int = 1  # GQA groups per attention level step
     channel_quantum: int = 8  # MLP widths are multiples of this (64/128 for hardware-friendly widths)
+    mlp_step: int | None = None  # MLP channels per level; None: the attention step's cost (joint) or channel_quantum
+    joint_budget: bool = True  # one budget over attention and MLP (equal step costs); false: one per kind
+    damping: float = 0.01  # H += damping * mean(diag H) * I before OBS and refit (SparseGPT's percdamp)
+    obs_rounds: int = 16  # rounds of greedy OBS removal in an MLP (Týr: 16); attention removes one group a round
+    gram_dtype: str = "float32"  # accumulation dtype of H = X^T X (float64 doubles its memory)
+    store_dtype: str = "bfloat16"  # dtype refit columns are cached and installed in (bias vectors stay float32)
+    calib_batch_size: int = 8  # calibration sequences per layer call
 
     def __post_init__(self) -> None:
-        if self.channel_quantum < 1:
-            raise UsageError(f"supernet.channel_quantum={self.channel_quantum} must be >= 1")
+        for name, allowed in (
+            ("criterion", CRITERIA),
+            ("compensation", COMPENSATIONS),
+            ("propagate", PROPAGATE),
+            ("store_dtype", STORE_DTYPES),
+            ("gram_dtype", ("float32", "float64")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise UsageError(f"supernet.{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        for name in ("attn_step", "channel_quantum", "obs_rounds", "calib_batch_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"supernet.{name}={getattr(self, name)} must be >= 1")
+        if self.radius < 0:
+            raise UsageError(f"supernet.radius={self.radius} must be >= 0")
+        if self.mlp_step is not None and (self.mlp_step < 1 or self.mlp_step % self.channel_quantum):
+            raise UsageError(
+                f"supernet.mlp_step={self.mlp_step} must be a positive multiple of "
+                f"channel_quantum={self.channel_quantum}"
+            )
+        if not 0.0 <= self.damping < 1.0:
+            raise UsageError(f"supernet.damping={self.damping} is outside [0, 1): a fraction of mean(diag H)")
+
+    @property
+    def needs_gram(self) -> bool:
+        """Whether calibration must accumulate H = X^T X."""
+        return self.criterion == "obs" or self.compensation == "refit"

@@ -1,19 +1,36 @@
 """Local criteria: score every unit of a module; a module keeps its highest-scoring units.
 
-Scores are per unit (GQA group or MLP channel), higher = more important. The unit's weights are
-the rows / columns the adapter's plan assigns to it in every projection of the module.
+Scores are per unit (GQA group or MLP channel), higher = more important. A unit's weights are the rows /
+columns the adapter's plan assigns to it; the statistic-based criteria read the output projection
+(o_proj / down_proj, W: [out, in]) and the ``ChannelStats`` of its input X: [tokens, in]; a unit owns
+the input channels C(u) (head_dim columns per query head of a GQA group, or one MLP channel).
+
+Registry ``CRITERIA`` (name -> function ``(adapter, module, kind, stats, *, damping, rounds) -> [units]``):
+
+- ``magnitude``: S_u = ||W_u||_2 over every weight the unit owns (Torch-Pruning's group L2).
+- ``wanda_sp``: S_u = sum_{j in C(u)} sum_i |W_ij| ||X_j||_2 (structured Wanda as evaluated by FLAP,
+  An et al. 2024, https://arxiv.org/abs/2312.11983; Wanda: Sun et al. 2023, https://arxiv.org/abs/2306.11695).
+- ``flap``: S_u = sum_{j in C(u)} Var_t(X_j) ||W[:, j]||_2^2 (FLAP's fluctuation metric, eq. 5).
+- ``obs``: greedy second-order group removal (OBS, Hassibi & Stork 1993; ZipLM, Kurtic et al. 2023,
+  https://arxiv.org/abs/2302.04089; Týr-the-Pruner's local pruner). See :func:`obs`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
 
+from supernet.errors import UsageError
+
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from torch import nn
 
     from supernet.adapters import DecoderAdapter
+    from supernet.statistics import ChannelStats
 
 
 def unit_weight_sq_norms(adapter: DecoderAdapter, module: nn.Module, kind: str) -> torch.Tensor:
@@ -28,9 +45,125 @@ def unit_weight_sq_norms(adapter: DecoderAdapter, module: nn.Module, kind: str) 
     return total
 
 
-def magnitude(adapter: DecoderAdapter, module: nn.Module, kind: str) -> torch.Tensor:
+def output_weight(adapter: DecoderAdapter, module: nn.Module, kind: str) -> torch.Tensor:
+    """The output projection's weight W as float64. [out, in]"""
+    return getattr(module, adapter.output_projection(kind)).weight.detach().cpu().double()
+
+
+def per_unit(adapter: DecoderAdapter, kind: str, per_channel: torch.Tensor) -> torch.Tensor:
+    """Sum a per-input-channel score over each unit's channels. [in] -> [units]"""
+    return per_channel.reshape(adapter.units_total(kind), -1).sum(dim=1)  # a unit's channels are contiguous
+
+
+def _need(stats: ChannelStats | None, name: str, gram: bool = False) -> ChannelStats:
+    if stats is None or (gram and stats.gram is None):
+        raise ValueError(f"criterion {name!r} needs calibration statistics{' with the Gram matrix' if gram else ''}")
+    return stats
+
+
+def magnitude(
+    adapter: DecoderAdapter, module: nn.Module, kind: str, stats: ChannelStats | None = None, **_: float
+) -> torch.Tensor:
     """Group L2 magnitude (Torch-Pruning): S_u = ||W_u||_2 over all weights unit u owns. [units]"""
     return unit_weight_sq_norms(adapter, module, kind).sqrt()
+
+
+def wanda_sp(
+    adapter: DecoderAdapter, module: nn.Module, kind: str, stats: ChannelStats | None, **_: float
+) -> torch.Tensor:
+    """Structured Wanda: S_u = sum_{j in C(u)} sum_i |W_ij| * ||X_j||_2 on the output projection. [units]"""
+    stats = _need(stats, "wanda_sp")
+    weight = output_weight(adapter, module, kind)  # [out, in]
+    return per_unit(adapter, kind, weight.abs().sum(dim=0) * stats.sq_norm.sqrt())
+
+
+def flap(adapter: DecoderAdapter, module: nn.Module, kind: str, stats: ChannelStats | None, **_: float) -> torch.Tensor:
+    """FLAP fluctuation: S_u = sum_{j in C(u)} Var_tokens(X_j) * ||W[:, j]||_2^2. [units]"""
+    stats = _need(stats, "flap")
+    weight = output_weight(adapter, module, kind)  # [out, in]
+    return per_unit(adapter, kind, stats.var * weight.pow(2).sum(dim=0))
+
+
+def damped_gram(gram: torch.Tensor, weight: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """SparseGPT's conditioning of H (float64): dead inputs (H_jj = 0) get H_jj = 1 and W[:, j] = 0, then
+    H += damping * mean(diag H) * I. Returns (H, W). gram: [in, in], weight: [out, in]."""
+    h = gram.detach().cpu().double().clone()
+    w = weight.clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h += damping * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    return h, w
+
+
+def obs_removal_order(weight: torch.Tensor, h: torch.Tensor, unit_size: int, rounds: int) -> torch.Tensor:
+    """Order in which OBS removes groups of ``unit_size`` consecutive columns, greedily in rounds.
+
+    With G = H^-1 restricted to the remaining columns, removing a group Q costs (OBS, group form)
+        eps_Q = sum_i W_iQ (G_QQ)^-1 W_iQ^T = trace(W_Q (G_QQ)^-1 W_Q^T)
+    and the optimal update of the rest is W -= W_Q (G_QQ)^-1 G_Q,: , G -= G_:Q (G_QQ)^-1 G_Q,: .
+    Each round removes ceil(units / rounds) groups, the cheapest at the round's start, one at a time.
+    weight: [out, in] (float64), h: damped [in, in]. Returns unit indices, first removed first. [units]
+    """
+    units = weight.shape[1] // unit_size
+    w = weight.clone()
+    g = torch.linalg.inv(h)  # [in, in]
+    alive = torch.ones(units, dtype=torch.bool)
+    order: list[int] = []
+    per_round = math.ceil(units / max(1, rounds))
+    cols = torch.arange(weight.shape[1]).reshape(units, unit_size)  # [units, unit_size]
+    while len(order) < units:
+        idx = torch.nonzero(alive).flatten()
+        g_qq = g[cols[idx][:, :, None], cols[idx][:, None, :]]  # [alive, size, size]
+        w_q = w[:, cols[idx]].permute(1, 0, 2)  # [alive, out, size]
+        sol = torch.linalg.solve(g_qq, w_q.transpose(1, 2))  # [alive, size, out] = G_QQ^-1 W_Q^T
+        cost = (w_q.transpose(1, 2) * sol).sum(dim=(1, 2))  # trace(W_Q G_QQ^-1 W_Q^T)
+        for u in idx[torch.argsort(cost, stable=True)][:per_round].tolist():
+            q = cols[u]
+            g_inv_qq = torch.linalg.inv(g[q][:, q])  # [size, size]
+            w -= w[:, q] @ g_inv_qq @ g[q, :]  # [out, size] @ [size, size] @ [size, in]
+            g -= g[:, q] @ g_inv_qq @ g[q, :]
+            w[:, q] = 0.0
+            alive[u] = False
+            order.append(u)
+    return torch.tensor(order)
+
+
+def obs(
+    adapter: DecoderAdapter,
+    module: nn.Module,
+    kind: str,
+    stats: ChannelStats | None,
+    *,
+    damping: float = 0.01,
+    rounds: int = 16,
+    **_: float,
+) -> torch.Tensor:
+    """Second-order group removal on the damped H (see :func:`obs_removal_order`) as scores:
+    S_u = position of u in the removal order (removed first = 0). Attention removes one GQA group per
+    round (groups are few); the MLP removes its channels in ``rounds`` rounds (Týr: 16). [units]"""
+    stats = _need(stats, "obs", gram=True)
+    h, w = damped_gram(stats.gram, output_weight(adapter, module, kind), damping)
+    units = adapter.units_total(kind)
+    order = obs_removal_order(w, h, w.shape[1] // units, units if kind == "attn" else rounds)
+    scores = torch.empty(units, dtype=torch.float64)
+    scores[order] = torch.arange(units, dtype=torch.float64)
+    return scores
+
+
+CRITERIA: dict[str, Callable[..., torch.Tensor]] = {
+    "magnitude": magnitude,
+    "wanda_sp": wanda_sp,
+    "flap": flap,
+    "obs": obs,
+}
+NEEDS_GRAM = ("obs",)
+
+
+def get_criterion(name: str) -> Callable[..., torch.Tensor]:
+    if name not in CRITERIA:
+        raise UsageError(f"supernet.criterion={name!r} is not one of {', '.join(CRITERIA)}")
+    return CRITERIA[name]
 
 
 def ranking(scores: torch.Tensor) -> torch.Tensor:

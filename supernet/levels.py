@@ -118,7 +118,7 @@ def make_grid(
         if cost % unit_params["mlp"]:
             raise UsageError(
                 f"an attention step ({cost} parameters) is no whole number of MLP channels "
-                f"({unit_params['mlp']} each): set search.joint_budget=false"
+                f"({unit_params['mlp']} each): set supernet.joint_budget=false"
             )
         steps["mlp"] = cost // unit_params["mlp"]
     top = {k: totals[k] // steps[k] for k in KINDS}
@@ -167,3 +167,35 @@ def _target_sums(
             f"use keep >= {smallest}, or smaller level steps"
         )
     return {"attn": attn, "mlp": mlp}
+
+
+def repair(grid: LevelGrid, levels: Sequence[int], priority: Sequence[float] | None = None) -> list[int]:
+    """Move ``levels`` onto the grid's budget, one level at a time, cheapest harm first (deterministic).
+
+    Levels are first clipped into each module's [lo, hi]. While a budget sum (overall, or per kind with
+    separate budgets) is above the target's, the module with the lowest ``priority`` that can go down
+    loses a level; while below, the module with the highest priority that can go up gains one. Ties go
+    to the module furthest above (resp. below) its target level, then to the lower index.
+
+    Args:
+        priority: per module (grid order), higher = more important; None = all equal.
+    """
+    n = len(grid.modules)
+    assert len(levels) == n, f"{len(levels)} levels for {n} modules"
+    priority = [0.0] * n if priority is None else list(priority)
+    out = [min(max(int(lv), m.lo), m.hi) for m, lv in zip(grid.modules, levels, strict=True)]
+    groups = [list(range(n))] if grid.joint else [[i for i, m in enumerate(grid.modules) if m.kind == k] for k in KINDS]
+    for members, goal in zip(groups, grid.budget_sums(grid.target), strict=True):
+        while (current := sum(out[i] for i in members)) != goal:
+            if current > goal:
+                movable = [i for i in members if out[i] > grid.modules[i].lo]
+                key = lambda i: (priority[i], grid.target[i] - out[i], i)  # noqa: E731
+                delta = -1
+            else:
+                movable = [i for i in members if out[i] < grid.modules[i].hi]
+                key = lambda i: (-priority[i], out[i] - grid.target[i], i)  # noqa: E731
+                delta = 1
+            assert movable, f"level sum {current} cannot reach {goal} within the grid's bounds"
+            out[min(movable, key=key)] += delta
+    assert grid.on_budget(out), "repair left the allocation off budget"
+    return out

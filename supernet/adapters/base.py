@@ -74,6 +74,7 @@ class DecoderAdapter:
     attention_shared: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: PreTrainedConfig) -> None:
+        self.sliding_window: int | None = getattr(config, "sliding_window", None)
         heads = config.num_attention_heads
         kv_heads = getattr(config, "num_key_value_heads", None) or heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
@@ -111,6 +112,53 @@ class DecoderAdapter:
         (name,) = [p.name for p in plan if p.side == "in"]
         return name
 
+    def output_linear(self, layer: nn.Module, kind: str) -> nn.Module:
+        """The live output projection (o_proj / down_proj) of a module of ``layer``."""
+        module = self.attention(layer) if kind == "attn" else self.mlp(layer)
+        return getattr(module, self.output_projection(kind))
+
+    # ---- calling decoder layers one at a time (layer-wise calibration) ---------------------------
+    def embed(self, model: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings. input_ids: [batch, tokens] -> [batch, tokens, hidden]"""
+        return model.model.embed_tokens(input_ids)
+
+    def layer_context(self, model: PreTrainedModel, hidden_states: torch.Tensor) -> dict:
+        """What a decoder layer needs besides its input, as the family's ``Model.forward`` builds it.
+
+        Positions 0..T-1, the rotary (cos, sin), and the causal masks by attention type (sliding
+        windows for families that have them). hidden_states: [batch, tokens, hidden].
+        """
+        from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+        base = model.model
+        position_ids = torch.arange(hidden_states.shape[1], device=hidden_states.device).unsqueeze(0)  # [1, T]
+        kwargs = dict(
+            config=base.config, inputs_embeds=hidden_states, attention_mask=None, cache=None, position_ids=position_ids
+        )
+        masks = {"full_attention": create_causal_mask(**kwargs)}
+        if self.sliding_window:
+            masks["sliding_attention"] = create_sliding_window_causal_mask(**kwargs)
+        return {
+            "position_ids": position_ids,
+            "position_embeddings": base.rotary_emb(hidden_states, position_ids=position_ids),
+            "masks": masks,
+        }
+
+    def attention_type(self, layer: nn.Module) -> str:
+        """Which mask a layer uses: ``full_attention`` or ``sliding_attention`` (per-layer in Qwen2/3)."""
+        kind = getattr(self.attention(layer), "layer_type", None) or getattr(layer, "attention_type", None)
+        return kind or "full_attention"
+
+    def run_layer(self, layer: nn.Module, hidden_states: torch.Tensor, context: dict) -> torch.Tensor:
+        """One decoder layer on its own. hidden_states: [batch, tokens, hidden] -> same shape."""
+        out = layer(
+            hidden_states,
+            attention_mask=context["masks"].get(self.attention_type(layer), context["masks"]["full_attention"]),
+            position_ids=context["position_ids"],
+            position_embeddings=context["position_embeddings"],
+        )
+        return out[0] if isinstance(out, tuple) else out
+
     # ---- units -> rows / columns -----------------------------------------------------------------
     def block_index(self, units: torch.Tensor, block: str, *, kind: str) -> torch.Tensor:
         """Row or column indices a set of units owns in a projection of the given block type.
@@ -124,6 +172,12 @@ class DecoderAdapter:
         per_unit = geo.group_size if block == "query" else 1
         heads = (units[:, None] * per_unit + torch.arange(per_unit)).reshape(-1)  # [units * per_unit]
         return (heads[:, None] * geo.head_dim + torch.arange(geo.head_dim)).reshape(-1)
+
+    def output_columns(self, units: torch.Tensor, kind: str) -> torch.Tensor:
+        """Input columns of the output projection (o_proj / down_proj) that ``units`` own."""
+        plan = self.attention_plan if kind == "attn" else self.mlp_plan
+        (block,) = [p.block for p in plan if p.side == "in"]
+        return self.block_index(units, block, kind=kind)
 
     def units_total(self, kind: str) -> int:
         return self.geometry.num_kv_heads if kind == "attn" else self.geometry.intermediate

@@ -7,3 +7,7 @@ from supernet.adapters.llama import LlamaAdapter
 
 class MistralAdapter(LlamaAdapter):
     model_types = ("mistral",)
+
+    def attention_type(self, layer) -> str:
+        """Every Mistral layer uses the sliding window when the config sets one."""
+        return "sliding_attention" if self.sliding_window else "full_attention"

@@ -1,0 +1,228 @@
+"""Build the supernet: every module's unit ranking and per-level compensation, from one calibration pass.
+
+For each decoder layer (streamed, :mod:`supernet.statistics`) and each module (attention, MLP):
+
+1. score the units with the configured criterion (:mod:`supernet.criteria`) and rank them once;
+2. for every level l of the module's grid keep the best ``l * step`` units, so variants are nested
+   (a higher level keeps a superset of a lower level's units);
+3. compute the level's compensation (:mod:`supernet.compensation`): nothing, a bias, or refit columns.
+
+The result is cached compactly (:mod:`supernet.cache`) and a later run with the same model, tokens and
+config loads it without calibrating. ``Supernet.apply`` switches a live model to an allocation in place
+(Týr-the-Pruner's supernet, https://arxiv.org/abs/2503.09657, without its dense zero-filled copies).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from supernet import criteria
+from supernet.cache import default_root, entry_bytes, entry_key, load_entry, model_hash, save_entry
+from supernet.compensation import get_compensation
+from supernet.levels import LevelGrid, make_grid
+from supernet.statistics import calibrate
+from supernet.switch import Switcher, Variant, kept_units
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from transformers import PreTrainedModel
+
+    from supernet.adapters import DecoderAdapter
+    from supernet.config import SupernetConfig
+
+log = logging.getLogger(__name__)
+
+KINDS = ("attn", "mlp")
+ModuleKey = tuple[int, str]  # (layer, kind)
+
+
+def supernet_grid(adapter: DecoderAdapter, keep: float, cfg: SupernetConfig) -> LevelGrid:
+    """The level grid of ``cfg`` around the uniform allocation at ``keep``."""
+    geo = adapter.geometry
+    mlp_step = cfg.mlp_step or cfg.channel_quantum
+    grid = make_grid(
+        num_layers=geo.num_layers,
+        totals={k: adapter.units_total(k) for k in KINDS},
+        unit_params={k: adapter.unit_params(k) for k in KINDS},
+        keep=keep,
+        steps={"attn": cfg.attn_step, "mlp": mlp_step},
+        radius=cfg.radius,
+        joint=cfg.joint_budget,
+    )
+    derived = grid.modules[1].step
+    assert derived % cfg.channel_quantum == 0 or not cfg.joint_budget, (
+        f"joint MLP step {derived} is not a multiple of channel_quantum {cfg.channel_quantum}"
+    )
+    return grid
+
+
+@dataclass
+class Supernet:
+    """Rankings and per-level compensation of every module; turns levels into installable variants."""
+
+    grid: LevelGrid
+    criterion: str
+    compensation: str
+    rankings: dict[ModuleKey, torch.Tensor] = field(default_factory=dict)  # [units], best first
+    scores: dict[ModuleKey, torch.Tensor] = field(default_factory=dict)  # criterion scores [units]
+    fluctuation: dict[ModuleKey, torch.Tensor] = field(default_factory=dict)  # FLAP scores [units]
+    biases: dict[tuple[int, str, int], torch.Tensor] = field(default_factory=dict)  # (layer, kind, level) -> [hidden]
+    weights: dict[tuple[int, str, int], torch.Tensor] = field(default_factory=dict)  # -> [hidden, kept cols]
+    from_cache: bool = False  # True when loaded from the cache without calibrating
+    cache_dir: Path | None = None
+    cache_bytes: int = 0
+    build_seconds: float = 0.0
+    _variants: dict[tuple[int, str, int], Variant | None] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.index = {(m.layer, m.kind): i for i, m in enumerate(self.grid.modules)}
+
+    def variant(self, layer: int, kind: str, level: int) -> Variant | None:
+        """The module at ``level``; None when it keeps every unit with no compensation (the dense module).
+
+        The same object is returned on every call, so ``Switcher.apply`` sees unchanged modules."""
+        key = (layer, kind, level)
+        if key not in self._variants:
+            module = self.grid.modules[self.index[layer, kind]]
+            count = module.units(level)
+            bias, weight = self.biases.get(key), self.weights.get(key)
+            if count == module.total and bias is None and weight is None:
+                self._variants[key] = None
+            else:
+                self._variants[key] = Variant(kept_units(self.rankings[layer, kind], count), bias, weight)
+        return self._variants[key]
+
+    def variants(self, levels: Sequence[int]) -> dict[ModuleKey, Variant | None]:
+        assert self.grid.in_bounds(levels), f"levels {list(levels)} are outside the grid"
+        return {
+            (m.layer, m.kind): self.variant(m.layer, m.kind, lv)
+            for m, lv in zip(self.grid.modules, levels, strict=True)
+        }
+
+    def apply(self, switcher: Switcher, levels: Sequence[int]) -> int:
+        """Install an allocation (levels in grid order) in place; returns how many modules changed."""
+        return switcher.apply(self.variants(levels))
+
+    # ---- cache form --------------------------------------------------------------------------
+    def to_tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+        out: dict[str, dict[str, torch.Tensor]] = {}
+        for layer, kind in self.rankings:
+            out[f"layer{layer}.{kind}"] = {
+                "ranking": self.rankings[layer, kind].to(torch.int32),
+                "scores": self.scores[layer, kind].float(),
+                "fluctuation": self.fluctuation[layer, kind].float(),
+            }
+        for (layer, kind, level), bias in self.biases.items():
+            out[f"layer{layer}.{kind}"][f"bias.{level}"] = bias
+        for (layer, kind, level), weight in self.weights.items():
+            out[f"layer{layer}.{kind}"][f"weight.{level}"] = weight
+        return out
+
+    def load_tensors(self, modules: dict[str, dict[str, torch.Tensor]]) -> None:
+        for stem, tensors in modules.items():
+            layer, kind = int(stem.split(".")[0].removeprefix("layer")), stem.split(".")[1]
+            self.rankings[layer, kind] = tensors["ranking"].long()
+            self.scores[layer, kind] = tensors["scores"].double()
+            self.fluctuation[layer, kind] = tensors["fluctuation"].double()
+            for name, tensor in tensors.items():
+                if name.startswith(("bias.", "weight.")):
+                    target = self.biases if name.startswith("bias.") else self.weights
+                    target[layer, kind, int(name.split(".")[1])] = tensor
+
+
+def _fill_module(
+    net: Supernet, adapter: DecoderAdapter, module: torch.nn.Module, key: ModuleKey, stats, cfg: SupernetConfig
+) -> None:
+    """Rank one module's units and compute every level's compensation."""
+    layer, kind = key
+    scores = criteria.get_criterion(cfg.criterion)(
+        adapter, module, kind, stats, damping=cfg.damping, rounds=cfg.obs_rounds
+    )
+    net.scores[key] = scores
+    net.rankings[key] = criteria.ranking(scores)
+    net.fluctuation[key] = criteria.flap(adapter, module, kind, stats)
+    compensate = get_compensation(cfg.compensation)
+    weight = criteria.output_weight(adapter, module, kind)  # [out, in] float64
+    grid_module = net.grid.modules[net.index[key]]
+    for level in range(grid_module.lo, grid_module.hi + 1):
+        units = kept_units(net.rankings[key], grid_module.units(level))
+        bias, refit = compensate(weight, stats, adapter.output_columns(units, kind), damping=cfg.damping)
+        if bias is not None:
+            net.biases[layer, kind, level] = bias.float()
+        if refit is not None:
+            net.weights[layer, kind, level] = refit.to(getattr(torch, cfg.store_dtype))
+
+
+def cache_config(cfg: SupernetConfig, grid: LevelGrid) -> dict:
+    """What the cached tensors depend on besides model and tokens (batch size only changes summation order)."""
+    fields = {k: v for k, v in asdict(cfg).items() if k != "calib_batch_size"}
+    modules = [[m.layer, m.kind, m.step, m.lo, m.hi] for m in grid.modules]
+    return {"supernet": fields, "grid": modules, "joint": grid.joint}
+
+
+def build_supernet(
+    model: PreTrainedModel,
+    adapter: DecoderAdapter,
+    calib_tokens: torch.Tensor,
+    cfg: SupernetConfig,
+    grid: LevelGrid,
+    *,
+    cache_dir: Path | str | None = None,
+    use_cache: bool = True,
+    progress: bool = True,
+) -> Supernet:
+    """Load the supernet from the cache, or calibrate and build it (and cache it).
+
+    The model must be dense (no variant installed). Args:
+        calib_tokens: [sequences, seq_len] calibration token ids (train split).
+        cache_dir: cache root; None = :func:`supernet.cache.default_root`.
+        use_cache: False builds without reading or writing the cache.
+    """
+    start = time.perf_counter()
+    net = Supernet(grid, cfg.criterion, cfg.compensation)
+    config = cache_config(cfg, grid)
+    directory = None
+    if use_cache:
+        key = entry_key(model_hash(model), calib_tokens, config)
+        directory = Path(cache_dir).expanduser() / key if cache_dir is not None else default_root() / key
+        net.cache_dir = directory
+        modules = load_entry(directory, key)
+        if modules is not None:
+            net.load_tensors(modules)
+            net.from_cache, net.cache_bytes = True, entry_bytes(directory)
+            net.build_seconds = time.perf_counter() - start
+            log.info("supernet loaded from cache %s (%d bytes)", directory, net.cache_bytes)
+            return net
+
+    switcher = Switcher(model, adapter)
+
+    def on_layer(i: int, stats: dict) -> dict[str, Variant | None]:
+        for kind in KINDS:
+            _fill_module(net, adapter, switcher.dense_modules[i, kind], (i, kind), stats[kind], cfg)
+        return {kind: net.variant(i, kind, grid.target[net.index[i, kind]]) for kind in KINDS}
+
+    calibrate(
+        model,
+        adapter,
+        calib_tokens,
+        on_layer=on_layer,
+        switcher=switcher,
+        propagate=cfg.propagate,
+        gram=cfg.needs_gram,
+        gram_dtype=cfg.gram_dtype,
+        batch_size=cfg.calib_batch_size,
+        progress=progress,
+    )
+    net._variants.clear()  # the target variants were built mid-calibration; rebuild lazily
+    if directory is not None:
+        net.cache_bytes = save_entry(directory, key, config, net.to_tensors())
+    net.build_seconds = time.perf_counter() - start
+    log.info("supernet built in %.1f s (%s + %s)", net.build_seconds, cfg.criterion, cfg.compensation)
+    return net

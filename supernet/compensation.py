@@ -1,0 +1,82 @@
+"""Compensation of the output projection after removing units: what a variant adds to its kept weights.
+
+W: [out, in] the dense output projection (o_proj / down_proj), X: [tokens, in] its calibration input,
+K the kept input channels, R the removed ones, H = X^T X (``ChannelStats.gram``).
+
+- ``none``: W_K as is.
+- ``bias`` (FLAP, An et al. 2024, https://arxiv.org/abs/2312.11983, eq. 7): the removed channels'
+  mean contribution moves into the bias, b += W[:, R] @ mean_t(X[:, R]).
+- ``refit`` (least squares on the calibration inputs, as SparseGPT/ZipLM/Týr's final step):
+      W_K = argmin ||X W^T - X_K V^T||^2 = (H_KK^-1 (H W^T)_K)^T,
+  H_KK damped by ``damping * mean(diag H_KK)`` (SparseGPT's percdamp). With no channel kept the
+  least-squares problem is empty and the variant falls back to ``bias``, its rank-0 special case.
+
+Registry ``COMPENSATIONS``: name -> ``(weight, stats, kept, *, damping) -> (out_bias, out_weight)``,
+where ``kept`` are the kept input channels; ``None`` means nothing to add.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from supernet.errors import UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from supernet.statistics import ChannelStats
+
+Compensated = tuple[torch.Tensor | None, torch.Tensor | None]  # (out_bias [out], out_weight [out, kept])
+
+
+def removed_channels(width: int, kept: torch.Tensor) -> torch.Tensor:
+    """Input channels not in ``kept``, ascending. [width - kept]"""
+    mask = torch.ones(width, dtype=torch.bool)
+    mask[kept] = False
+    return torch.nonzero(mask).flatten()
+
+
+def none(weight: torch.Tensor, stats: ChannelStats | None, kept: torch.Tensor, **_: float) -> Compensated:
+    """No compensation."""
+    return None, None
+
+
+def bias(weight: torch.Tensor, stats: ChannelStats | None, kept: torch.Tensor, **_: float) -> Compensated:
+    """FLAP: b = W[:, R] @ mean(X[:, R]) (float64 math). weight: [out, in] -> bias [out] (None if R is empty)."""
+    assert stats is not None, "bias compensation needs calibration statistics"
+    removed = removed_channels(weight.shape[1], kept)
+    if removed.numel() == 0:
+        return None, None
+    w = weight.detach().cpu().double()
+    return w[:, removed] @ stats.mean[removed], None  # [out, |R|] @ [|R|] -> [out]
+
+
+def refit(
+    weight: torch.Tensor, stats: ChannelStats | None, kept: torch.Tensor, *, damping: float = 0.01, **_: float
+) -> Compensated:
+    """Least-squares refit W_K = (H_KK^-1 (H W^T)_K)^T with damped H_KK. -> out_weight [out, |K|]."""
+    assert stats is not None and stats.gram is not None, "refit needs the Gram matrix of the calibration inputs"
+    if kept.numel() == 0:
+        return bias(weight, stats, kept)
+    if kept.numel() == weight.shape[1]:
+        return None, None
+    w = weight.detach().cpu().double()  # [out, in]
+    h = stats.gram.double()  # [in, in]
+    h_kk = h[kept][:, kept]  # [K, K]
+    diag = torch.diag(h_kk)
+    h_kk = h_kk + torch.diag(torch.where(diag == 0, torch.ones_like(diag), torch.zeros_like(diag)))  # dead inputs
+    h_kk = h_kk + damping * torch.diag(h_kk).mean() * torch.eye(len(kept), dtype=h.dtype)
+    rhs = (h @ w.T)[kept]  # ([in, in] @ [in, out])_K -> [K, out]
+    return None, torch.linalg.solve(h_kk, rhs).T  # [out, K]
+
+
+COMPENSATIONS: dict[str, Callable[..., Compensated]] = {"none": none, "bias": bias, "refit": refit}
+NEEDS_GRAM = ("refit",)
+
+
+def get_compensation(name: str) -> Callable[..., Compensated]:
+    if name not in COMPENSATIONS:
+        raise UsageError(f"supernet.compensation={name!r} is not one of {', '.join(COMPENSATIONS)}")
+    return COMPENSATIONS[name]

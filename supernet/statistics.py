@@ -1,0 +1,155 @@
+"""Calibration statistics of the output projections' inputs, streamed layer by layer.
+
+For every module the input X of its output projection (o_proj / down_proj; X: [tokens, in]) is
+reduced, per input channel j, to
+
+    mean_j = (1/n) sum_t X_tj        var_j = (1/n) sum_t X_tj^2 - mean_j^2        sq_norm_j = sum_t X_tj^2
+
+(float64), and optionally to the Gram matrix H = X^T X (float32 or float64), which is what every
+criterion and compensation needs (FLAP: mean and variance; Wanda-sp: ||X_j||_2 = sqrt(sq_norm_j);
+OBS and refit: H).
+
+Layer-wise streaming as SparseGPT (Frantar & Alistarh 2023, https://arxiv.org/abs/2301.00774): the
+embeddings run once, then each decoder layer runs on the calibration batches with forward hooks on its
+output projections; memory holds one layer's statistics plus the batches' hidden states. The next layer
+gets either the dense outputs (``propagate="dense"``) or the outputs of the layer with the variants
+returned by ``on_layer`` installed (``propagate="expected"``, Týr-the-Pruner's expectation error
+accumulation, https://arxiv.org/abs/2503.09657; the target level is passed explicitly by the caller).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from tqdm.auto import tqdm
+
+from supernet.errors import UsageError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from supernet.adapters import DecoderAdapter
+    from supernet.switch import Switcher, Variant
+
+log = logging.getLogger(__name__)
+
+KINDS = ("attn", "mlp")
+PROPAGATE = ("dense", "expected")
+GRAM_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class ChannelStats:
+    """Statistics of one output projection's input channels over n calibration tokens."""
+
+    count: int  # n, tokens seen
+    mean: torch.Tensor  # [in] float64
+    var: torch.Tensor  # [in] float64, population variance over tokens
+    sq_norm: torch.Tensor  # [in] float64, sum_t X_tj^2 = ||X_j||_2^2
+    gram: torch.Tensor | None = None  # [in, in] H = X^T X (sum over tokens), or None
+
+
+class StatsAccumulator:
+    """Streams X batches into per-channel sums (float64) and optionally H = X^T X."""
+
+    def __init__(self, channels: int, *, gram: bool, gram_dtype: torch.dtype = torch.float32) -> None:
+        self.count = 0
+        self.sum = torch.zeros(channels, dtype=torch.float64)
+        self.sq_sum = torch.zeros(channels, dtype=torch.float64)
+        self.gram = torch.zeros(channels, channels, dtype=gram_dtype) if gram else None
+
+    def update(self, x: torch.Tensor) -> None:
+        """x: [..., in] inputs of the output projection."""
+        x = x.detach().reshape(-1, x.shape[-1]).cpu()  # [tokens, in]
+        x64 = x.to(torch.float64)
+        self.count += x.shape[0]
+        self.sum += x64.sum(dim=0)
+        self.sq_sum += x64.pow(2).sum(dim=0)
+        if self.gram is not None:
+            xg = x.to(self.gram.dtype)
+            self.gram += xg.T @ xg  # [in, tokens] @ [tokens, in] -> [in, in]
+
+    def finalize(self) -> ChannelStats:
+        assert self.count > 0, "no calibration token reached this projection"
+        mean = self.sum / self.count
+        var = (self.sq_sum / self.count - mean.pow(2)).clamp_min(0.0)
+        return ChannelStats(self.count, mean, var, self.sq_sum.clone(), self.gram)
+
+
+def _hooked_pass(
+    adapter: DecoderAdapter,
+    layer: torch.nn.Module,
+    batches: list[torch.Tensor],
+    context: dict,
+    accumulators: dict[str, StatsAccumulator],
+) -> list[torch.Tensor]:
+    """Run the layer on every batch with input hooks on its output projections; returns its outputs."""
+    handles = []
+    try:
+        for kind, acc in accumulators.items():
+            linear = adapter.output_linear(layer, kind)
+            handles.append(linear.register_forward_pre_hook(lambda _m, args, acc=acc: acc.update(args[0])))
+        return [adapter.run_layer(layer, h, context) for h in batches]
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def calibrate(
+    model: PreTrainedModel,
+    adapter: DecoderAdapter,
+    tokens: torch.Tensor,
+    *,
+    on_layer: Callable[[int, dict[str, ChannelStats]], dict[str, Variant | None]],
+    switcher: Switcher | None = None,
+    propagate: str = "dense",
+    gram: bool = False,
+    gram_dtype: str = "float32",
+    batch_size: int = 8,
+    progress: bool = True,
+) -> None:
+    """Stream the calibration tokens through the model one decoder layer at a time.
+
+    For layer i: collect ``ChannelStats`` of its attention and MLP output projections on the dense
+    layer, hand them to ``on_layer(i, stats)`` (which ranks units and builds variants), then compute the
+    inputs of layer i+1: the dense outputs, or with ``propagate="expected"`` the outputs of layer i with
+    the variants ``on_layer`` returned installed through ``switcher`` (restored to dense afterwards).
+
+    Args:
+        tokens: [sequences, seq_len] calibration token ids.
+    """
+    if propagate not in PROPAGATE:
+        raise UsageError(f"supernet.propagate={propagate!r} is not one of {', '.join(PROPAGATE)}")
+    if propagate == "expected" and switcher is None:
+        raise ValueError("propagate='expected' needs the switcher that installs the target variants")
+    device = next(model.parameters()).device
+    # 1) embeddings once: [batch, T, hidden] per batch
+    hidden = [adapter.embed(model, tokens[s : s + batch_size].to(device)) for s in range(0, len(tokens), batch_size)]
+    context = adapter.layer_context(model, hidden[0])
+    layers = adapter.decoder_layers(model)
+    for i in tqdm(range(len(layers)), desc="calibration", disable=not progress, leave=False):
+        layer = layers[i]
+        width = {k: adapter.output_linear(layer, k).in_features for k in KINDS}
+        accs = {k: StatsAccumulator(width[k], gram=gram, gram_dtype=GRAM_DTYPES[gram_dtype]) for k in KINDS}
+        # 2) statistics on the dense layer (its outputs are the dense propagation)
+        outputs = _hooked_pass(adapter, layer, hidden, context, accs)
+        stats = {k: acc.finalize() for k, acc in accs.items()}
+        del accs
+        targets = on_layer(i, stats)
+        del stats
+        # 3) expected propagation: the outputs of the layer at its target variants
+        if propagate == "expected":
+            try:
+                for kind in KINDS:
+                    switcher.set(i, kind, targets.get(kind))
+                outputs = [adapter.run_layer(layer, h, context) for h in hidden]
+            finally:
+                for kind in KINDS:
+                    switcher.set(i, kind, None)
+        hidden = outputs
+    log.info("calibrated %d layers on %d tokens (%s propagation)", len(layers), tokens.numel(), propagate)
