@@ -23,13 +23,17 @@ log = logging.getLogger(__name__)
 
 
 def check_model_dir(path: Path) -> None:
-    """Refuse a missing directory, a missing config, or weights that are not readable safetensors."""
-    from safetensors import safe_open
-
+    """Refuse a missing directory or a missing config."""
     if not path.is_dir():
         raise UsageError(f"model.path={path} is not a directory: give a local Hugging Face model directory")
     if not (path / "config.json").is_file():
         raise UsageError(f"{path} has no config.json: give a directory written by save_pretrained")
+
+
+def check_weights(path: Path) -> None:
+    """Refuse weights that are missing or are not readable safetensors (no pickle is ever read)."""
+    from safetensors import safe_open
+
     weights = sorted(path.glob("*.safetensors"))
     if not weights:
         raise UsageError(f"{path} has no *.safetensors weights (strata reads no pickle checkpoints)")
@@ -56,6 +60,7 @@ def load_model(
     check_model_dir(path)
     config = AutoConfig.from_pretrained(path)
     adapter = adapter_for(config)
+    check_weights(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     except (OSError, ValueError, RuntimeError) as exc:
