@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from supernet.switch import Switcher
 
+
 def as_batches(tokens: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """Cut ``tokens`` [n, seq_len] into consecutive batches [<= batch_size, seq_len]."""
     assert tokens.dim() == 2, f"tokens must be [n, seq_len], got {tuple(tokens.shape)}"

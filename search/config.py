@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
+from proxies.config import PROXY_NAMES, ProxyConfig, ProxyReportConfig
 from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig
 from supernet.errors import UsageError
 
-ALLOCATORS = ("uniform",)
+ALLOCATORS = ("uniform", "flap_global", "depth_linear")  # supernet.allocators.ALLOCATORS
 
 
 @dataclass
@@ -32,3 +33,6 @@ def register_configs() -> None:
     """Register the schema every preset under ``conf/`` is checked against."""
     cs = ConfigStore.instance()
     cs.store(name="strata_schema", node=RunConfig)
+    cs.store(name="proxies_schema", node=ProxyReportConfig)  # conf/proxies.yaml, the strata-proxies app
+    for name in PROXY_NAMES:  # proxy=NAME selects the proxy that scores candidates
+        cs.store(group="proxy", name=name, node=ProxyConfig(name=name))
