@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from supernet import criteria
-from supernet.allocation import Allocation, uniform
+from supernet.allocators import allocate
+from supernet.build import build_supernet, supernet_grid
 from supernet.data import load_texts, pack_tokens
 from supernet.export import save_pruned
 from supernet.loading import load_model
 from supernet.params import block_params, count_params
 from supernet.perplexity import perplexity
-from supernet.switch import Switcher, Variant, kept_units
+from supernet.switch import Switcher
 
 if TYPE_CHECKING:
     from search.config import RunConfig
@@ -51,15 +51,15 @@ def eval_tokens(cfg: RunConfig, tokenizer) -> torch.Tensor:
     return pack_tokens(tokenizer, texts, seq_len=data.eval_seq_len, num_sequences=data.eval_sequences, seed=0)
 
 
-def allocation_variants(
-    allocation: Allocation, rankings: dict[tuple[int, str], torch.Tensor]
-) -> dict[tuple[int, str], Variant | None]:
-    """Each module's variant for an allocation: its best units by the ranking, no compensation."""
-    variants: dict[tuple[int, str], Variant | None] = {}
-    for (layer, kind), ranking in rankings.items():
-        count = allocation.units(layer, kind)
-        variants[layer, kind] = None if count == ranking.numel() else Variant(kept_units(ranking, count))
-    return variants
+def calibration_tokens(cfg: RunConfig, tokenizer) -> torch.Tensor:
+    """Calibration windows from the train split (builtin) or data.path."""
+    data = cfg.data
+    texts = load_texts(data.source, path=data.path, text_field=data.text_field, split="train")
+    return pack_tokens(tokenizer, texts, seq_len=data.seq_len, num_sequences=data.calib_sequences, seed=cfg.seed)
+
+
+def dense_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -80,6 +80,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     held_out = eval_tokens(cfg, tokenizer).to(cfg.device)
     bs = cfg.data.batch_size
 
+    dense_total = dense_bytes(model)
     dense = {
         "params": count_params(model),
         "block_params": block_params(model, adapter),
@@ -87,14 +88,12 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     }
     log.info("dense model: %d parameters, held-out ppl %.3f", dense["params"], dense["ppl"])
 
-    allocation = uniform(adapter, cfg.budget.keep, channel_quantum=cfg.supernet.channel_quantum)
+    grid = supernet_grid(adapter, cfg.budget.keep, cfg.supernet)
+    net = build_supernet(model, adapter, calibration_tokens(cfg, tokenizer), cfg.supernet, grid, progress=cfg.progress)
+    levels = allocate(cfg.allocator, net, grid, cfg.budget.keep)
+    allocation = grid.allocation(levels)
     switcher = Switcher(model, adapter)
-    rankings = {
-        (i, kind): criteria.ranking(criteria.magnitude(adapter, switcher.dense_modules[i, kind], kind))
-        for i in range(adapter.geometry.num_layers)
-        for kind in ("attn", "mlp")
-    }
-    switcher.apply(allocation_variants(allocation, rankings))
+    net.apply(switcher, levels)
     pruned = {
         "params": count_params(model),
         "block_params": block_params(model, adapter),
@@ -108,6 +107,15 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
         "dense": dense,
         "pruned": pruned,
         "allocation": cfg.allocator,
+        "supernet": {
+            "criterion": cfg.supernet.criterion,
+            "compensation": cfg.supernet.compensation,
+            "propagate": cfg.supernet.propagate,
+            "from_cache": net.from_cache,
+            "cache_bytes": net.cache_bytes,
+            "dense_bytes": dense_total,
+            "build_seconds": round(net.build_seconds, 2),
+        },
         "eval": {"seq_len": cfg.data.eval_seq_len, "windows": int(held_out.shape[0])},
         "seconds": round(time.time() - start, 2),
     }
