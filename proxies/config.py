@@ -27,7 +27,7 @@ class ProxyConfig:
     kl_top_k: int = 8192  # teacher entries cached per token (Týr: 8192; EvoPress: >= 512 is enough)
     kl_cache_dtype: str = "float32"  # teacher logits dtype; bfloat16 = Týr's 6 bytes per entry
     projection_rank: int = 0  # trace_correlation: 0 = full gradients; r = seeded projection (TraceNAS: 64)
-    hidden_layer: int = -1  # hidden_covariance: index into the hidden states (0 embeddings, -1 last)
+    hidden_layer: int = -1  # hidden_covariance: decoder layer whose output is scored (-1 = the last)
     flops_seq_len: int | None = None  # flops: sequence length in tokens; None = the calibration windows'
     seed: int = 0  # seeds trace_correlation's random projection
 

@@ -1,12 +1,13 @@
 """``hidden_covariance``: Serianni & Kalita's zero-shot metric on a layer's hidden states.
 
-    H: [tokens, hidden] hidden states of one layer (units as variables, tokens as observations)
+    H: [tokens, hidden] output of one decoder layer (default the last, before the final norm);
+       units as variables, tokens as observations
     R = Pearson correlation matrix of H's columns, [hidden, hidden]
     l = eigenvalues of R
     score = sum_i [ log(l_i + k) + 1/(l_i + k) ],  k = 1e-5
 
 Their metric is minus this (higher = better); strata negates it so lower is better. Each term
-log(x) + 1/x is minimal at x = 1, so the score is lowest (= hidden * (1 + ...)) for decorrelated
+log(x) + 1/x is minimal at x = 1, so the score is lowest (about ``hidden``, R = I) for decorrelated
 units and grows as the spectrum collapses. R is invariant to scaling (and shifting) each unit, so
 the score is too. A unit that is constant over the tokens (variance <= ``zero_variance_eps`` times
 the largest) carries no information: its row and column of R are 0 (eigenvalue 0, the largest
@@ -28,6 +29,7 @@ from proxies.base import Proxy, model_device
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from torch import nn
     from transformers import PreTrainedModel
 
     from supernet.switch import Switcher
@@ -58,21 +60,33 @@ def hidden_covariance_score(hidden: torch.Tensor, *, k: float = EIGEN_SHIFT) -> 
 
 
 class HiddenCovarianceProxy(Proxy):
-    """The negated Serianni & Kalita score of one layer's hidden states; lower is better."""
+    """The negated Serianni & Kalita score of one decoder layer's output hidden states; lower is better."""
 
     name = "hidden_covariance"
     needs_grad = False
 
     def __init__(self, switcher: Switcher, *, layer: int = -1) -> None:
         super().__init__(switcher)
-        self.layer = layer  # index into output_hidden_states: 0 = embeddings, -1 = last (after the final norm)
+        self.layer = layer  # decoder layer whose output is scored (Python index: -1 = the last)
 
     @torch.no_grad()
-    def score(self, model: PreTrainedModel, batches: Sequence[torch.Tensor]) -> float:
-        device = model_device(model)
-        states = []
-        for batch in batches:
-            out = model(input_ids=batch.to(device), output_hidden_states=True)
-            hidden = out.hidden_states[self.layer]  # [b, T, hidden]
+    def hidden_states(self, model: PreTrainedModel, batches: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The chosen layer's outputs over all batches: [tokens, hidden] (a hook, removed in ``finally``)."""
+        layers = self.switcher.adapter.decoder_layers(model)
+        states: list[torch.Tensor] = []
+
+        def capture(module: nn.Module, args: tuple, output: torch.Tensor | tuple) -> None:
+            hidden = output[0] if isinstance(output, tuple) else output  # [b, T, hidden]
             states.append(hidden.reshape(-1, hidden.shape[-1]).float().cpu())  # [b * T, hidden]
-        return hidden_covariance_score(torch.cat(states))
+
+        handle = layers[self.layer].register_forward_hook(capture)
+        device = model_device(model)
+        try:
+            for batch in batches:
+                model(input_ids=batch.to(device))
+        finally:
+            handle.remove()
+        return torch.cat(states)
+
+    def score(self, model: PreTrainedModel, batches: Sequence[torch.Tensor]) -> float:
+        return hidden_covariance_score(self.hidden_states(model, batches))
