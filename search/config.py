@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from hydra.core.config_store import ConfigStore
 
 from proxies.config import PROXY_NAMES, ProxyConfig, ProxyReportConfig
+from search.driver import SAMPLERS, SearchConfig
 from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig
 from supernet.errors import UsageError
 
@@ -19,7 +20,9 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
-    allocator: str = "uniform"  # how the allocation is chosen
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)  # fitness of the search: proxy=kl|ppl|...
+    search: SearchConfig = field(default_factory=SearchConfig)  # search=none|evo|tpe|cmaes|nsga2|random
+    allocator: str = "uniform"  # the allocation without search (search=none), and the search's first baseline
     seed: int = 0  # seeds data sampling and every random choice of the run
     device: str = "cpu"  # torch device of the model: cpu | cuda | cuda:N
     progress: bool = True  # progress bars on long stages
@@ -34,5 +37,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="strata_schema", node=RunConfig)
     cs.store(name="proxies_schema", node=ProxyReportConfig)  # conf/proxies.yaml, the strata-proxies app
+    for name in SAMPLERS:  # search=NAME picks the sampler (none = the allocator alone)
+        cs.store(group="search", name=name, node=SearchConfig(sampler=name))
     for name in PROXY_NAMES:  # proxy=NAME selects the proxy that scores candidates
         cs.store(group="proxy", name=name, node=ProxyConfig(name=name))

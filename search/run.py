@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from supernet.allocators import allocate
+from supernet.allocators import ALLOCATORS, allocate
 from supernet.build import build_supernet, supernet_grid
 from supernet.data import load_texts, pack_tokens
 from supernet.export import save_pruned
@@ -71,6 +71,23 @@ def write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def search_and_baselines(cfg: RunConfig, model, switcher, net, grid, calib, held_out, *, run_dir: Path) -> dict:
+    """Search the allocation, and measure the no-search allocators on the same held-out text and supernet."""
+    from search.pipeline import run_search
+
+    starts = {name: allocate(name, net, grid, cfg.budget.keep) for name in ALLOCATORS}
+    best, info, evaluator = run_search(
+        cfg, model=model, switcher=switcher, supernet=net, grid=grid, calib=calib, warm_starts=starts, run_dir=run_dir
+    )
+    baselines = {}
+    for name in ("uniform", "flap_global"):
+        fitness = evaluator.score(starts[name], evaluator.stages - 1)
+        net.apply(switcher, starts[name])
+        ppl = perplexity(model, held_out, batch_size=cfg.data.batch_size, progress=cfg.progress)
+        baselines[name] = {"ppl": ppl, cfg.proxy.name: fitness}
+    return {"levels": best, "search": info, "baselines": baselines}
+
+
 def run(cfg: RunConfig, out_dir: Path) -> dict:
     """Prune by ``cfg`` and write the run's outputs to ``out_dir``; returns metrics.json's content."""
     start = time.time()
@@ -89,10 +106,15 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     log.info("dense model: %d parameters, held-out ppl %.3f", dense["params"], dense["ppl"])
 
     grid = supernet_grid(adapter, cfg.budget.keep, cfg.supernet)
-    net = build_supernet(model, adapter, calibration_tokens(cfg, tokenizer), cfg.supernet, grid, progress=cfg.progress)
-    levels = allocate(cfg.allocator, net, grid, cfg.budget.keep)
-    allocation = grid.allocation(levels)
+    calib = calibration_tokens(cfg, tokenizer)
+    net = build_supernet(model, adapter, calib, cfg.supernet, grid, progress=cfg.progress)
     switcher = Switcher(model, adapter)
+    levels = allocate(cfg.allocator, net, grid, cfg.budget.keep)
+    searched = None
+    if cfg.search.sampler != "none":
+        searched = search_and_baselines(cfg, model, switcher, net, grid, calib, held_out, run_dir=out_dir)
+        levels = searched["levels"]
+    allocation = grid.allocation(levels)
     net.apply(switcher, levels)
     pruned = {
         "params": count_params(model),
@@ -106,7 +128,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
         "budget": {"kind": cfg.budget.kind, "keep": cfg.budget.keep},
         "dense": dense,
         "pruned": pruned,
-        "allocation": cfg.allocator,
+        "allocation": cfg.allocator if searched is None else "search",
         "supernet": {
             "criterion": cfg.supernet.criterion,
             "compensation": cfg.supernet.compensation,
@@ -119,6 +141,9 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
         "eval": {"seq_len": cfg.data.eval_seq_len, "windows": int(held_out.shape[0])},
         "seconds": round(time.time() - start, 2),
     }
+    if searched is not None:
+        metrics["search"] = searched["search"]
+        metrics["baselines"] = searched["baselines"]
     out_dir.mkdir(parents=True, exist_ok=True)
     save_pruned(model, switcher, tokenizer, out_dir / "model")
     write_json(out_dir / "allocation.json", allocation.to_json())

@@ -1,0 +1,179 @@
+"""The search loop: ask a generation of trials, score them stage by stage, tell Optuna the results.
+
+Evolution (``sampler=evo``) with multi-stage selection (EvoPress, Týr): each generation asks
+``offspring`` trials of the current parent; an optional zero-shot proxy prescreens them; stage ``s``
+scores the remaining ones on ``stage_tokens[s]`` calibration tokens, reports it as the trial's
+intermediate value at step ``s``, and only the best ``survivors[s]`` go on; the rest are PRUNED.
+Survivors of the last stage COMPLETE with their last-stage value, so every complete value is on the
+same tokens. Free samplers (tpe, cmaes, nsga2, random) propose anywhere; their proposals are
+repaired onto the budget (supernet.levels.repair) and scored on the last stage. Warm starts (the
+no-search allocators) and re-enqueued trials are scored on the last stage directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import optuna
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from search.evolution import EvolutionSampler, param_names, search_space
+from search.study import finished_count
+from supernet.errors import UsageError
+from supernet.levels import repair
+
+if TYPE_CHECKING:
+    from search.fitness import Evaluator
+    from supernet.levels import LevelGrid
+
+log = logging.getLogger(__name__)
+
+SAMPLERS = ("none", "evo", "tpe", "cmaes", "nsga2", "random")
+
+
+@dataclass
+class SearchConfig:
+    sampler: str = "none"  # none (the `allocator` alone) | evo | tpe | cmaes | nsga2 | random
+    trials: int = 200  # finished trials (complete + pruned), counted across restarts
+    offspring: int = 16  # lambda: trials asked per generation (evo); free samplers ask one at a time
+    stage_tokens: list[int] = field(default_factory=lambda: [1024, 2048, 8192])  # tokens per selection stage
+    survivors: list[int] = field(default_factory=lambda: [4, 2, 1])  # kept after each stage; last = completes
+    max_pairs: int = 4  # most level switches per offspring (Týr: 4)
+    prescreen: str | None = None  # zero-shot proxy ranking offspring before the first stage (e.g. params, flops)
+    prescreen_keep: int = 8  # offspring that pass the prescreen
+    warm_start: list[str] = field(default_factory=lambda: ["uniform", "flap_global", "depth_linear"])
+    storage: str | None = None  # Optuna storage URL; None = journal file study.journal in the run directory
+    study_name: str = "strata"  # the study in that storage (a rerun with the same name resumes it)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise UsageError(f"search.sampler={self.sampler!r} is not one of {', '.join(SAMPLERS)}")
+        if self.trials < 1 or self.offspring < 1:
+            raise UsageError(f"search.trials={self.trials} and search.offspring={self.offspring} must be >= 1")
+        if not self.stage_tokens or len(self.stage_tokens) != len(self.survivors):
+            raise UsageError(
+                f"search.stage_tokens {self.stage_tokens} and search.survivors {self.survivors} "
+                "need one entry per stage"
+            )
+        if any(b < a for a, b in zip(self.stage_tokens, self.stage_tokens[1:], strict=False)):
+            raise UsageError(f"search.stage_tokens={self.stage_tokens} must not decrease")
+        if min(self.survivors) < 1:
+            raise UsageError(f"search.survivors={self.survivors} must all be >= 1")
+
+
+def make_sampler(cfg: SearchConfig, grid: LevelGrid, seed: int) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler named by ``cfg.sampler`` (registry, not if-chains)."""
+    names = param_names(grid)
+    samplers = {
+        "evo": lambda: EvolutionSampler(grid, seed=seed, max_pairs=cfg.max_pairs),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, x0=dict(zip(names, grid.target, strict=True))),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+    }
+    if cfg.sampler not in samplers:
+        raise UsageError(f"search.sampler={cfg.sampler!r} does not search: use one of {', '.join(samplers)}")
+    return samplers[cfg.sampler]()
+
+
+def enqueue_warm_starts(study: optuna.Study, grid: LevelGrid, starts: dict[str, list[int]]) -> None:
+    """Enqueue the no-search allocations once (a resumed study already has them)."""
+    if study.get_trials(deepcopy=False):
+        return
+    names = param_names(grid)
+    seen = set()
+    for name, levels in starts.items():
+        if tuple(levels) not in seen:
+            seen.add(tuple(levels))
+            study.enqueue_trial(dict(zip(names, levels, strict=True)), user_attrs={"warm_start": name})
+
+
+class Search:
+    """Drives one study to ``cfg.trials`` finished trials with an evaluator."""
+
+    def __init__(self, cfg: SearchConfig, study: optuna.Study, grid: LevelGrid, evaluator: Evaluator,
+                 *, progress: bool = True) -> None:  # fmt: skip
+        self.cfg = cfg
+        self.study = study
+        self.grid = grid
+        self.evaluator = evaluator
+        self.names = param_names(grid)
+        self.space = search_space(grid)
+        self.progress = progress
+        self.last_stage = evaluator.stages - 1
+        assert len(cfg.survivors) == evaluator.stages, f"{len(cfg.survivors)} survivors for {evaluator.stages} stages"
+
+    def run(self) -> optuna.Study:
+        start = time.perf_counter()
+        done = finished_count(self.study)
+        with tqdm(total=self.cfg.trials, initial=done, desc="search", unit="trial", disable=not self.progress) as bar:
+            while (done := finished_count(self.study)) < self.cfg.trials:
+                batch = self.cfg.offspring if self.cfg.sampler == "evo" else 1
+                self.generation(min(batch, self.cfg.trials - done))
+                bar.update(finished_count(self.study) - bar.n)
+                best = self.best_value()
+                if best is not None:
+                    bar.set_postfix(best=f"{best:.4g}")
+        log.info("search finished %d trials in %.1f s", finished_count(self.study), time.perf_counter() - start)
+        return self.study
+
+    def best_value(self) -> float | None:
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return min((t.value for t in done), default=None)
+
+    def ask(self) -> tuple[optuna.Trial, list[int], bool]:
+        """One trial, its levels on budget, and whether it goes straight to the last stage."""
+        trial = self.study.ask(self.space)
+        raw = [int(trial.params[name]) for name in self.names]
+        levels = raw if self.grid.on_budget(raw) else repair(self.grid, raw)
+        trial.set_user_attr("levels", levels)
+        trial.set_user_attr("kept_params", self.grid.params(levels))
+        trial.set_user_attr("feasible", True)
+        if levels != raw:
+            trial.set_user_attr("raw_levels", raw)
+        enqueued = "warm_start" in trial.user_attrs or "requeued_from" in trial.user_attrs
+        direct = enqueued or self.cfg.sampler != "evo"
+        return trial, levels, direct
+
+    def generation(self, size: int) -> None:
+        asked = [self.ask() for _ in range(size)]
+        direct = [(t, lv) for t, lv, d in asked if d]
+        staged = [(t, lv) for t, lv, d in asked if not d]
+        for trial, levels in direct:
+            self.finish(trial, levels, [self.last_stage])
+        if staged and self.evaluator.prescreener is not None and len(staged) > self.cfg.prescreen_keep:
+            values = [self.evaluator.prescreen(lv) for _, lv in staged]
+            for (trial, _), value in zip(staged, values, strict=True):
+                trial.set_user_attr(f"prescreen_{self.cfg.prescreen}", value)
+            staged = self.select(staged, values, self.cfg.prescreen_keep)
+        for stage in range(self.evaluator.stages):
+            values = [self.score(trial, levels, stage) for trial, levels in staged]
+            if stage < self.last_stage:
+                staged = self.select(staged, values, self.cfg.survivors[stage])
+        for (trial, _), value in zip(staged, values, strict=True):
+            self.study.tell(trial, value)
+
+    def score(self, trial: optuna.Trial, levels: list[int], stage: int) -> float:
+        value = self.evaluator.score(levels, stage)
+        trial.report(value, stage)
+        trial.set_user_attr(f"{self.evaluator.proxy_name}_stage{stage}", value)
+        trial.set_user_attr(f"tokens_stage{stage}", self.evaluator.stage_tokens[stage])
+        return value
+
+    def finish(self, trial: optuna.Trial, levels: list[int], stages: list[int]) -> None:
+        value = None
+        for stage in stages:
+            value = self.score(trial, levels, stage)
+        self.study.tell(trial, value)
+
+    def select(self, staged: list, values: list[float], keep: int) -> list:
+        """Keep the ``keep`` lowest values (ties: lower trial number); prune the others."""
+        order = sorted(range(len(staged)), key=lambda i: (values[i], staged[i][0].number))
+        kept = sorted(order[:keep])
+        for i in order[keep:]:
+            self.study.tell(staged[i][0], state=TrialState.PRUNED)
+        return [staged[i] for i in kept]
