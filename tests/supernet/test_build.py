@@ -1,0 +1,90 @@
+"""The built supernet: nested variants, in-place switching equals the materialised model for every
+criterion x compensation, only changed modules are touched."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from supernet.allocators import allocate
+from supernet.build import build_supernet, supernet_grid
+from supernet.compensation import COMPENSATIONS
+from supernet.config import SupernetConfig
+from supernet.criteria import CRITERIA
+from supernet.export import materialize
+from supernet.switch import Switcher
+
+
+def built(tiny, tokens, **fields):
+    model, adapter = tiny
+    cfg = SupernetConfig(joint_budget=False, radius=2, **fields)
+    grid = supernet_grid(adapter, 0.5, cfg)
+    return build_supernet(model, adapter, tokens, cfg, grid, use_cache=False, progress=False)
+
+
+@pytest.mark.parametrize(("criterion", "compensation"), list(itertools.product(CRITERIA, COMPENSATIONS)))
+def test_in_place_equals_materialised(tiny, calib_tokens, criterion, compensation):
+    model, adapter = tiny
+    net = built(tiny, calib_tokens, criterion=criterion, compensation=compensation)
+    switcher = Switcher(model, adapter)
+    for name in ("uniform", "flap_global", "depth_linear"):
+        levels = allocate(name, net, net.grid, 0.5)
+        net.apply(switcher, levels)
+        live = model(calib_tokens).logits
+        exported = materialize(model, switcher)(calib_tokens).logits
+        assert (live - exported).abs().max().item() <= 1e-4, f"{criterion}+{compensation} {name}"
+    lowest = [m.lo for m in net.grid.modules]  # some modules removed entirely (level 0)
+    net.apply(switcher, lowest)
+    assert (model(calib_tokens).logits - materialize(model, switcher)(calib_tokens).logits).abs().max() <= 1e-4
+
+
+def test_variants_are_nested_and_full_level_is_dense(tiny, calib_tokens):
+    net = built(tiny, calib_tokens, criterion="flap", compensation="bias")
+    for m in net.grid.modules:
+        previous: set[int] = set()
+        for level in range(m.lo, m.hi + 1):
+            variant = net.variant(m.layer, m.kind, level)
+            units = set(range(m.total)) if variant is None else set(variant.units.tolist())
+            assert len(units) == m.units(level) and previous <= units
+            previous = units
+            if m.units(level) == m.total:
+                assert variant is None
+    assert net.variant(0, "attn", net.grid.modules[0].lo) is net.variant(0, "attn", net.grid.modules[0].lo)
+
+
+def test_apply_touches_only_changed_modules(tiny, calib_tokens):
+    model, adapter = tiny
+    net = built(tiny, calib_tokens, criterion="wanda_sp")
+    switcher = Switcher(model, adapter)
+    levels = list(net.grid.target)
+    assert net.apply(switcher, levels) == len(levels)
+    assert net.apply(switcher, levels) == 0
+    up = next(i for i, m in enumerate(net.grid.modules) if m.kind == "mlp" and levels[i] < m.hi)
+    down = next(i for i, m in enumerate(net.grid.modules) if m.kind == "mlp" and levels[i] > m.lo and i != up)
+    levels[up] += 1
+    levels[down] -= 1
+    assert net.apply(switcher, levels) == 2
+
+
+def test_refit_at_target_lowers_the_layer_output_error(tiny, calib_tokens):
+    """At the target allocation, refit's logits are closer to the dense model's than none's."""
+    model, adapter = tiny
+    dense = model(calib_tokens).logits
+    errors = {}
+    for compensation in ("none", "refit"):
+        net = built(tiny, calib_tokens, criterion="obs", compensation=compensation, store_dtype="float32")
+        switcher = Switcher(model, adapter)
+        net.apply(switcher, list(net.grid.target))
+        errors[compensation] = (model(calib_tokens).logits - dense).pow(2).mean().item()
+        switcher.apply({key: None for key in switcher.current})
+    assert errors["refit"] < errors["none"]
+
+
+def test_expected_propagation_changes_later_layers_only(tiny, calib_tokens):
+    dense = built(tiny, calib_tokens, criterion="obs", propagate="dense")
+    expected = built(tiny, calib_tokens, criterion="obs", propagate="expected")
+    assert torch.equal(dense.scores[0, "mlp"], expected.scores[0, "mlp"])
+    assert torch.equal(dense.fluctuation[0, "attn"], expected.fluctuation[0, "attn"])
+    assert not torch.equal(dense.fluctuation[1, "attn"], expected.fluctuation[1, "attn"])

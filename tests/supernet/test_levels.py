@@ -1,0 +1,62 @@
+"""Level grid of the supernet config: every level's parameter count; repair lands exactly on budget."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from supernet.build import supernet_grid
+from supernet.config import SupernetConfig
+from supernet.levels import repair
+
+
+@pytest.mark.parametrize("joint", [True, False])
+@pytest.mark.parametrize("keep", [0.3, 0.5, 0.7])
+def test_every_level_meets_its_parameter_count(tiny, joint, keep):
+    model, adapter = tiny
+    grid = supernet_grid(adapter, keep, SupernetConfig(joint_budget=joint))
+    for m in grid.modules:
+        for level in range(m.lo, m.hi + 1):
+            assert m.units(level) * adapter.unit_params(m.kind) == level * grid.step_params(m.kind)
+    if joint:
+        assert grid.step_params("attn") == grid.step_params("mlp")
+    # moving one module up and another down keeps the budget
+    levels = list(grid.target)
+    up = next(i for i, m in enumerate(grid.modules) if levels[i] < m.hi)
+    down = next(
+        i
+        for i, m in enumerate(grid.modules)
+        if levels[i] > m.lo and i != up and (joint or m.kind == grid.modules[up].kind)
+    )
+    levels[up] += 1
+    levels[down] -= 1
+    assert grid.on_budget(levels) and grid.params(levels) == grid.params(grid.target)
+
+
+@pytest.mark.parametrize("joint", [True, False])
+def test_repair_is_on_budget_and_deterministic(tiny, joint):
+    model, adapter = tiny
+    grid = supernet_grid(adapter, 0.5, SupernetConfig(joint_budget=joint, radius=3))
+    rng = random.Random(0)
+    for _ in range(50):
+        levels = [rng.randint(m.lo - 2, m.hi + 2) for m in grid.modules]
+        priority = [rng.random() for _ in grid.modules]
+        fixed = repair(grid, levels, priority)
+        assert grid.on_budget(fixed)
+        assert fixed == repair(grid, levels, priority)
+    assert repair(grid, list(grid.target)) == list(grid.target)
+
+
+def test_repair_takes_from_the_lowest_priority(tiny):
+    model, adapter = tiny
+    grid = supernet_grid(adapter, 0.5, SupernetConfig(radius=3))
+    levels = list(grid.target)
+    levels[0] = min(grid.modules[0].hi, levels[0] + 1)  # one level over budget (if it could move)
+    if levels == list(grid.target):
+        pytest.skip("module 0 is at its top level")
+    priority = [0.0] * len(levels)
+    priority[0] = 5.0
+    priority[3] = -1.0
+    fixed = repair(grid, levels, priority)
+    assert fixed[0] == levels[0] and fixed[3] == levels[3] - 1
