@@ -67,11 +67,10 @@ class SearchConfig:
 
 def make_sampler(cfg: SearchConfig, grid: LevelGrid, seed: int) -> optuna.samplers.BaseSampler:
     """The Optuna sampler named by ``cfg.sampler`` (registry, not if-chains)."""
-    names = param_names(grid)
     samplers = {
         "evo": lambda: EvolutionSampler(grid, seed=seed, max_pairs=cfg.max_pairs),
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, x0=dict(zip(names, grid.target, strict=True))),
+        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
         "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
     }

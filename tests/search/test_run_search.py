@@ -1,0 +1,97 @@
+"""The searched run end to end on the tiny reference model: resume after SIGKILL, one seed one
+allocation, search errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+SEARCH = ["model.reference=tiny", "data.seq_len=64", "data.calib_sequences=8", "data.eval_seq_len=64",
+          "data.eval_sequences=4", "progress=false", "search=evo", "search.offspring=4",
+          "search.stage_tokens=[128,256,512]", "search.survivors=[2,1,1]"]  # fmt: skip
+
+
+def command(args: list[str], run_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "search.cli", *SEARCH, *args, f"hydra.run.dir={run_dir}"]
+
+
+def load_study(run_dir: Path) -> optuna.Study:
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
+    return optuna.load_study(study_name="strata", storage=storage)
+
+
+def finished(run_dir: Path) -> int:
+    if not (run_dir / "study.journal").exists():
+        return 0
+    try:
+        return len(load_study(run_dir).get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    except (KeyError, ValueError):  # the study is not written yet
+        return 0
+
+
+def test_killed_search_resumes_and_loses_no_trial(tiny_reference_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ["search.trials=400"]
+    proc = subprocess.Popen(command(args, run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while finished(run_dir) < 6 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+    assert proc.poll() is None, "the search ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "metrics.json").exists()
+    killed_at = finished(run_dir)
+    assert 6 <= killed_at < 400
+
+    again = subprocess.run(command([*args, "search.trials=20"], run_dir), capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = load_study(run_dir)
+    trials = study.get_trials()
+    assert len([t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]) == max(20, killed_at)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    requeued = {t.user_attrs.get("requeued_from") for t in trials}
+    for failed in (t for t in trials if t.state == TrialState.FAIL):
+        assert failed.number in requeued, f"trial {failed.number} was lost"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["allocation"] == "search"
+    assert metrics["search"]["trials"] == max(20, killed_at)
+
+
+def test_same_seed_gives_the_same_allocation(tiny_reference_dir: Path, tmp_path: Path) -> None:
+    allocations = []
+    for name in ("a", "b"):
+        proc = subprocess.run(command(["search.trials=12", "seed=3"], tmp_path / name), capture_output=True,
+                              text=True, check=False)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        allocations.append(json.loads((tmp_path / name / "allocation.json").read_text()))
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert set(metrics["baselines"]) == {"uniform", "flap_global"}
+        assert metrics["search"]["best_fitness"] <= metrics["baselines"]["uniform"]["kl"]
+    assert allocations[0] == allocations[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["supernet.radius=0"], "search space is empty"),
+        (["budget.keep=0.00001"], "cannot be reached"),
+    ],
+)
+def test_search_errors_exit_2(tiny_reference_dir: Path, tmp_path: Path, args: list[str], expected: str) -> None:
+    proc = subprocess.run(command([*args, "search.trials=4"], tmp_path / "run"), capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0]
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,70 @@
+"""Every sampler: proposals on budget, same seed same trials, other seed other trials; selection."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.driver import Search, SearchConfig, enqueue_warm_starts, make_sampler
+from search.evolution import best_complete
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+SAMPLERS = ["evo", "tpe", "cmaes", "nsga2", "random"]
+
+
+def run(grid, optimum, sampler: str, seed: int, trials: int = 40, evaluator_class=None):
+    cfg = SearchConfig(sampler=sampler, trials=trials, offspring=8, stage_tokens=[64, 128, 256], survivors=[4, 2, 1])
+    study = optuna.create_study(sampler=make_sampler(cfg, grid, seed))
+    enqueue_warm_starts(study, grid, {"uniform": list(grid.target)})
+    evaluator = evaluator_class(grid, optimum)
+    Search(cfg, study, grid, evaluator, progress=False).run()
+    return study, evaluator
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_evaluated_candidate_meets_the_budget(grid, optimum, sampler: str, evaluator_class) -> None:
+    study, evaluator = run(grid, optimum, sampler, seed=0, evaluator_class=evaluator_class)
+    assert evaluator.seen  # QuadraticEvaluator.score asserts on_budget for each
+    for trial in study.get_trials():
+        assert grid.on_budget(trial.user_attrs["levels"])
+        assert trial.user_attrs["kept_params"] == grid.params(grid.target)
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_same_seed_same_trials_other_seed_other_trials(grid, optimum, sampler: str, evaluator_class) -> None:
+    def levels(seed):
+        study, _ = run(grid, optimum, sampler, seed, trials=24, evaluator_class=evaluator_class)
+        return [t.user_attrs["levels"] for t in study.get_trials()]
+
+    assert levels(0) == levels(0)
+    assert levels(0) != levels(1)
+
+
+def test_evolution_finds_the_optimum_and_prunes_by_stage(grid, optimum, evaluator_class) -> None:
+    study, _ = run(grid, optimum, "evo", seed=0, trials=400, evaluator_class=evaluator_class)
+    assert best_complete(study, grid) == optimum
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert pruned and all(max(t.intermediate_values) < 2 for t in pruned)
+
+
+def test_evolution_never_proposes_a_duplicate(grid, optimum, evaluator_class) -> None:
+    study, _ = run(grid, optimum, "evo", seed=0, trials=120, evaluator_class=evaluator_class)
+    proposed = [tuple(t.user_attrs["levels"]) for t in study.get_trials() if "warm_start" not in t.user_attrs]
+    assert len(proposed) == len(set(proposed))
+
+
+def test_warm_start_is_scored_first_on_the_last_stage(grid, optimum, evaluator_class) -> None:
+    study, _ = run(grid, optimum, "evo", seed=0, trials=10, evaluator_class=evaluator_class)
+    first = study.get_trials()[0]
+    assert first.user_attrs["warm_start"] == "uniform"
+    assert first.state == TrialState.COMPLETE and list(first.intermediate_values) == [2]
+
+
+def test_search_config_refuses_bad_values() -> None:
+    from supernet.errors import UsageError
+
+    with pytest.raises(UsageError, match="search.sampler"):
+        SearchConfig(sampler="annealing")
+    with pytest.raises(UsageError, match="one entry per stage"):
+        SearchConfig(stage_tokens=[1, 2], survivors=[1])
