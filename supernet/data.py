@@ -45,9 +45,7 @@ def _files(root: Path, suffix: str) -> list[Path]:
     """``root`` itself if a file, else every ``*suffix`` file below it, sorted; never empty."""
     files = [root] if root.is_file() else sorted(p for p in root.rglob(f"*{suffix}") if p.is_file())
     if not files:
-        raise UsageError(
-            f"no {suffix} files under {str(root)!r}: point path at a {suffix} file or a folder of them"
-        )
+        raise UsageError(f"no {suffix} files under {str(root)!r}: point path at a {suffix} file or a folder of them")
     return files
 
 
@@ -65,9 +63,7 @@ def _read_jsonl_line(line: str, file: Path, number: int, text_field: str) -> str
     try:
         record = json.loads(line)
     except json.JSONDecodeError as error:
-        raise UsageError(
-            f"{file}:{number} is not valid JSON ({error.msg}): write one JSON object per line"
-        ) from None
+        raise UsageError(f"{file}:{number} is not valid JSON ({error.msg}): write one JSON object per line") from None
     if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
         raise UsageError(
             f"{file}:{number} has no string field {text_field!r}: set text_field to the field with the text"
@@ -87,9 +83,7 @@ def _read_jsonl_files(root: Path, text_field: str) -> list[str]:
 
 def _column(names: list[str], text_field: str, where: Path) -> None:
     if text_field not in names:
-        raise UsageError(
-            f"{str(where)!r} has no column {text_field!r} (columns: {', '.join(names)}): set text_field"
-        )
+        raise UsageError(f"{str(where)!r} has no column {text_field!r} (columns: {', '.join(names)}): set text_field")
 
 
 def _read_hf_disk(root: Path, text_field: str, split: str) -> list[str]:
@@ -100,9 +94,7 @@ def _read_hf_disk(root: Path, text_field: str, split: str) -> list[str]:
     dataset = datasets.load_from_disk(str(root))
     if isinstance(dataset, datasets.DatasetDict):
         if split not in dataset:
-            raise UsageError(
-                f"{str(root)!r} has no split {split!r} (splits: {', '.join(dataset)}): set split"
-            )
+            raise UsageError(f"{str(root)!r} has no split {split!r} (splits: {', '.join(dataset)}): set split")
         dataset = dataset[split]
     _column(list(dataset.column_names), text_field, root)
     return list(dataset[text_field])
@@ -136,9 +128,7 @@ SOURCES: dict[str, Callable[[Path | None, str, str], list[str]]] = {
 }
 
 
-def load_texts(
-    source: str, *, path: str | None = None, text_field: str = "text", split: str = "train"
-) -> list[str]:
+def load_texts(source: str, *, path: str | None = None, text_field: str = "text", split: str = "train") -> list[str]:
     """Load the non-empty texts of a data source.
 
     Args:
@@ -184,7 +174,5 @@ def pack_tokens(
     windows = torch.tensor(stream[: num_windows * seq_len], dtype=torch.long).view(num_windows, seq_len)
     order = torch.randperm(num_windows, generator=torch.Generator().manual_seed(seed))
     if num_sequences is not None and num_sequences > num_windows:
-        logger.warning(
-            "asked for %d windows of %d tokens, the texts give only %d", num_sequences, seq_len, num_windows
-        )
+        logger.warning("asked for %d windows of %d tokens, the texts give only %d", num_sequences, seq_len, num_windows)
     return windows[order[:num_sequences]]

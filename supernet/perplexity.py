@@ -24,15 +24,11 @@ def perplexity(
     model: PreTrainedModel, tokens: torch.LongTensor, *, batch_size: int = 8, progress: bool = True
 ) -> float:
     """exp of the token-weighted mean next-token cross entropy. tokens: [n, seq_len], seq_len >= 2."""
-    assert tokens.dim() == 2 and tokens.shape[1] >= 2, (
-        f"tokens must be [n, seq_len >= 2], got {tuple(tokens.shape)}"
-    )
+    assert tokens.dim() == 2 and tokens.shape[1] >= 2, f"tokens must be [n, seq_len >= 2], got {tuple(tokens.shape)}"
     device = next(model.parameters()).device
     total_nll = torch.zeros((), dtype=torch.float64)
     total_tokens = 0
-    for start in tqdm(
-        range(0, tokens.shape[0], batch_size), desc="perplexity", disable=not progress, leave=False
-    ):
+    for start in tqdm(range(0, tokens.shape[0], batch_size), desc="perplexity", disable=not progress, leave=False):
         batch = tokens[start : start + batch_size].to(device)  # [b, T]
         logits = model(input_ids=batch).logits[:, :-1]  # [b, T - 1, vocab]
         targets = batch[:, 1:]  # [b, T - 1]

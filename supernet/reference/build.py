@@ -89,9 +89,7 @@ def load_reference(variant: str = "default") -> tuple[LlamaForCausalLM, PreTrain
 
 def main(argv: list[str] | None = None) -> int:
     """Rebuild a reference variant into ``--out`` (default: the cache)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m supernet.reference.build", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m supernet.reference.build", description=__doc__.split("\n")[0])
     parser.add_argument("--variant", default="default", help=f"one of {', '.join(RECIPES)}")
     parser.add_argument("--out", type=Path, help="target directory (default: the user cache)")
     args = parser.parse_args(argv)

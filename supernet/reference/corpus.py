@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import sysconfig
 from functools import cache
 from pathlib import Path
@@ -19,15 +20,17 @@ from supernet.errors import UsageError
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "eval")
-EXCLUDED_DIRS = frozenset(
-    {"site-packages", "test", "tests", "idle_test", "idlelib", "lib2to3", "__pycache__"}
-)
+EXCLUDED_DIRS = frozenset({"site-packages", "test", "tests", "idle_test", "idlelib", "lib2to3", "__pycache__"})
 EVAL_MODULUS = 10  # one file in ten (by path hash) is held out
 
 
+STDLIB_ENV = "STRATA_STDLIB_DIR"  # read the corpus from another interpreter's stdlib (e.g. a copied 3.11 tree)
+
+
 def stdlib_root() -> Path:
-    """The directory of the running interpreter's standard library."""
-    return Path(sysconfig.get_paths()["stdlib"])
+    """The directory of the running interpreter's standard library, or ``$STRATA_STDLIB_DIR``."""
+    override = os.environ.get(STDLIB_ENV)
+    return Path(override) if override else Path(sysconfig.get_paths()["stdlib"])
 
 
 def _split_of(relative_path: str) -> str:

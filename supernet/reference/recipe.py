@@ -57,21 +57,21 @@ class Recipe:
     max_position_embeddings: int = 2048  # room for the seq-2048 perplexity convention
     rope_theta: float = 10_000.0
     rms_norm_eps: float = 1e-5
-    initializer_range: float = 0.02  # std of the normal init of every linear and embedding
+    initializer_range: float = 0.05  # std of the normal init; beat 0.02 and 0.08 (ppl 35 vs 49, 43)
     tie_word_embeddings: bool = True  # the embedding is a large share of a small model
     # data
     seq_len: int = 256  # tokens per packed training (and evaluation) window
     max_train_chars: int | None = None  # cut the train split after this many characters (None: all)
     eval_sequences: int = 256  # held-out windows scored for the reported perplexity
     # optimisation (AdamW, warmup + cosine)
-    steps: int = 600  # sized for about 7 minutes of training on 2 CPU cores
+    steps: int = 680  # ~8 minutes on 2 uncontended CPU cores (1.4 steps/s), 2.8M tokens: one epoch
     batch_size: int = 16  # windows per step: 4096 tokens
-    learning_rate: float = 2e-3  # peak, reached after the warmup
-    min_learning_rate: float = 2e-4  # end of the cosine decay
+    learning_rate: float = 3e-3  # peak, reached after the warmup
+    min_learning_rate: float = 3e-4  # end of the cosine decay
     warmup_steps: int = 40
     weight_decay: float = 0.1  # on matrices only, not on norms
     beta1: float = 0.9
-    beta2: float = 0.95  # shorter second-moment memory, steadier for short runs
+    beta2: float = 0.99  # beat 0.95 on this short run
     grad_clip: float = 1.0  # max global gradient norm
     seed: int = 0  # torch.manual_seed for init, and the window shuffle
     num_threads: int | None = None  # torch threads while training (None: every usable core)
@@ -107,6 +107,7 @@ RECIPES: dict[str, Recipe] = {
         learning_rate=1e-2,
         min_learning_rate=1e-3,
         warmup_steps=8,
+        num_threads=1,  # too small to gain from threads; one thread never oversubscribes a busy CPU
     ),
 }
 
@@ -219,9 +220,7 @@ def _build(recipe: Recipe, out: Path) -> dict[str, Any]:
 
     train_texts = corpus_texts("train", max_chars=recipe.max_train_chars)
     tokenizer = train_tokenizer(train_texts, recipe.vocab_size)
-    windows = pack_tokens(
-        tokenizer, train_texts, seq_len=recipe.seq_len, num_sequences=None, seed=recipe.seed
-    )
+    windows = pack_tokens(tokenizer, train_texts, seq_len=recipe.seq_len, num_sequences=None, seed=recipe.seed)
     eval_windows = pack_tokens(
         tokenizer, corpus_texts("eval"), seq_len=recipe.seq_len, num_sequences=recipe.eval_sequences, seed=0
     )

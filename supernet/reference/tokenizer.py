@@ -52,9 +52,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     """
     from transformers import PreTrainedTokenizerFast
 
-    assert vocab_size > 257, (
-        f"vocab_size {vocab_size} leaves no room for merges past the 256 bytes + 1 special"
-    )
+    assert vocab_size > 257, f"vocab_size {vocab_size} leaves no room for merges past the 256 bytes + 1 special"
     tokenizer = _bpe_tokenizer(texts, vocab_size)
     logger.info("trained a byte-level BPE tokenizer of %d entries", tokenizer.get_vocab_size())
     return PreTrainedTokenizerFast(
