@@ -114,9 +114,9 @@ class Switcher:
                 new_bias = bias
             if proj.name == out_name:
                 if variant.out_weight is not None:
-                    new_weight = variant.out_weight.to(weight.dtype)
+                    new_weight = variant.out_weight.to(device=weight.device, dtype=weight.dtype)
                 if variant.out_bias is not None:
-                    extra = variant.out_bias.to(weight.dtype)
+                    extra = variant.out_bias.to(device=weight.device, dtype=weight.dtype)
                     new_bias = extra if new_bias is None else new_bias + extra
             _assign(getattr(module, proj.name), new_weight, new_bias)
 
