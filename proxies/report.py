@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from transformers import PreTrainedModel
 
+    from proxies.base import Proxy
     from proxies.config import ProxyReportConfig
     from supernet.build import Supernet
     from supernet.levels import LevelGrid
@@ -178,7 +179,7 @@ def score_candidates(
     model: PreTrainedModel,
     apply: Callable[[Sequence[int] | None], None],
     candidates: Sequence[Candidate],
-    proxies: dict,
+    proxies: dict[str, Proxy],
     *,
     calib: Sequence[torch.Tensor],
     held_out: torch.Tensor,

@@ -97,10 +97,10 @@ class TraceCorrelationProxy(Proxy):
 
     def _weights(self, modules: list[tuple[int, str]]) -> dict[Key, nn.Parameter]:
         """The live weight of every projection of the given modules."""
-        sw = self.switcher
+        adapter, layers = self.switcher.adapter, self.switcher.layers
         weights = {}
         for layer, kind in modules:
-            module = sw._module(sw.layers[layer], kind)
+            module = adapter.attention(layers[layer]) if kind == "attn" else adapter.mlp(layers[layer])
             for proj in self._plan(kind):
                 weights[layer, kind, proj.name] = getattr(module, proj.name).weight
         return weights
