@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keeps", type=float, nargs="+", default=[0.7, 0.5])
     parser.add_argument("--trials", type=int, default=None, help="trials of the main search (default 1000)")
     parser.add_argument("--compare-trials", type=int, default=None, help="evaluations per sampler (default 300)")
+    parser.add_argument("--compare-offspring", type=int, default=4, help="evolution's lambda in the comparison")
     parser.add_argument("--criterion", default="flap")
     parser.add_argument("--compensation", default="bias")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "search.json")
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             one_stage = [stages[-1]]
             curves = {}
             for sampler in COMPARED:
-                cfg = SearchConfig(sampler=sampler, trials=compare, offspring=16, stage_tokens=one_stage, survivors=[1])
+                cfg = SearchConfig(sampler=sampler, trials=compare, offspring=args.compare_offspring,
+                                   stage_tokens=one_stage, survivors=[1])  # fmt: skip
                 _, cost = searched(model, switcher, net, grid, calib, cfg, keep, seed=0)
                 curves[sampler] = cost
                 print(f"  {sampler}: best kl {cost['best_kl']:.5f} in {cost['seconds']:.1f} s", file=sys.stderr)
@@ -138,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             reach = evaluations_to_reach(curves["evo"]["best_curve"], tpe_final)
             results["samplers"] = {
                 "evaluations": compare,
+                "evo_offspring": args.compare_offspring,
                 "tokens": one_stage[0],
                 "best_kl": {s: c["best_kl"] for s, c in curves.items()},
                 "curves": {s: c["best_curve"] for s, c in curves.items()},
