@@ -110,15 +110,20 @@ class Search:
         start = time.perf_counter()
         done = finished_count(self.study)
         with tqdm(total=self.cfg.trials, initial=done, desc="search", unit="trial", disable=not self.progress) as bar:
-            while (done := finished_count(self.study)) < self.cfg.trials:
+            while (done := finished_count(self.study)) < self.cfg.trials or (waiting := self.waiting()):
                 batch = self.cfg.offspring if self.cfg.sampler == "evo" else 1
-                self.generation(min(batch, self.cfg.trials - done))
+                size = min(batch, self.cfg.trials - done) if done < self.cfg.trials else waiting
+                self.generation(size)
                 bar.update(finished_count(self.study) - bar.n)
                 best = self.best_value()
                 if best is not None:
                     bar.set_postfix(best=f"{best:.4g}")
         log.info("search finished %d trials in %.1f s", finished_count(self.study), time.perf_counter() - start)
         return self.study
+
+    def waiting(self) -> int:
+        """Enqueued trials not yet asked (re-enqueued after a kill): they run even past the cap."""
+        return len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
     def best_value(self) -> float | None:
         done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
