@@ -22,12 +22,10 @@ Writes ``proxies.json`` and ``proxies.html`` (plotly scatter plots, plotly inlin
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -38,6 +36,7 @@ from tqdm.auto import tqdm
 
 from proxies import make_proxy
 from proxies.base import as_batches
+from supernet.files import write_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -244,15 +243,6 @@ def format_table(report: dict) -> str:
             f"{s['top10_overlap']:>6.2f} {s['regret']:>7.4f} {s['cost_vs_forward']:>6.2f}"
         )
     return "\n".join(lines)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
 
 
 def write_html(path: Path, report: dict) -> None:

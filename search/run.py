@@ -6,10 +6,7 @@ written only once everything they depend on succeeded, each atomically.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +17,7 @@ from supernet.allocators import ALLOCATORS, allocate
 from supernet.build import build_supernet, supernet_grid
 from supernet.data import load_texts, pack_tokens
 from supernet.export import save_pruned
+from supernet.files import write_json
 from supernet.loading import load_model
 from supernet.params import block_params, count_params
 from supernet.perplexity import perplexity
@@ -60,15 +58,6 @@ def calibration_tokens(cfg: RunConfig, tokenizer) -> torch.Tensor:
 
 def dense_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
 
 
 def search_and_baselines(cfg: RunConfig, model, switcher, net, grid, calib, held_out, *, run_dir: Path) -> dict:
