@@ -3,7 +3,8 @@
     strata-proxies model.path=/path/to/hf-model budget.keep=0.5 candidates=40
 
 Prints the table and writes ``proxies.json`` and ``proxies.html`` into the Hydra run directory.
-User errors end with one line ``error: ...`` and exit status 2 (``search.cli.hydra_app``).
+User errors end with one line ``error: ...`` and exit status 2 (``search.cli.hydra_app``). It lives in
+``search`` so that ``proxies`` imports only ``supernet`` (DESIGN.md).
 """
 
 from __future__ import annotations
