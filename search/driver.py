@@ -147,32 +147,30 @@ class Search:
         asked = [self.ask() for _ in range(size)]
         direct = [(t, lv) for t, lv, d in asked if d]
         staged = [(t, lv) for t, lv, d in asked if not d]
-        for trial, levels in direct:
-            self.finish(trial, levels, [self.last_stage])
+        if direct:
+            values = self.score(direct, self.last_stage)
+            for (trial, _), value in zip(direct, values, strict=True):
+                self.study.tell(trial, value)
         if staged and self.evaluator.prescreener is not None and len(staged) > self.cfg.prescreen_keep:
-            values = [self.evaluator.prescreen(lv) for _, lv in staged]
+            values = self.evaluator.prescreen_many([lv for _, lv in staged])
             for (trial, _), value in zip(staged, values, strict=True):
                 trial.set_user_attr(f"prescreen_{self.cfg.prescreen}", value)
             staged = self.select(staged, values, self.cfg.prescreen_keep)
         for stage in range(self.evaluator.stages):
-            values = [self.score(trial, levels, stage) for trial, levels in staged]
+            values = self.score(staged, stage)
             if stage < self.last_stage:
                 staged = self.select(staged, values, self.cfg.survivors[stage])
         for (trial, _), value in zip(staged, values, strict=True):
             self.study.tell(trial, value)
 
-    def score(self, trial: optuna.Trial, levels: list[int], stage: int) -> float:
-        value = self.evaluator.score(levels, stage)
-        trial.report(value, stage)
-        trial.set_user_attr(f"{self.evaluator.proxy_name}_stage{stage}", value)
-        trial.set_user_attr(f"tokens_stage{stage}", self.evaluator.stage_tokens[stage])
-        return value
-
-    def finish(self, trial: optuna.Trial, levels: list[int], stages: list[int]) -> None:
-        value = None
-        for stage in stages:
-            value = self.score(trial, levels, stage)
-        self.study.tell(trial, value)
+    def score(self, batch: list[tuple[optuna.Trial, list[int]]], stage: int) -> list[float]:
+        """Score a batch of trials on one stage (spread over the evaluator's workers) and record it."""
+        values = self.evaluator.score_many([levels for _, levels in batch], stage)
+        for (trial, _), value in zip(batch, values, strict=True):
+            trial.report(value, stage)
+            trial.set_user_attr(f"{self.evaluator.proxy_name}_stage{stage}", value)
+            trial.set_user_attr(f"tokens_stage{stage}", self.evaluator.stage_tokens[stage])
+        return values
 
     def select(self, staged: list, values: list[float], keep: int) -> list:
         """Keep the ``keep`` lowest values (ties: lower trial number); prune the others."""

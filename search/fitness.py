@@ -86,6 +86,13 @@ class Evaluator:
             self.forward_tokens += self.stage_tokens[stage]
         return self.cache[key]
 
+    def score_many(self, batch: Sequence[Sequence[int]], stage: int) -> list[float]:
+        """``score`` of every allocation in ``batch``, in order (a Ray pool spreads them over actors)."""
+        return [self.score(levels, stage) for levels in batch]
+
+    def prescreen_many(self, batch: Sequence[Sequence[int]]) -> list[float]:
+        return [self.prescreen(levels) for levels in batch]
+
     def prescreen(self, levels: Sequence[int]) -> float:
         """The zero-shot prescreen proxy's value on the first stage's tokens (cached as stage -1)."""
         assert self.prescreener is not None, "no prescreen proxy was configured"

@@ -148,10 +148,27 @@ def _fill_module(
     net.scores[key] = scores
     net.rankings[key] = criteria.ranking(scores)
     net.fluctuation[key] = criteria.flap(adapter, module, kind, stats)
+    grid_module = net.grid.modules[net.index[key]]
+    compensate_levels(net, adapter, module, key, stats, cfg, range(grid_module.lo, grid_module.hi + 1))
+
+
+def compensate_levels(
+    net: Supernet,
+    adapter: DecoderAdapter,
+    module: torch.nn.Module,
+    key: ModuleKey,
+    stats,
+    cfg: SupernetConfig,
+    levels: Sequence[int],
+) -> None:
+    """Compute the compensation of ``levels`` of one ranked module (bias or refit columns; none stores nothing)."""
+    if cfg.compensation == "none":
+        return
+    layer, kind = key
     compensate = get_compensation(cfg.compensation)
     weight = criteria.output_weight(adapter, module, kind)  # [out, in] float64
     grid_module = net.grid.modules[net.index[key]]
-    for level in range(grid_module.lo, grid_module.hi + 1):
+    for level in levels:
         units = kept_units(net.rankings[key], grid_module.units(level))
         bias, refit = compensate(weight, stats, adapter.output_columns(units, kind), damping=cfg.damping)
         if bias is not None:

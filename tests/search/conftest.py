@@ -34,6 +34,12 @@ class QuadraticEvaluator:
     def prescreen(self, levels) -> float:
         return self.score(levels, 0)
 
+    def score_many(self, batch, stage: int) -> list[float]:
+        return [self.score(levels, stage) for levels in batch]
+
+    def prescreen_many(self, batch) -> list[float]:
+        return [self.prescreen(levels) for levels in batch]
+
 
 @pytest.fixture
 def grid():
