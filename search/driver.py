@@ -27,8 +27,12 @@ from supernet.errors import UsageError
 from supernet.levels import repair
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from search.fitness import Evaluator
     from supernet.levels import LevelGrid
+
+    CompleteHook = Callable[[optuna.Study, optuna.Trial, list[int], float], None]
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +99,7 @@ class Search:
     """Drives one study to ``cfg.trials`` finished trials with an evaluator."""
 
     def __init__(self, cfg: SearchConfig, study: optuna.Study, grid: LevelGrid, evaluator: Evaluator,
-                 *, progress: bool = True) -> None:  # fmt: skip
+                 *, progress: bool = True, on_complete: Sequence[CompleteHook] = ()) -> None:  # fmt: skip
         self.cfg = cfg
         self.study = study
         self.grid = grid
@@ -103,6 +107,7 @@ class Search:
         self.names = param_names(grid)
         self.space = search_space(grid)
         self.progress = progress
+        self.on_complete = list(on_complete)  # called after each COMPLETE trial (artifact uploads, ...)
         self.last_stage = evaluator.stages - 1
         assert len(cfg.survivors) == evaluator.stages, f"{len(cfg.survivors)} survivors for {evaluator.stages} stages"
 
@@ -148,29 +153,47 @@ class Search:
         direct = [(t, lv) for t, lv, d in asked if d]
         staged = [(t, lv) for t, lv, d in asked if not d]
         if direct:
-            values = self.score(direct, self.last_stage)
-            for (trial, _), value in zip(direct, values, strict=True):
-                self.study.tell(trial, value)
+            direct, values = self.score(direct, self.last_stage)
+            for (trial, levels), value in zip(direct, values, strict=True):
+                self.complete(trial, levels, value)
         if staged and self.evaluator.prescreener is not None and len(staged) > self.cfg.prescreen_keep:
-            values = self.evaluator.prescreen_many([lv for _, lv in staged])
+            staged, values = self.kept(staged, self.evaluator.prescreen_many([lv for _, lv in staged]))
             for (trial, _), value in zip(staged, values, strict=True):
                 trial.set_user_attr(f"prescreen_{self.cfg.prescreen}", value)
             staged = self.select(staged, values, self.cfg.prescreen_keep)
         for stage in range(self.evaluator.stages):
-            values = self.score(staged, stage)
+            staged, values = self.score(staged, stage)
             if stage < self.last_stage:
                 staged = self.select(staged, values, self.cfg.survivors[stage])
-        for (trial, _), value in zip(staged, values, strict=True):
-            self.study.tell(trial, value)
+        for (trial, levels), value in zip(staged, values, strict=True):
+            self.complete(trial, levels, value)
 
-    def score(self, batch: list[tuple[optuna.Trial, list[int]]], stage: int) -> list[float]:
-        """Score a batch of trials on one stage (spread over the evaluator's workers) and record it."""
-        values = self.evaluator.score_many([levels for _, levels in batch], stage)
+    def score(self, batch: list[tuple[optuna.Trial, list[int]]], stage: int) -> tuple[list, list[float]]:
+        """Score a batch on one stage (spread over the evaluator's workers); record it; drop lost trials."""
+        batch, values = self.kept(batch, self.evaluator.score_many([levels for _, levels in batch], stage))
         for (trial, _), value in zip(batch, values, strict=True):
             trial.report(value, stage)
             trial.set_user_attr(f"{self.evaluator.proxy_name}_stage{stage}", value)
             trial.set_user_attr(f"tokens_stage{stage}", self.evaluator.stage_tokens[stage])
-        return values
+        return batch, values
+
+    def kept(self, batch: list, values: list[float | None]) -> tuple[list, list[float]]:
+        """The trials that got a value; a None means the worker scoring it died: fail and re-enqueue it."""
+        out, out_values = [], []
+        for (trial, levels), value in zip(batch, values, strict=True):
+            if value is None:
+                self.study.tell(trial, state=TrialState.FAIL)
+                self.study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+                log.warning("trial %d lost its worker: failed and re-enqueued", trial.number)
+            else:
+                out.append((trial, levels))
+                out_values.append(value)
+        return out, out_values
+
+    def complete(self, trial: optuna.Trial, levels: list[int], value: float) -> None:
+        self.study.tell(trial, value)
+        for hook in self.on_complete:
+            hook(self.study, trial, levels, value)
 
     def select(self, staged: list, values: list[float], keep: int) -> list:
         """Keep the ``keep`` lowest values (ties: lower trial number); prune the others."""
