@@ -8,6 +8,7 @@ from hydra.core.config_store import ConfigStore
 
 from proxies.config import PROXY_NAMES, ProxyConfig, ProxyReportConfig
 from search.driver import SAMPLERS, SearchConfig
+from search.workers import RayConfig
 from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig
 from supernet.errors import UsageError
 
@@ -22,6 +23,7 @@ class RunConfig:
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)  # fitness of the search: proxy=kl|ppl|...
     search: SearchConfig = field(default_factory=SearchConfig)  # search=none|evo|tpe|cmaes|nsga2|random
+    ray: RayConfig = field(default_factory=RayConfig)  # Ray actors scoring candidates (search.workers > 1)
     allocator: str = "uniform"  # the allocation without search (search=none), and the search's first baseline
     seed: int = 0  # seeds data sampling and every random choice of the run
     device: str = "cpu"  # torch device of the model: cpu | cuda | cuda:N
