@@ -1,0 +1,67 @@
+"""Reading a finished (or running) run directory: its JSON outputs, its Hydra config, its study storage.
+
+A run directory is what ``strata`` writes (DESIGN.md): ``metrics.json``, ``allocation.json``, ``model/``,
+``.hydra/config.yaml`` (the resolved config), the study storage (``study.journal``, or the URL in
+``search.storage``), and what the tools add (``report.html``, ``manifest.json``, ``artifacts/``).
+``strata-summary``, ``strata-dashboard`` and the run report read runs only through these functions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
+
+JOURNAL = "study.journal"
+ARTIFACTS = "artifacts"  # the run's Optuna FileSystemArtifactStore (search/artifacts.py)
+DEFAULT_STUDY = "strata"  # SearchConfig.study_name's default
+
+
+def read_json(path: Path) -> Any | None:
+    """The parsed JSON file at ``path``, or None when it does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def run_config(run_dir: Path) -> dict:
+    """The run's resolved config from ``.hydra/config.yaml`` as plain dicts ({} when there is none)."""
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        return {}
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+
+
+def storage_url(run_dir: Path) -> str | None:
+    """The ``search.storage`` URL the run used, or None (the default journal file)."""
+    return (run_config(run_dir).get("search") or {}).get("storage")
+
+
+def study_name(run_dir: Path) -> str:
+    """The run's first study name (``search.study_name``); coarse-to-fine iterations add ``-itN``."""
+    return (run_config(run_dir).get("search") or {}).get("study_name") or DEFAULT_STUDY
+
+
+def open_storage(run_dir: Path, url: str | None = None) -> optuna.storages.BaseStorage | None:
+    """The run's study storage: ``url``, else ``run_dir/study.journal``, else the configured URL; None if none.
+
+    Never creates anything: a run without a study (``search=none``) gives None.
+    """
+    import optuna
+
+    run_dir = Path(run_dir)
+    journal = run_dir / JOURNAL
+    if url is None and journal.is_file():
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+    url = url or storage_url(run_dir)
+    if url is None:
+        return None
+    return optuna.storages.get_storage(url)
