@@ -10,10 +10,11 @@ does not show Optuna's constraints: feasibility is each trial's ``feasible`` use
 
 from __future__ import annotations
 
-import argparse
 import logging
+from argparse import Namespace
 from pathlib import Path
 
+from search.args import ArgumentParser
 from search.rundir import open_storage
 
 log = logging.getLogger(__name__)
@@ -22,17 +23,8 @@ HOST = "127.0.0.1"  # never another interface: the dashboard can edit studies an
 DEFAULT_PORT = 8080
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, with its errors as the project's one-line ``error: ...`` and exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        from search.cli import fail
-
-        fail(f"{message} (usage: {self.format_usage().strip().removeprefix('usage: ')})")
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog="strata-dashboard", description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None) -> Namespace:
+    parser = ArgumentParser(prog="strata-dashboard", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a strata run directory (the one `strata` printed)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on {HOST} (default {DEFAULT_PORT})")
     args = parser.parse_args(argv)
