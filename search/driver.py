@@ -36,12 +36,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SAMPLERS = ("none", "evo", "tpe", "cmaes", "nsga2", "random")
+SAMPLERS = ("none", "evo", "tpe", "cmaes", "nsga2", "nsga3", "random")
+MULTI_OBJECTIVE_SAMPLERS = ("nsga2", "nsga3", "tpe", "random")  # Optuna samplers with several objectives
+SECOND_OBJECTIVES = ("params", "flops")
 
 
 @dataclass
 class SearchConfig:
-    sampler: str = "none"  # none (the `allocator` alone) | evo | tpe | cmaes | nsga2 | random
+    sampler: str = "none"  # none (the `allocator` alone) | evo | tpe | cmaes | nsga2 | nsga3 | random
     trials: int = 200  # finished trials (complete + pruned), counted across restarts
     offspring: int = 16  # lambda: trials asked per generation (evo); free samplers ask one at a time
     stage_tokens: list[int] = field(default_factory=lambda: [1024, 2048, 8192])  # tokens per selection stage
@@ -52,6 +54,9 @@ class SearchConfig:
     warm_start: list[str] = field(default_factory=lambda: ["uniform", "flap_global", "depth_linear"])
     storage: str | None = None  # Optuna storage URL; None = journal file study.journal in the run directory
     study_name: str = "strata"  # the study in that storage (a rerun with the same name resumes it)
+    iterations: int = 1  # coarse-to-fine rounds (Týr): each re-centres the grid on the best with half the step
+    multi_objective: str | None = None  # params | flops: also minimise kept params/FLOPs; writes pareto.json
+    workers: int = 1  # evaluators: 1 = in-process; N > 1 = N Ray actors (one per GPU), see `ray` (search/workers.py)
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
@@ -67,6 +72,22 @@ class SearchConfig:
             raise UsageError(f"search.stage_tokens={self.stage_tokens} must not decrease")
         if min(self.survivors) < 1:
             raise UsageError(f"search.survivors={self.survivors} must all be >= 1")
+        if self.iterations < 1:
+            raise UsageError(f"search.iterations={self.iterations} must be >= 1")
+        if self.workers < 1:
+            raise UsageError(f"search.workers={self.workers} must be >= 1 (1 = score in this process)")
+        if self.multi_objective is not None:
+            if self.multi_objective not in SECOND_OBJECTIVES:
+                raise UsageError(
+                    f"search.multi_objective={self.multi_objective!r} is not one of {', '.join(SECOND_OBJECTIVES)}"
+                )
+            if self.sampler not in MULTI_OBJECTIVE_SAMPLERS:
+                choices = "|".join(MULTI_OBJECTIVE_SAMPLERS)
+                raise UsageError(f"search.multi_objective needs a multi-objective sampler: search={choices}")
+
+    def study_name_of(self, iteration: int) -> str:
+        """Iteration 0 is ``study_name``; coarse-to-fine iteration r is ``<study_name>-it<r>`` (same storage)."""
+        return self.study_name if iteration == 0 else f"{self.study_name}-it{iteration}"
 
 
 def make_sampler(cfg: SearchConfig, grid: LevelGrid, seed: int) -> optuna.samplers.BaseSampler:
@@ -76,6 +97,7 @@ def make_sampler(cfg: SearchConfig, grid: LevelGrid, seed: int) -> optuna.sample
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
         "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+        "nsga3": lambda: optuna.samplers.NSGAIIISampler(seed=seed),
         "random": lambda: optuna.samplers.RandomSampler(seed=seed),
     }
     if cfg.sampler not in samplers:
@@ -98,8 +120,18 @@ def enqueue_warm_starts(study: optuna.Study, grid: LevelGrid, starts: dict[str, 
 class Search:
     """Drives one study to ``cfg.trials`` finished trials with an evaluator."""
 
-    def __init__(self, cfg: SearchConfig, study: optuna.Study, grid: LevelGrid, evaluator: Evaluator,
-                 *, progress: bool = True, on_complete: Sequence[CompleteHook] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: SearchConfig,
+        study: optuna.Study,
+        grid: LevelGrid,
+        evaluator: Evaluator,
+        *,
+        progress: bool = True,
+        on_complete: Sequence[CompleteHook] = (),
+        second_objective: Callable[[list[int]], float] | None = None,
+        desc: str = "search",
+    ) -> None:
         self.cfg = cfg
         self.study = study
         self.grid = grid
@@ -108,13 +140,16 @@ class Search:
         self.space = search_space(grid)
         self.progress = progress
         self.on_complete = list(on_complete)  # called after each COMPLETE trial (artifact uploads, ...)
+        # multi-objective mode: proposals are not repaired; the second value is e.g. the kept-params fraction
+        self.second_objective = second_objective
+        self.desc = desc
         self.last_stage = evaluator.stages - 1
         assert len(cfg.survivors) == evaluator.stages, f"{len(cfg.survivors)} survivors for {evaluator.stages} stages"
 
     def run(self) -> optuna.Study:
         start = time.perf_counter()
         done = finished_count(self.study)
-        with tqdm(total=self.cfg.trials, initial=done, desc="search", unit="trial", disable=not self.progress) as bar:
+        with tqdm(total=self.cfg.trials, initial=done, desc=self.desc, unit="trial", disable=not self.progress) as bar:
             while (done := finished_count(self.study)) < self.cfg.trials or (waiting := self.waiting()):
                 batch = self.cfg.offspring if self.cfg.sampler == "evo" else 1
                 size = min(batch, self.cfg.trials - done) if done < self.cfg.trials else waiting
@@ -132,16 +167,17 @@ class Search:
 
     def best_value(self) -> float | None:
         done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        return min((t.value for t in done), default=None)
+        return min((t.values[0] for t in done), default=None)
 
     def ask(self) -> tuple[optuna.Trial, list[int], bool]:
-        """One trial, its levels on budget, and whether it goes straight to the last stage."""
+        """One trial, its levels (on budget unless multi-objective), and whether it skips to the last stage."""
         trial = self.study.ask(self.space)
         raw = [int(trial.params[name]) for name in self.names]
-        levels = raw if self.grid.on_budget(raw) else repair(self.grid, raw)
+        free = self.second_objective is not None or self.grid.on_budget(raw)
+        levels = raw if free else repair(self.grid, raw)
         trial.set_user_attr("levels", levels)
         trial.set_user_attr("kept_params", self.grid.params(levels))
-        trial.set_user_attr("feasible", True)
+        trial.set_user_attr("feasible", self.grid.cost(levels) <= self.grid.cost(self.grid.target))
         if levels != raw:
             trial.set_user_attr("raw_levels", raw)
         enqueued = "warm_start" in trial.user_attrs or "requeued_from" in trial.user_attrs
@@ -172,7 +208,8 @@ class Search:
         """Score a batch on one stage (spread over the evaluator's workers); record it; drop lost trials."""
         batch, values = self.kept(batch, self.evaluator.score_many([levels for _, levels in batch], stage))
         for (trial, _), value in zip(batch, values, strict=True):
-            trial.report(value, stage)
+            if self.second_objective is None:  # Optuna keeps intermediate values of single-objective studies only
+                trial.report(value, stage)
             trial.set_user_attr(f"{self.evaluator.proxy_name}_stage{stage}", value)
             trial.set_user_attr(f"tokens_stage{stage}", self.evaluator.stage_tokens[stage])
         return batch, values
@@ -191,7 +228,10 @@ class Search:
         return out, out_values
 
     def complete(self, trial: optuna.Trial, levels: list[int], value: float) -> None:
-        self.study.tell(trial, value)
+        if self.second_objective is None:
+            self.study.tell(trial, value)
+        else:
+            self.study.tell(trial, [value, self.second_objective(levels)])
         for hook in self.on_complete:
             hook(self.study, trial, levels, value)
 

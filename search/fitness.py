@@ -86,6 +86,12 @@ class Evaluator:
             self.forward_tokens += self.stage_tokens[stage]
         return self.cache[key]
 
+    def use(self, supernet: Supernet) -> None:
+        """Score later allocations through ``supernet`` (a coarse-to-fine refinement): levels now index
+        its grid, so the score cache starts empty; the proxies' dense references stay valid."""
+        self.supernet = supernet
+        self.cache.clear()
+
     def score_many(self, batch: Sequence[Sequence[int]], stage: int) -> list[float]:
         """``score`` of every allocation in ``batch``, in order (a Ray pool spreads them over actors)."""
         return [self.score(levels, stage) for levels in batch]

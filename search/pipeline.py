@@ -10,20 +10,29 @@ import dataclasses
 import logging
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.driver import Search, enqueue_warm_starts, make_sampler
-from search.evolution import best_complete
-from search.fitness import Evaluator, stage_windows
+from search.evolution import best_complete, trial_levels
+from search.fitness import Evaluator
 from search.study import finished_count, make_storage, open_study
+from search.workers import make_evaluator
+from supernet.budget import unit_flops
 from supernet.errors import UsageError
+from supernet.levels import refine_grid, repair
+from supernet.refine import refine_supernet
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    import optuna
     import torch
     from transformers import PreTrainedModel
 
     from search.config import RunConfig
+    from supernet.adapters import DecoderAdapter
     from supernet.build import Supernet
     from supernet.levels import LevelGrid
     from supernet.switch import Switcher
@@ -42,49 +51,130 @@ def git_revision() -> dict:
     return {"revision": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
+@dataclass
+class SearchResult:
+    """The winner and where it lives: coarse-to-fine iterations end on a refined grid and supernet."""
+
+    levels: list[int]  # on ``grid``, exactly on budget
+    grid: LevelGrid
+    supernet: Supernet
+    info: dict  # metrics.json's "search" entry
+    evaluator: Evaluator
+    pareto: dict | None = None  # multi-objective mode: the front and the chosen point (pareto.json)
+
+
 def run_search(
     cfg: RunConfig,
     *,
     model: PreTrainedModel,
+    adapter: DecoderAdapter,
     switcher: Switcher,
     supernet: Supernet,
     grid: LevelGrid,
     calib: torch.Tensor,
     warm_starts: dict[str, list[int]],
     run_dir: Path,
-) -> tuple[list[int], dict, Evaluator]:
-    """Search levels on the grid; returns the best levels, metrics.json's ``search`` entry, the evaluator."""
+) -> SearchResult:
+    """Search levels on the grid, refined ``search.iterations - 1`` times (Týr's coarse-to-fine).
+
+    Iteration r runs its own study (``SearchConfig.study_name_of(r)``) in the one storage; iteration
+    r > 0 re-centres the grid on the best allocation so far with half the step, rebuilds only the
+    missing compensation, and starts from that best allocation, so the best fitness never rises.
+    """
     if not any(m.lo < m.hi for m in grid.modules):
         raise UsageError("the search space is empty (every module has one level): raise supernet.radius")
     start = time.perf_counter()
     scfg = cfg.search
-    evaluator = Evaluator(
-        model, switcher, supernet, cfg.proxy, stage_windows(calib, scfg.stage_tokens),
-        batch_size=cfg.data.batch_size, prescreen=scfg.prescreen,
-    )  # fmt: skip
+    evaluator = make_evaluator(cfg, model=model, switcher=switcher, supernet=supernet, calib=calib)
     storage = make_storage(scfg.storage, run_dir)
-    sampler = make_sampler(scfg, grid, cfg.seed)
-    study = open_study(name=scfg.study_name, storage=storage, sampler=sampler, directions=["minimize"])
-    study.set_user_attr("config", _plain(cfg))
-    study.set_user_attr("git", git_revision())
-    budget = {"kind": cfg.budget.kind, "keep": cfg.budget.keep, "params": grid.params(grid.target)}
-    study.set_user_attr("budget", budget)
-    enqueue_warm_starts(study, grid, {name: warm_starts[name] for name in scfg.warm_start if name in warm_starts})
-    Search(scfg, study, grid, evaluator, progress=cfg.progress).run()
-    best = best_complete(study, grid)
-    assert best is not None and grid.on_budget(best), f"no complete trial on budget: {best}"
+    second = second_objective(scfg.multi_objective, adapter, grid, cfg.budget.seq_len)
+    directions = ["minimize"] if second is None else ["minimize", "minimize"]
+    net, starts, iterations, best, pareto = supernet, warm_starts, [], None, None
+    for iteration in range(scfg.iterations):
+        begun = time.perf_counter()
+        rebuilt = 0
+        if iteration:
+            grid = refine_grid(grid, best, radius=cfg.supernet.radius,
+                               min_steps={"attn": 1, "mlp": cfg.supernet.channel_quantum})  # fmt: skip
+            switcher.apply(dict.fromkeys(switcher.current))  # calibration needs the dense model
+            net, rebuilt = refine_supernet(net, grid, model=model, adapter=adapter, calib_tokens=calib,
+                                           cfg=cfg.supernet, progress=cfg.progress)  # fmt: skip
+            evaluator.use(net)
+            starts = {"previous_best": list(grid.target)}
+        sampler = make_sampler(scfg, grid, cfg.seed + iteration)
+        study = open_study(name=scfg.study_name_of(iteration), storage=storage, sampler=sampler, directions=directions)
+        study.set_user_attr("config", _plain(cfg))
+        study.set_user_attr("git", git_revision())
+        study.set_user_attr("budget", {"kind": cfg.budget.kind, "keep": cfg.budget.keep,
+                                       "cost": grid.cost(grid.target), "params": grid.params(grid.target)})  # fmt: skip
+        study.set_user_attr("iteration", iteration)
+        study.set_user_attr("steps", {k: grid.step(k) for k in ("attn", "mlp")})
+        names = scfg.warm_start if iteration == 0 else ["previous_best"]
+        enqueue_warm_starts(study, grid, {name: starts[name] for name in names if name in starts})
+        desc = "search" if scfg.iterations == 1 else f"search {iteration + 1}/{scfg.iterations}"
+        Search(scfg, study, grid, evaluator, progress=cfg.progress, second_objective=second, desc=desc).run()
+        if second is None:
+            best = best_complete(study, grid)
+        else:
+            best, pareto = pareto_choice(study, grid, evaluator)
+        assert best is not None and grid.on_budget(best), f"no complete trial on budget: {best}"
+        iterations.append({
+            "iteration": iteration,
+            "study": study.study_name,
+            "trials": finished_count(study),
+            "best_fitness": evaluator.score(best, evaluator.stages - 1),
+            "steps": {k: grid.step(k) for k in ("attn", "mlp")},
+            "joint": grid.joint,
+            "compensated_levels": rebuilt,
+            "seconds": round(time.perf_counter() - begun, 2),
+        })  # fmt: skip
     info = {
         "sampler": scfg.sampler,
         "proxy": cfg.proxy.name,
-        "trials": finished_count(study),
+        "trials": sum(it["trials"] for it in iterations),
         "seconds": round(time.perf_counter() - start, 2),
-        "best_fitness": evaluator.score(best, evaluator.stages - 1),
+        "best_fitness": iterations[-1]["best_fitness"],
         "evaluations": evaluator.evaluations,
         "forward_tokens": evaluator.forward_tokens,
         "stage_tokens": evaluator.stage_tokens,
-        "iterations": [{"iteration": 0, "trials": finished_count(study), "best_fitness": study.best_value}],
+        "iterations": iterations,
     }
-    return best, info, evaluator
+    if pareto is not None:
+        info["multi_objective"] = scfg.multi_objective
+        info["pareto_points"] = len(pareto["front"])
+    return SearchResult(best, grid, net, info, evaluator, pareto)
+
+
+def second_objective(
+    name: str | None, adapter: DecoderAdapter, grid: LevelGrid, seq_len: int
+) -> Callable[[Sequence[int]], float] | None:
+    """Multi-objective mode's second value: the kept fraction of the units' parameters or FLOPs."""
+    if name is None:
+        return None
+    unit = {k: adapter.unit_params(k) if name == "params" else unit_flops(adapter, k, seq_len) for k in ("attn", "mlp")}
+    dense = sum(m.total * unit[m.kind] for m in grid.modules)
+    return lambda levels: sum(m.units(lv) * unit[m.kind] for m, lv in zip(grid.modules, levels, strict=True)) / dense
+
+
+def pareto_choice(study: optuna.Study, grid: LevelGrid, evaluator: Evaluator) -> tuple[list[int], dict]:
+    """Multi-objective mode: the Pareto front, and the allocation to materialise from it.
+
+    The chosen point is the front's best fitness among those within the budget (cost <= the target's),
+    repaired up onto the budget exactly (``supernet.levels.repair`` only adds levels) and scored again.
+    A front with no point within budget gives its cheapest point, repaired down.
+    """
+    target = grid.cost(grid.target)
+    front = []
+    for t in sorted(study.best_trials, key=lambda t: (t.values[1], t.values[0], t.number)):
+        levels = trial_levels(t, grid)
+        front.append({"trial": t.number, "levels": levels, "fitness": t.values[0], "kept": t.values[1],
+                      "params": grid.params(levels), "feasible": grid.cost(levels) <= target})  # fmt: skip
+    feasible = [p for p in front if p["feasible"]]
+    pick = min(feasible, key=lambda p: (p["fitness"], p["trial"])) if feasible else front[0]
+    levels = repair(grid, pick["levels"])
+    chosen = {"from_trial": pick["trial"], "levels": levels, "params": grid.params(levels),
+              "fitness": evaluator.score(levels, evaluator.stages - 1)}  # fmt: skip
+    return levels, {"front": front, "chosen": chosen}
 
 
 def _plain(cfg) -> dict:

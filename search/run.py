@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from supernet.allocators import ALLOCATORS, allocate
-from supernet.build import build_supernet, supernet_grid
+from supernet.budget import budget_grid
+from supernet.build import build_supernet
 from supernet.data import load_texts, pack_tokens
 from supernet.export import save_pruned
 from supernet.files import write_json
@@ -25,6 +26,8 @@ from supernet.switch import Switcher
 
 if TYPE_CHECKING:
     from search.config import RunConfig
+    from search.pipeline import SearchResult
+    from supernet.levels import LevelGrid
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +63,35 @@ def dense_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def search_and_baselines(cfg: RunConfig, model, switcher, net, grid, calib, held_out, *, run_dir: Path) -> dict:
+def search_and_baselines(
+    cfg: RunConfig, model, adapter, switcher, net, grid, calib, held_out, *, run_dir: Path
+) -> tuple[SearchResult, dict]:
     """Search the allocation, and measure the no-search allocators on the same held-out text and supernet."""
     from search.pipeline import run_search
 
     starts = {name: allocate(name, net, grid, cfg.budget.keep) for name in ALLOCATORS}
-    best, info, evaluator = run_search(
-        cfg, model=model, switcher=switcher, supernet=net, grid=grid, calib=calib, warm_starts=starts, run_dir=run_dir
-    )
+    result = run_search(
+        cfg, model=model, adapter=adapter, switcher=switcher, supernet=net, grid=grid, calib=calib,
+        warm_starts=starts, run_dir=run_dir,
+    )  # fmt: skip
+    evaluator = result.evaluator
+    evaluator.use(net)  # the baselines live on the first (coarse) grid
     baselines = {}
     for name in ("uniform", "flap_global"):
         fitness = evaluator.score(starts[name], evaluator.stages - 1)
         net.apply(switcher, starts[name])
         ppl = perplexity(model, held_out, batch_size=cfg.data.batch_size, progress=cfg.progress)
         baselines[name] = {"ppl": ppl, cfg.proxy.name: fitness}
-    return {"levels": best, "search": info, "baselines": baselines}
+    return result, baselines
+
+
+def budget_entry(cfg: RunConfig, grid: LevelGrid, levels: list[int]) -> dict:
+    """metrics.json's budget: what is counted, the fraction asked, and the cost of target and result."""
+    entry = {"kind": cfg.budget.kind, "keep": cfg.budget.keep}
+    if cfg.budget.kind == "flops":
+        entry["seq_len"] = cfg.budget.seq_len
+    entry["target_cost"], entry["cost"] = grid.cost(grid.target), grid.cost(levels)
+    return entry
 
 
 def run(cfg: RunConfig, out_dir: Path) -> dict:
@@ -94,15 +111,17 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     }
     log.info("dense model: %d parameters, held-out ppl %.3f", dense["params"], dense["ppl"])
 
-    grid = supernet_grid(adapter, cfg.budget.keep, cfg.supernet)
+    grid = budget_grid(model, adapter, cfg.budget, cfg.supernet)
     calib = calibration_tokens(cfg, tokenizer)
     net = build_supernet(model, adapter, calib, cfg.supernet, grid, progress=cfg.progress)
     switcher = Switcher(model, adapter)
     levels = allocate(cfg.allocator, net, grid, cfg.budget.keep)
     searched = None
     if cfg.search.sampler != "none":
-        searched = search_and_baselines(cfg, model, switcher, net, grid, calib, held_out, run_dir=out_dir)
-        levels = searched["levels"]
+        searched, baselines = search_and_baselines(
+            cfg, model, adapter, switcher, net, grid, calib, held_out, run_dir=out_dir
+        )
+        levels, grid, net = searched.levels, searched.grid, searched.supernet
     allocation = grid.allocation(levels)
     net.apply(switcher, levels)
     pruned = {
@@ -114,7 +133,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
 
     metrics = {
         "model": model_name,
-        "budget": {"kind": cfg.budget.kind, "keep": cfg.budget.keep},
+        "budget": budget_entry(cfg, grid, levels),
         "dense": dense,
         "pruned": pruned,
         "allocation": cfg.allocator if searched is None else "search",
@@ -131,10 +150,12 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
         "seconds": round(time.time() - start, 2),
     }
     if searched is not None:
-        metrics["search"] = searched["search"]
-        metrics["baselines"] = searched["baselines"]
+        metrics["search"] = searched.info
+        metrics["baselines"] = baselines
     out_dir.mkdir(parents=True, exist_ok=True)
     save_pruned(model, switcher, tokenizer, out_dir / "model")
     write_json(out_dir / "allocation.json", allocation.to_json())
     write_json(out_dir / "metrics.json", metrics)
+    if searched is not None and searched.pareto is not None:
+        write_json(out_dir / "pareto.json", searched.pareto)
     return metrics

@@ -6,8 +6,8 @@ allocator of the search package plugs into the same interface.
 - ``uniform``: the grid's target, every layer as wide as the budget allows.
 - ``flap_global`` (FLAP "AL-AM", An et al. 2024, https://arxiv.org/abs/2312.11983): the fluctuation
   scores S of every module are standardised separately, z = (S - mean_module S) / std_module S, all
-  units of all modules are sorted by z, and units are kept best first while their cost (parameters:
-  (2g + 2)·d·h for a GQA group, 3h for an MLP channel, ``adapter.unit_params``) fits the budget. The
+  units of all modules are sorted by z, and units are kept best first while their cost (what the budget
+  counts: parameters, (2g + 2)·d·h for a GQA group and 3h for an MLP channel, or FLOPs) fits the budget. The
   per-module counts are snapped to the nearest level and repaired onto the budget.
 - ``depth_linear`` (ATP-style, Huang et al. 2024, https://arxiv.org/abs/2502.14770): sparsity rising
   linearly with depth, s_i = s_m + a (2 i / (L - 1) - 1) around each module's target sparsity s_m,
@@ -45,11 +45,11 @@ def standardise(scores: torch.Tensor) -> torch.Tensor:
 
 def flap_global(supernet: Supernet, grid: LevelGrid, keep: float) -> list[int]:
     """FLAP's global standardised ranking of units, kept by cost until the grid's budget is spent."""
-    budget = grid.params(grid.target)
+    budget = grid.cost(grid.target)
     zs = [standardise(supernet.fluctuation[m.layer, m.kind]) for m in grid.modules]
     z = torch.cat(zs)  # [all units]
     module_of = torch.cat([torch.full((len(zi),), i) for i, zi in enumerate(zs)])  # [all units]
-    cost = torch.tensor([grid.unit_params[grid.modules[i].kind] for i in module_of.tolist()], dtype=torch.long)
+    cost = torch.tensor([grid.costs[grid.modules[i].kind] for i in module_of.tolist()], dtype=torch.long)
     order = torch.argsort(z, descending=True, stable=True)
     spent = torch.cumsum(cost[order], dim=0)
     kept = order[spent <= budget]

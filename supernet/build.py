@@ -43,10 +43,21 @@ KINDS = ("attn", "mlp")
 ModuleKey = tuple[int, str]  # (layer, kind)
 
 
-def supernet_grid(adapter: DecoderAdapter, keep: float, cfg: SupernetConfig) -> LevelGrid:
-    """The level grid of ``cfg`` around the uniform allocation at ``keep``."""
+def supernet_grid(
+    adapter: DecoderAdapter,
+    keep: float,
+    cfg: SupernetConfig,
+    *,
+    unit_cost: dict[str, int] | None = None,
+    joint: bool | None = None,
+) -> LevelGrid:
+    """The level grid of ``cfg`` around the uniform allocation at ``keep`` of the units' cost.
+
+    ``unit_cost``: what the budget counts per unit (None = parameters; supernet/budget.py for FLOPs);
+    ``joint``: overrides ``cfg.joint_budget``."""
     geo = adapter.geometry
     mlp_step = cfg.mlp_step or cfg.channel_quantum
+    joint = cfg.joint_budget if joint is None else joint
     grid = make_grid(
         num_layers=geo.num_layers,
         totals={k: adapter.units_total(k) for k in KINDS},
@@ -54,10 +65,11 @@ def supernet_grid(adapter: DecoderAdapter, keep: float, cfg: SupernetConfig) -> 
         keep=keep,
         steps={"attn": cfg.attn_step, "mlp": mlp_step},
         radius=cfg.radius,
-        joint=cfg.joint_budget,
+        joint=joint,
+        unit_cost=unit_cost,
     )
     derived = grid.modules[1].step
-    assert derived % cfg.channel_quantum == 0 or not cfg.joint_budget, (
+    assert derived % cfg.channel_quantum == 0 or not joint, (
         f"joint MLP step {derived} is not a multiple of channel_quantum {cfg.channel_quantum}"
     )
     return grid

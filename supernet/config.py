@@ -13,7 +13,7 @@ from supernet.errors import UsageError
 
 DTYPES = ("float32", "bfloat16", "float16")
 DATA_SOURCES = ("builtin", "text", "jsonl", "hf_disk", "parquet")
-BUDGET_KINDS = ("block_params",)
+BUDGET_KINDS = ("block_params", "total_params", "flops")
 
 
 @dataclass
@@ -51,14 +51,17 @@ class DataConfig:
 
 @dataclass
 class BudgetConfig:
-    kind: str = "block_params"  # what is counted: parameters of the transformer blocks
+    kind: str = "block_params"  # what is counted: block_params | total_params | flops (supernet/budget.py)
     keep: float = 0.5  # fraction of that count to keep, in (0, 1]
+    seq_len: int = 2048  # flops: tokens of the sequence the FLOPs are counted on (attention grows with it)
 
     def __post_init__(self) -> None:
         if self.kind not in BUDGET_KINDS:
             raise UsageError(f"budget.kind={self.kind!r} is not one of {', '.join(BUDGET_KINDS)}")
         if not 0.0 < self.keep <= 1.0:
             raise UsageError(f"budget.keep={self.keep} is outside (0, 1]: give the fraction of parameters to keep")
+        if self.seq_len < 1:
+            raise UsageError(f"budget.seq_len={self.seq_len} must be a positive number of tokens")
 
 
 CRITERIA = ("magnitude", "wanda_sp", "flap", "obs")

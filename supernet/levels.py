@@ -1,10 +1,11 @@
 """The level grid: for every module, the widths a search may give it, in steps of equal cost.
 
 Level ``l`` of a module keeps ``l * step`` units (level 0 removes the sub-block: depth pruning).
-Every attention step is worth ``step_attn * attn_unit_params`` parameters and every MLP step
-``step_mlp * mlp_unit_params``; with a joint budget the two are equal, so moving any module up one
-level and any other down one keeps the kept-parameter count exactly (Týr-the-Pruner, EvoPress).
-With separate budgets, attention and MLP each keep their own level sum.
+Every attention step costs ``step_attn * attn_unit_cost`` and every MLP step ``step_mlp * mlp_unit_cost``,
+where the cost is what the budget counts (parameters by default, FLOPs: supernet/budget.py); with a
+joint budget the two are equal, so moving any module up one level and any other down one keeps the
+cost exactly (Týr-the-Pruner, EvoPress). With separate budgets, attention and MLP each keep their own
+level sum, which keeps the cost exactly whatever the step costs.
 
 The grid is centred on the target: every module may range ``radius`` levels around the level of the
 uniform allocation at ``keep``, clipped to [0, total // step].
@@ -44,10 +45,21 @@ class LevelGrid:
     unit_params: dict[str, int]  # parameters of one unit, per kind
     joint: bool  # one budget over attention and MLP (equal step costs), or one per kind
     target: tuple[int, ...]  # the uniform allocation's levels: the budget's reference point
+    unit_cost: dict[str, int] | None = None  # what the budget counts per unit, per kind; None = unit_params
+
+    @property
+    def costs(self) -> dict[str, int]:
+        return self.unit_params if self.unit_cost is None else self.unit_cost
+
+    def step(self, kind: str) -> int:
+        return next(m.step for m in self.modules if m.kind == kind)
+
+    def cost(self, levels: Sequence[int]) -> int:
+        """What the budget counts (parameters or FLOPs) for an allocation given as levels."""
+        return sum(m.units(lv) * self.costs[m.kind] for m, lv in zip(self.modules, levels, strict=True))
 
     def step_params(self, kind: str) -> int:
-        step = next(m.step for m in self.modules if m.kind == kind)
-        return step * self.unit_params[kind]
+        return self.step(kind) * self.unit_params[kind]
 
     def params(self, levels: Sequence[int]) -> int:
         """Prunable parameters kept by an allocation given as levels."""
@@ -99,32 +111,35 @@ def make_grid(
     steps: dict[str, int],
     radius: int,
     joint: bool,
+    unit_cost: dict[str, int] | None = None,
 ) -> LevelGrid:
     """Build the grid around the uniform allocation at ``keep``.
 
     Args:
         totals: units of a dense module per kind (GQA groups, MLP channels).
         unit_params: parameters per unit per kind.
-        keep: fraction of prunable parameters to keep, in (0, 1].
+        keep: fraction of the prunable cost to keep, in (0, 1].
         steps: units per level per kind; with ``joint`` the MLP step is derived so both costs match.
         radius: levels each module may move away from the target (Týr: 4, i.e. 9 levels).
         joint: one budget over attention and MLP.
+        unit_cost: what the budget counts per unit per kind (FLOPs); None = ``unit_params``.
     """
     if not 0.0 < keep <= 1.0:
         raise UsageError(f"budget.keep={keep} is outside (0, 1]: give the fraction of parameters to keep")
     steps = dict(steps)
+    costs = dict(unit_params if unit_cost is None else unit_cost)
     if joint:
-        cost = steps["attn"] * unit_params["attn"]
-        if cost % unit_params["mlp"]:
+        cost = steps["attn"] * costs["attn"]
+        if cost % costs["mlp"]:
             raise UsageError(
-                f"an attention step ({cost} parameters) is no whole number of MLP channels "
-                f"({unit_params['mlp']} each): set supernet.joint_budget=false"
+                f"an attention step (cost {cost}) is no whole number of MLP channels "
+                f"(cost {costs['mlp']} each): set supernet.joint_budget=false"
             )
-        steps["mlp"] = cost // unit_params["mlp"]
+        steps["mlp"] = cost // costs["mlp"]
     top = {k: totals[k] // steps[k] for k in KINDS}
     if min(top.values()) < 1:
         raise UsageError(f"a level step {steps} is wider than a module {totals}: use a smaller step")
-    sums = _target_sums(num_layers, totals, unit_params, keep, steps, top)
+    sums = _target_sums(num_layers, totals, costs, keep, steps, top)
     per_layer = {k: _spread(sums[k], num_layers) for k in KINDS}
     modules, target = [], []
     for layer in range(num_layers):
@@ -134,7 +149,34 @@ def make_grid(
                 ModuleGrid(layer, kind, steps[kind], totals[kind], max(0, c - radius), min(top[kind], c + radius))
             )
             target.append(c)
-    return LevelGrid(tuple(modules), dict(unit_params), joint, tuple(target))
+    return LevelGrid(tuple(modules), dict(unit_params), joint, tuple(target), None if unit_cost is None else costs)
+
+
+def refine_grid(grid: LevelGrid, levels: Sequence[int], *, radius: int, min_steps: dict[str, int]) -> LevelGrid:
+    """Týr-the-Pruner's coarse-to-fine step: a grid centred on ``levels`` with half the step.
+
+    Each kind's step is halved when the half is a whole multiple of ``min_steps[kind]`` (one GQA group,
+    the channel quantum), else kept. The new centre keeps exactly the units of ``levels`` (the new step
+    divides the old one), so the budget is unchanged; the budget stays joint only if the new step costs
+    are still equal (an attention step of one group cannot halve while the MLP's can), else each kind
+    keeps its own level sum. Every module may move ``radius`` new levels around its centre.
+    """
+    assert grid.in_bounds(levels), f"levels {list(levels)} are outside the grid"
+    steps = {}
+    for kind in KINDS:
+        step, half = grid.step(kind), grid.step(kind) // 2
+        steps[kind] = half if step % 2 == 0 and half >= min_steps[kind] and half % min_steps[kind] == 0 else step
+    joint = grid.joint and steps["attn"] * grid.costs["attn"] == steps["mlp"] * grid.costs["mlp"]
+    modules, target = [], []
+    for m, lv in zip(grid.modules, levels, strict=True):
+        step = steps[m.kind]
+        centre = m.units(lv) // step
+        modules.append(ModuleGrid(m.layer, m.kind, step, m.total, max(0, centre - radius),
+                                  min(m.total // step, centre + radius)))  # fmt: skip
+        target.append(centre)
+    refined = LevelGrid(tuple(modules), dict(grid.unit_params), joint, tuple(target), grid.unit_cost)
+    assert refined.cost(target) == grid.cost(levels), "refining changed the allocation's cost"
+    return refined
 
 
 def _spread(total: int, parts: int) -> list[int]:

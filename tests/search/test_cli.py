@@ -35,7 +35,9 @@ def finished_run(tiny_reference_dir: Path, tmp_path_factory: pytest.TempPathFact
 def test_run_writes_metrics_allocation_and_model(finished_run: Path) -> None:
     metrics = json.loads((finished_run / "metrics.json").read_text())
     assert metrics["model"] == "strata-reference-tiny"
-    assert metrics["budget"] == {"kind": "block_params", "keep": 0.5}
+    budget = metrics["budget"]
+    assert (budget["kind"], budget["keep"]) == ("block_params", 0.5)
+    assert budget["cost"] == budget["target_cost"] < metrics["pruned"]["block_params"]  # blocks also hold norms
     assert metrics["allocation"] == "uniform"
     for side in ("dense", "pruned"):
         assert set(metrics[side]) >= {"params", "block_params", "ppl"}

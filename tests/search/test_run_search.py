@@ -24,11 +24,11 @@ def command(args: list[str], run_dir: Path) -> list[str]:
     return [sys.executable, "-m", "search.cli", *SEARCH, *args, f"hydra.run.dir={run_dir}"]
 
 
-def load_study(run_dir: Path) -> optuna.Study:
+def load_study(run_dir: Path, name: str = "strata") -> optuna.Study:
     from optuna.storages.journal import JournalFileBackend
 
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
-    return optuna.load_study(study_name="strata", storage=storage)
+    return optuna.load_study(study_name=name, storage=storage)
 
 
 def finished(run_dir: Path) -> int:
@@ -87,6 +87,9 @@ def test_same_seed_gives_the_same_allocation(tiny_reference_dir: Path, tmp_path:
     [
         (["supernet.radius=0"], "search space is empty"),
         (["budget.keep=0.00001"], "cannot be reached"),
+        (["search.multi_objective=params"], "needs a multi-objective sampler"),
+        (["search.iterations=0"], "search.iterations=0"),
+        (["budget.kind=total_params", "budget.keep=0.1"], "no unit owns"),
     ],
 )
 def test_search_errors_exit_2(tiny_reference_dir: Path, tmp_path: Path, args: list[str], expected: str) -> None:
@@ -96,3 +99,53 @@ def test_search_errors_exit_2(tiny_reference_dir: Path, tmp_path: Path, args: li
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and expected in errors[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_coarse_to_fine_refines_the_grid_and_never_loses_fitness(tiny_reference_dir: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ["search.trials=8", "search.iterations=3", "supernet.compensation=bias"]
+    proc = subprocess.run(command(args, run_dir), capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    iterations = metrics["search"]["iterations"]
+    assert [it["study"] for it in iterations] == ["strata", "strata-it1", "strata-it2"]
+    assert [it["steps"]["mlp"] for it in iterations] == [32, 16, 8]  # tiny: 32 channels cost one GQA group
+    fitness = [it["best_fitness"] for it in iterations]
+    assert fitness == sorted(fitness, reverse=True), "an iteration lost the best allocation so far"
+    assert iterations[1]["compensated_levels"] > 0  # bias compensation of the new widths was built
+    assert metrics["search"]["best_fitness"] == fitness[-1]
+    assert metrics["budget"]["cost"] == metrics["budget"]["target_cost"]
+    for it in iterations:  # each refined study starts from the previous best and finished its trials
+        study = load_study(run_dir, it["study"])
+        assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == it["trials"] == 8
+        if it["iteration"]:
+            assert study.trials[0].user_attrs["warm_start"] == "previous_best"
+            assert study.trials[0].value == pytest.approx(iterations[it["iteration"] - 1]["best_fitness"])
+    mlp = [layer["mlp_units"] for layer in json.loads((run_dir / "allocation.json").read_text())["layers"]]
+    assert all(units % 8 == 0 for units in mlp)
+
+
+def test_multi_objective_writes_a_pareto_front_and_materialises_on_budget(
+    tiny_reference_dir: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    args = ["search=nsga2", "search.multi_objective=params", "search.trials=16", "search.stage_tokens=[512]",
+            "search.survivors=[1]", "supernet.radius=2"]  # fmt: skip
+    proc = subprocess.run(command(args, run_dir), capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pareto = json.loads((run_dir / "pareto.json").read_text())
+    front = pareto["front"]
+    assert len(front) >= 2
+    for a in front:  # no point of the front dominates another
+        for b in front:
+            assert not (a is not b and a["fitness"] <= b["fitness"] and a["kept"] <= b["kept"]
+                        and (a["fitness"], a["kept"]) != (b["fitness"], b["kept"]))  # fmt: skip
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    chosen = pareto["chosen"]
+    source = next(p for p in front if p["trial"] == chosen["from_trial"])
+    assert source["feasible"] and source["params"] <= chosen["params"]
+    assert chosen["params"] == metrics["budget"]["cost"] == metrics["budget"]["target_cost"]
+    assert metrics["search"]["best_fitness"] == chosen["fitness"]
+    assert metrics["search"]["multi_objective"] == "params"
+    study = load_study(run_dir)
+    assert len(study.directions) == 2

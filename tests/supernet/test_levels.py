@@ -8,7 +8,7 @@ import pytest
 
 from supernet.build import supernet_grid
 from supernet.config import SupernetConfig
-from supernet.levels import repair
+from supernet.levels import make_grid, refine_grid, repair
 
 
 @pytest.mark.parametrize("joint", [True, False])
@@ -60,3 +60,39 @@ def test_repair_takes_from_the_lowest_priority(tiny):
     priority[3] = -1.0
     fixed = repair(grid, levels, priority)
     assert fixed[0] == levels[0] and fixed[3] == levels[3] - 1
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.5])
+def test_refined_grid_halves_the_step_and_keeps_the_cost(tiny, keep):
+    _, adapter = tiny
+    grid = supernet_grid(adapter, keep, SupernetConfig(channel_quantum=4, radius=2))  # MLP step 16 channels
+    assert (grid.step("attn"), grid.step("mlp")) == (1, 16)
+    rng = random.Random(0)
+    levels = repair(grid, [rng.randint(m.lo, m.hi) for m in grid.modules])
+    fine = refine_grid(grid, levels, radius=2, min_steps={"attn": 1, "mlp": 4})
+    # one GQA group cannot halve, 16 channels can: the kinds now keep separate budgets
+    assert (fine.step("attn"), fine.step("mlp"), fine.joint) == (1, 8, False)
+    assert [m.units(c) for m, c in zip(fine.modules, fine.target, strict=True)] == [
+        m.units(lv) for m, lv in zip(grid.modules, levels, strict=True)
+    ]
+    assert fine.params(fine.target) == grid.params(grid.target)
+    assert all(m.lo <= c <= m.hi and m.hi - m.lo <= 4 for m, c in zip(fine.modules, fine.target, strict=True))
+    # every repaired proposal of the refined grid keeps the parameters of the coarse budget
+    for _ in range(20):
+        proposal = repair(fine, [rng.randint(m.lo, m.hi) for m in fine.modules])
+        assert fine.params(proposal) == grid.params(grid.target)
+    # halving stops at the channel quantum
+    steps = []
+    for _ in range(3):
+        fine = refine_grid(fine, fine.target, radius=2, min_steps={"attn": 1, "mlp": 4})
+        steps.append(fine.step("mlp"))
+    assert steps == [4, 4, 4]
+
+
+def test_refined_grid_stays_joint_when_both_steps_halve():
+    grid = make_grid(num_layers=3, totals={"attn": 8, "mlp": 64}, unit_params={"attn": 40, "mlp": 10},
+                     keep=0.5, steps={"attn": 2, "mlp": 8}, radius=2, joint=True)  # fmt: skip
+    assert grid.step("mlp") == 8  # 2 groups x 40 = 8 channels x 10
+    fine = refine_grid(grid, grid.target, radius=2, min_steps={"attn": 1, "mlp": 4})
+    assert (fine.step("attn"), fine.step("mlp"), fine.joint) == (1, 4, True)
+    assert fine.params(fine.target) == grid.params(grid.target)

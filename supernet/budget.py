@@ -1,0 +1,77 @@
+"""What a budget counts, turned into the level grid the search works on.
+
+``budget.kind``:
+
+- ``block_params`` (default): parameters of the attention and MLP units; ``keep`` is the fraction of
+  them kept. Norms and the parameters no unit owns stay.
+- ``total_params``: every parameter of the model. Embeddings, head, norms and unit-less parameters
+  (``N_fixed = N_total - N_units``) always stay, so keeping ``keep * N_total`` parameters keeps the
+  fraction ``(keep * N_total - N_fixed) / N_units`` of the unit parameters.
+- ``flops``: forward FLOPs of the transformer blocks on one sequence of ``T = budget.seq_len`` tokens,
+  counting a multiply-add as 2 FLOPs. A unit's cost (Kaplan et al. 2020's 2N per token, plus causal
+  attention's T(T+1)/2 query-key pairs, each 2d for QK^T and 2d for AV per query head):
+
+      GQA group:   2 T P_group + 2 d g T (T + 1)     (g query heads of dimension d)
+      MLP channel: 2 T P_channel
+
+  ``keep`` is the fraction of the units' FLOPs kept. A level step of one group rarely costs a whole
+  number of MLP channels in FLOPs; then attention and MLP keep separate budgets (each kind's level
+  sum is fixed), which is still exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from supernet.build import supernet_grid
+from supernet.errors import UsageError
+from supernet.levels import KINDS
+from supernet.params import count_params
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from supernet.adapters import DecoderAdapter
+    from supernet.config import BudgetConfig, SupernetConfig
+    from supernet.levels import LevelGrid
+
+log = logging.getLogger(__name__)
+
+
+def unit_flops(adapter: DecoderAdapter, kind: str, seq_len: int) -> int:
+    """Forward FLOPs of one unit on one causal sequence of ``seq_len`` tokens (formula above)."""
+    linear = 2 * seq_len * adapter.unit_params(kind)
+    if kind == "mlp":
+        return linear
+    geo = adapter.geometry
+    return linear + 2 * geo.head_dim * geo.group_size * seq_len * (seq_len + 1)
+
+
+def unit_keep(model: nn.Module, adapter: DecoderAdapter, budget: BudgetConfig) -> float:
+    """The fraction of the units' cost that ``budget`` keeps."""
+    if budget.kind != "total_params":
+        return budget.keep
+    geo = adapter.geometry
+    units = geo.num_layers * sum(adapter.units_total(k) * adapter.unit_params(k) for k in KINDS)
+    total = count_params(model)
+    fixed = total - units
+    keep = (budget.keep * total - fixed) / units
+    if keep <= 0:
+        raise UsageError(
+            f"budget.keep={budget.keep} of all {total} parameters is below the {fixed} that no unit owns "
+            f"(embeddings, head, norms): use budget.keep > {fixed / total:.3f} or budget.kind=block_params"
+        )
+    return min(keep, 1.0)
+
+
+def budget_grid(model: nn.Module, adapter: DecoderAdapter, budget: BudgetConfig, cfg: SupernetConfig) -> LevelGrid:
+    """The level grid of ``cfg`` around the uniform allocation that meets ``budget``."""
+    keep = unit_keep(model, adapter, budget)
+    if budget.kind != "flops":
+        return supernet_grid(adapter, keep, cfg)
+    costs = {k: unit_flops(adapter, k, budget.seq_len) for k in KINDS}
+    joint = cfg.joint_budget and (cfg.attn_step * costs["attn"]) % costs["mlp"] == 0
+    if cfg.joint_budget and not joint:
+        log.info("a FLOP level step of attention is no whole number of MLP channels: separate budgets per kind")
+    return supernet_grid(adapter, keep, cfg, unit_cost=costs, joint=joint)

@@ -1,0 +1,93 @@
+"""Coarse-to-fine (Týr-the-Pruner): the supernet of a refined grid, rebuilding only what changed.
+
+A refined grid (``supernet.levels.refine_grid``) keeps every module's unit ranking, so a variant of the
+new grid is again the best ``units`` units of that ranking. What may be missing is compensation: a
+bias or refit columns exist for the unit counts the old grid had; a count the old grid lacked needs the
+module's calibration statistics, so one calibration pass computes exactly the missing levels (and
+nothing when ``compensation=none``). Rankings are never recomputed. With ``propagate=expected`` the
+missing levels see the refined grid's centre as the upstream variants, as a fresh build would.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from supernet.build import KINDS, Supernet, compensate_levels
+from supernet.statistics import calibrate
+from supernet.switch import Switcher
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
+
+    from supernet.adapters import DecoderAdapter
+    from supernet.config import SupernetConfig
+    from supernet.levels import LevelGrid
+
+log = logging.getLogger(__name__)
+
+
+def carry_over(net: Supernet, grid: LevelGrid) -> tuple[Supernet, dict[tuple[int, str], list[int]]]:
+    """The refined supernet with the old rankings and every compensation whose unit count survives,
+    and the levels per module still missing their compensation."""
+    refined = Supernet(grid, net.criterion, net.compensation)
+    refined.rankings, refined.scores, refined.fluctuation = dict(net.rankings), dict(net.scores), dict(net.fluctuation)
+    by_units: dict[tuple[int, str, int], tuple[str, torch.Tensor]] = {}
+    for (layer, kind, level), bias in net.biases.items():
+        by_units[layer, kind, net.grid.modules[net.index[layer, kind]].units(level)] = ("bias", bias)
+    for (layer, kind, level), weight in net.weights.items():
+        by_units[layer, kind, net.grid.modules[net.index[layer, kind]].units(level)] = ("weight", weight)
+    missing: dict[tuple[int, str], list[int]] = {}
+    for m in grid.modules:
+        for level in range(m.lo, m.hi + 1):
+            found = by_units.get((m.layer, m.kind, m.units(level)))
+            if found is not None:
+                (refined.biases if found[0] == "bias" else refined.weights)[m.layer, m.kind, level] = found[1]
+            elif net.compensation != "none":
+                missing.setdefault((m.layer, m.kind), []).append(level)
+    return refined, missing
+
+
+def refine_supernet(
+    net: Supernet,
+    grid: LevelGrid,
+    *,
+    model: PreTrainedModel,
+    adapter: DecoderAdapter,
+    calib_tokens: torch.Tensor,
+    cfg: SupernetConfig,
+    progress: bool = True,
+) -> tuple[Supernet, int]:
+    """The supernet of ``grid`` (a refinement of ``net.grid``) and how many levels were compensated anew.
+
+    The model must be dense."""
+    start = time.perf_counter()
+    refined, missing = carry_over(net, grid)
+    if missing:
+        switcher = Switcher(model, adapter)
+
+        def on_layer(i: int, stats: dict) -> dict:
+            for kind in KINDS:
+                module, levels = switcher.dense_modules[i, kind], missing.get((i, kind), [])
+                compensate_levels(refined, adapter, module, (i, kind), stats[kind], cfg, levels)
+            return {kind: refined.variant(i, kind, grid.target[refined.index[i, kind]]) for kind in KINDS}
+
+        calibrate(
+            model,
+            adapter,
+            calib_tokens,
+            on_layer=on_layer,
+            switcher=switcher,
+            propagate=cfg.propagate,
+            gram=cfg.needs_gram,
+            gram_dtype=cfg.gram_dtype,
+            batch_size=cfg.calib_batch_size,
+            progress=progress,
+        )
+        refined._variants.clear()
+    refined.build_seconds = time.perf_counter() - start
+    count = sum(len(v) for v in missing.values())
+    log.info("refined supernet: %d levels compensated anew in %.1f s", count, refined.build_seconds)
+    return refined, count
