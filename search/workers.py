@@ -21,6 +21,7 @@ Plain actors driven by ask-and-tell cost ~90 ms per trial on 2 CPUs, against ~77
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 Key = tuple[tuple[int, ...], int]  # (levels, stage); stage -1 = the prescreen proxy
 SCORE_ATTEMPTS = 3  # tries of a lone ``score`` (baselines, the winner) whose actor dies
+PROBE_SECONDS = 0.5  # wait between readiness probes of an actor Ray is restarting
 
 
 @dataclass
@@ -156,17 +158,16 @@ class EvaluatorSpec:
 class EvaluatorActor:
     """One worker: an evaluator built once; each call names the supernet it must be scored on.
 
-    The supernet comes as ``[ObjectRef]`` (a list, so Ray does not resolve it): a restarted actor, which
-    Ray rebuilds from its first arguments, or one that missed a swap, fetches the current one."""
+    The supernet comes as ``[ObjectRef]`` (a list, so Ray does not resolve it) and the evaluator is built
+    at the first call: an actor Ray restarted, or one that missed a swap, builds from the current one."""
 
-    def __init__(self, spec: WorkerSpec, supernet: list, threads: int) -> None:
+    def __init__(self, spec: WorkerSpec, threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)  # same reductions on every actor -> bit-identical fitness
         self.spec = spec
         self.evaluator: Any = None
         self.supernet_id: str | None = None
-        self.sync(supernet)
 
     def sync(self, supernet: list) -> None:
         import ray
@@ -181,7 +182,9 @@ class EvaluatorActor:
             self.spec.use(self.evaluator, state)
         self.supernet_id = ref.hex()
 
-    def ready(self) -> bool:
+    def ready(self, supernet: list) -> bool:
+        """Build the evaluator now (the pool waits for every actor before the first batch)."""
+        self.sync(supernet)
         return True
 
     def score(self, levels: list[int], stage: int, supernet: list) -> float:
@@ -238,8 +241,10 @@ class EvaluatorPool:
         self.cache: dict[Key, float] = {}
         self.evaluations = 0  # proxy calls that returned (cache hits and lost candidates excluded)
         self.forward_tokens = 0  # tokens those calls pushed through the model
-        self.deaths: list[int] = []  # per actor: deaths seen so far
         self.actors: list = []
+        self.deaths: list[int] = []  # per actor: deaths seen so far
+        self.recovering: set[int] = set()  # died; probed until Ray has restarted them
+        self.dropped: set[int] = set()  # died more than max_restarts times, or for good
         self.finalizer: weakref.finalize | None = None
         self.current: Any = None  # the supernet scored through
         self.owns_ray = start_ray(cfg)
@@ -284,45 +289,70 @@ class EvaluatorPool:
         remote = ray.remote(EvaluatorActor).options(
             num_cpus=self.cpus, num_gpus=self.gpus, max_restarts=self.cfg.max_restarts, max_task_retries=0
         )
-        threads = self.cfg.threads_per_worker
-        self.actors = [remote.remote(self.spec, self.supernet, threads) for _ in range(self.workers)]
-        self.deaths = [0] * self.workers
+        self.actors = [remote.remote(self.spec, self.cfg.threads_per_worker) for _ in range(self.workers)]
+        self.deaths, self.recovering, self.dropped = [0] * self.workers, set(), set()
         self.finalizer = weakref.finalize(self, stop_actors, list(self.actors))
         try:
-            ray.get([actor.ready.remote() for actor in self.actors])
+            ray.get([actor.ready.remote(self.supernet) for actor in self.actors])
         except ray.exceptions.RayError:
             self.close()
             raise
         log.info("%d Ray workers ready (%g CPUs, %g GPUs each)", self.workers, self.cpus, self.gpus)
 
     def alive(self) -> list[int]:
-        """Indices of the actors Ray still restarts (or that never died)."""
-        limit = self.cfg.max_restarts
-        return [i for i, deaths in enumerate(self.deaths) if limit < 0 or deaths <= limit]
+        """Indices of the actors not given up on (Ray restarts them, or they never died)."""
+        return [i for i in range(len(self.actors)) if i not in self.dropped]
 
-    def lost(self, index: int, exc: Exception) -> None:
-        """Count one death of actor ``index``; an actor whose constructor failed is a bug or bad input."""
+    def died(self, index: int, exc: Exception) -> None:
+        """Actor ``index`` lost its candidate: count the death, then wait for Ray's restart, or give up."""
         if getattr(exc, "actor_init_failed", False):
             raise RuntimeError(f"a Ray worker could not build its evaluator: {exc}") from exc
         self.deaths[index] += 1
+        limit = self.cfg.max_restarts
         log.warning("Ray worker %d died (%d times): its candidate is lost", index, self.deaths[index])
+        if 0 <= limit < self.deaths[index]:
+            self.dropped.add(index)
+        else:
+            self.recovering.add(index)
 
-    def call(self, index: int, key: Key):
-        """Submit one candidate to actor ``index``: the prescreen proxy (stage -1) or a stage's proxy."""
-        actor, levels = self.actors[index], list(key[0])
+    def probe_failed(self, index: int, exc: Exception) -> bool:
+        """A readiness probe failed; True when the actor is still restarting (probe again)."""
+        if getattr(exc, "actor_init_failed", False):
+            raise RuntimeError(f"a restarted Ray worker could not build its evaluator: {exc}") from exc
+        import ray
+
+        if isinstance(exc, ray.exceptions.ActorDiedError):  # dead for good: Ray has no restart left
+            log.warning("Ray worker %d is gone for good", index)
+            self.recovering.discard(index)
+            self.dropped.add(index)
+            return False
+        time.sleep(PROBE_SECONDS)  # "the actor is restarting": Ray refuses calls until it is back
+        return True
+
+    def call(self, index: int, key: Key | None):
+        """Submit to actor ``index``: a readiness probe (None), the prescreen proxy (stage -1) or a stage's."""
+        actor = self.actors[index]
+        if key is None:
+            return actor.ready.remote(self.supernet)
         if key[1] < 0:
-            return actor.prescreen.remote(levels, self.supernet)
-        return actor.score.remote(levels, key[1], self.supernet)
+            return actor.prescreen.remote(list(key[0]), self.supernet)
+        return actor.score.remote(list(key[0]), key[1], self.supernet)
 
     def run(self, keys: list[Key]) -> None:
-        """Score ``keys`` (unique, uncached) with one in flight per live actor; cache what returns."""
+        """Score ``keys`` (unique, uncached) with one in flight per live actor; cache what returns.
+
+        An actor that died is probed until Ray has restarted it (calls made meanwhile would fail)."""
         import ray
 
         if keys and not self.actors:
             log.info("starting %d Ray workers again for a score asked after close()", self.workers)
             self.open()
-        queue, pending, idle = deque(keys), {}, self.alive()
-        while queue or pending:
+        queue = deque(keys)
+        pending: dict[Any, tuple[int, Key | None]] = {}  # call -> (actor, candidate; None = probe)
+        idle = [i for i in self.alive() if i not in self.recovering]
+        for index in self.recovering:
+            pending[self.call(index, None)] = (index, None)
+        while queue or any(key is not None for _, key in pending.values()):
             if not idle and not pending:
                 raise RuntimeError(f"every Ray worker died more than ray.max_restarts={self.cfg.max_restarts} times")
             while queue and idle:
@@ -333,14 +363,18 @@ class EvaluatorPool:
             try:
                 value = ray.get(done[0])
             except ray.exceptions.RayActorError as exc:
-                self.lost(index, exc)
-                if index in self.alive():
-                    idle.append(index)
+                if key is not None:
+                    self.died(index, exc)
+                again = index in self.recovering if key is not None else self.probe_failed(index, exc)
+                if again:
+                    pending[self.call(index, None)] = (index, None)
                 continue
-            self.cache[key] = value
-            if key[1] >= 0:  # as Evaluator: prescreens are not counted as evaluations
-                self.evaluations += 1
-            self.forward_tokens += self.stage_tokens[max(key[1], 0)]
+            if key is None:
+                self.recovering.discard(index)
+            else:
+                self.cache[key] = value
+                self.evaluations += int(key[1] >= 0)  # as Evaluator: prescreens are not evaluations
+                self.forward_tokens += self.stage_tokens[max(key[1], 0)]
             idle.append(index)
 
     def values(self, batch: Sequence[Sequence[int]], stage: int) -> list[float | None]:
