@@ -158,4 +158,15 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     write_json(out_dir / "metrics.json", metrics)
     if searched is not None and searched.pareto is not None:
         write_json(out_dir / "pareto.json", searched.pareto)
+    write_run_records(cfg, out_dir, started=start, calib=calib, held_out=held_out)
     return metrics
+
+
+def write_run_records(cfg: RunConfig, out_dir: Path, *, started: float, calib, held_out) -> None:
+    """manifest.json (also as the study's user attributes) and report.html, once the outputs are written."""
+    from search.manifest import build_manifest, write_manifest
+    from search.run_report import write_report
+
+    manifest = build_manifest(cfg, started=started, calib=calib, held_out=held_out)
+    write_manifest(out_dir, manifest, storage_url=cfg.search.storage)
+    write_report(out_dir, storage_url=cfg.search.storage)

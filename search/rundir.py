@@ -65,3 +65,21 @@ def open_storage(run_dir: Path, url: str | None = None) -> optuna.storages.BaseS
     if url is None:
         return None
     return optuna.storages.get_storage(url)
+
+
+def iteration_study(base: str, iteration: int) -> str:
+    """The study of coarse-to-fine iteration ``iteration``: ``base``, then ``base-it1``, ``base-it2``, ..."""
+    return base if iteration == 0 else f"{base}-it{iteration}"
+
+
+def run_studies(run_dir: Path) -> list[str]:
+    """The studies the run searched, in iteration order ([] when it did not search).
+
+    From ``metrics.json``'s ``search.iterations[*].study``, else named after ``search.study_name``.
+    """
+    search = (read_json(Path(run_dir) / "metrics.json") or {}).get("search")
+    if not search:
+        return []
+    base = study_name(run_dir)
+    entries = search.get("iterations") or [{"iteration": 0}]
+    return [e.get("study") or iteration_study(base, int(e.get("iteration", i))) for i, e in enumerate(entries)]

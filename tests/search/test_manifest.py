@@ -1,0 +1,64 @@
+"""manifest.json: its entries, its hashes, and the same entries on the run's studies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.storages.journal import JournalFileBackend
+
+from search.config import RunConfig
+from search.manifest import MANIFEST, build_manifest, config_hash, git_state, study_attrs, write_manifest
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def test_manifest_has_every_entry() -> None:
+    tokens = torch.arange(64).reshape(4, 16)
+    manifest = build_manifest(RunConfig(seed=7), started=1_700_000_000.0, ended=1_700_000_090.5, calib=tokens)
+    assert set(manifest) == {"git", "packages", "config_hash", "data", "seed", "device", "started", "ended", "seconds"}
+    assert manifest["seed"] == 7 and manifest["seconds"] == 90.5
+    assert manifest["started"] == "2023-11-14T22:13:20+00:00"
+    assert manifest["packages"]["python"] and manifest["packages"]["torch"] == torch.__version__
+    assert manifest["packages"]["optuna"] == optuna.__version__
+    assert manifest["device"]["torch"] == "cpu" and manifest["device"]["gpu"] is None
+    data = manifest["data"]
+    assert data["source"] == "builtin" and len(data["corpus_sha1"]) == 40  # the built-in corpus is used
+    assert len(data["calib_tokens_sha256"]) == 64 and data["eval_tokens_sha256"] is None
+    json.dumps(manifest)  # JSON as it is: it also goes into Optuna user attributes
+
+
+def test_hashes_follow_their_inputs() -> None:
+    assert config_hash(RunConfig()) == config_hash(RunConfig())
+    assert config_hash(RunConfig()) != config_hash(RunConfig(seed=1))
+    a = build_manifest(RunConfig(), started=0.0, calib=torch.zeros(2, 8, dtype=torch.long))["data"]
+    b = build_manifest(RunConfig(), started=0.0, calib=torch.ones(2, 8, dtype=torch.long))["data"]
+    assert a["calib_tokens_sha256"] != b["calib_tokens_sha256"]
+
+
+def test_git_state_of_this_checkout() -> None:
+    state = git_state()
+    assert set(state) == {"revision", "dirty"}
+    assert state["revision"] is None or len(state["revision"]) == 40
+
+
+def test_write_manifest_sets_the_entries_on_every_study_of_the_run(tmp_path: Path) -> None:
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "study.journal")))
+    for name in ("strata", "strata-it1", "other"):
+        optuna.create_study(study_name=name, storage=storage)
+    iterations = [{"iteration": 0, "study": "strata"}, {"iteration": 1, "study": "strata-it1"}]
+    (tmp_path / "metrics.json").write_text(json.dumps({"search": {"iterations": iterations}}))
+    manifest = build_manifest(RunConfig(), started=0.0)
+    path = write_manifest(tmp_path, manifest)
+    assert path == tmp_path / MANIFEST and json.loads(path.read_text()) == manifest
+    for name in ("strata", "strata-it1"):
+        assert optuna.load_study(study_name=name, storage=storage).user_attrs == study_attrs(manifest)
+    assert optuna.load_study(study_name="other", storage=storage).user_attrs == {}
+
+
+def test_a_run_without_search_writes_only_the_file(tmp_path: Path) -> None:
+    (tmp_path / "metrics.json").write_text(json.dumps({"allocation": "uniform"}))
+    write_manifest(tmp_path, build_manifest(RunConfig(), started=0.0))
+    assert (tmp_path / MANIFEST).is_file() and not (tmp_path / "study.journal").exists()
