@@ -169,5 +169,14 @@ def test_one_and_two_actors_give_the_same_allocation(tiny_reference_dir: Path, t
     for name, workers, address in (("one", 1, "local"), ("two", 2, None)):
         metrics = run(run_config(workers, address), tmp_path / name)
         allocation = json.loads((tmp_path / name / "allocation.json").read_text())
-        runs[name] = (allocation, metrics["search"]["best_fitness"], metrics["baselines"])
-    assert runs["one"] == runs["two"]
+        trials = [(t.number, t.state, t.params, t.value, t.intermediate_values) for t in study_of(tmp_path / name)]
+        runs[name] = (allocation, metrics["search"]["best_fitness"], metrics["baselines"], trials)
+    assert len(runs["one"][3]) >= 12
+    assert runs["one"] == runs["two"]  # every trial and every value, bit for bit
+
+
+def study_of(run_dir: Path) -> list[optuna.trial.FrozenTrial]:
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
+    return optuna.load_study(study_name="strata", storage=storage).get_trials()
