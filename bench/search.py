@@ -8,6 +8,11 @@
 2. At keep 0.5, the evolutionary sampler against TPE, CMA-ES, NSGA-II and random at equal evaluations
    (one stage, every trial scored on the same tokens): best KL after each evaluation, and how many
    evaluations the evolution needs to reach TPE's final best.
+3. At keep 0.5, through the run's own search stage (search/pipeline.py), side by side at equal trials:
+   plain evolution (lambda 16); coarse-to-fine (3 iterations of a third of the trials each, Týr);
+   evolution with lambda 32 prescreened by a zero-shot proxy down to 16 before the KL stages
+   (``search.prescreen``): each generation's KL stages cost what the plain one's do, and equal trials
+   mean half the generations, so it shows what quality the prescreen keeps at half the KL evaluations.
 Writes ``bench/results/search.json`` and prints a markdown table.
 """
 
@@ -71,6 +76,43 @@ def searched(model, switcher, net, grid, calib, cfg: SearchConfig, keep: float, 
     }
 
 
+def variants(model, adapter, switcher, net, grid, calib, held_out, *, keep, trials, stages, prescreen) -> dict:
+    """Plain evolution vs coarse-to-fine vs prescreened offspring, each through ``run_search``."""
+    import tempfile
+
+    from search.config import RunConfig
+    from search.pipeline import run_search
+    from supernet.config import BudgetConfig, DataConfig
+
+    plain = {"sampler": "evo", "offspring": 16, "stage_tokens": stages, "survivors": [4, 2, 1]}
+    settings = {
+        "evo": {**plain, "trials": trials},
+        "evo_coarse_to_fine_3": {**plain, "trials": trials // 3, "iterations": 3},
+        f"evo_prescreen_{prescreen}": {**plain, "trials": trials, "offspring": 32, "prescreen": prescreen,
+                                       "prescreen_keep": 16},  # fmt: skip
+    }
+    starts = {name: allocate(name, net, grid, keep) for name in ("uniform", "flap_global", "depth_linear")}
+    out = {}
+    for name, fields in settings.items():
+        cfg = RunConfig(data=DataConfig(batch_size=8), budget=BudgetConfig(keep=keep), supernet=net_config(net),
+                        search=SearchConfig(**fields), progress=False)  # fmt: skip
+        switcher.apply(dict.fromkeys(switcher.current))
+        with tempfile.TemporaryDirectory() as run_dir:
+            result = run_search(cfg, model=model, adapter=adapter, switcher=switcher, supernet=net, grid=grid,
+                                calib=calib, warm_starts=starts, run_dir=Path(run_dir))  # fmt: skip
+        ppl = held_out_ppl(model, switcher, result.supernet, result.levels, held_out)
+        info = result.info
+        out[name] = {"settings": fields, "ppl": ppl, "best_kl": info["best_fitness"], "trials": info["trials"],
+                     "evaluations": info["evaluations"], "forward_tokens": info["forward_tokens"],
+                     "seconds": info["seconds"], "iterations": info["iterations"]}  # fmt: skip
+        print(f"  {name}: ppl {ppl:.3f}, kl {info['best_fitness']:.5f} in {info['seconds']:.1f} s", file=sys.stderr)
+    return out
+
+
+def net_config(net) -> SupernetConfig:
+    return SupernetConfig(criterion=net.criterion, compensation=net.compensation)
+
+
 def evaluations_to_reach(curve: list[float], target: float) -> int | None:
     return next((i + 1 for i, value in enumerate(curve) if value <= target), None)
 
@@ -86,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare-offspring", type=int, default=4, help="evolution's lambda in the comparison")
     parser.add_argument("--criterion", default="flap")
     parser.add_argument("--compensation", default="bias")
+    parser.add_argument("--prescreen", default="trace_correlation", help="zero-shot proxy of the prescreen variant")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "search.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -138,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {sampler}: best kl {cost['best_kl']:.5f} in {cost['seconds']:.1f} s", file=sys.stderr)
             tpe_final = curves["tpe"]["best_kl"]
             reach = evaluations_to_reach(curves["evo"]["best_curve"], tpe_final)
+            results["variants"] = variants(model, adapter, switcher, net, grid, calib, held_out, keep=keep,
+                                           trials=trials, stages=stages, prescreen=args.prescreen)  # fmt: skip
             results["samplers"] = {
                 "evaluations": compare,
                 "evo_offspring": args.compare_offspring,
@@ -169,6 +214,13 @@ def table(results: dict) -> str:
         lines += [f"| {name} | {value:.5f} |" for name, value in sm["best_kl"].items()]
         lines.append(f"\nevolution reaches TPE's final KL after {sm['evo_evals_to_tpe_final']} evaluations "
                      f"({sm['evo_fraction_of_tpe_evals']} of TPE's)")  # fmt: skip
+    if "variants" in results:
+        lines += ["", "Search variants at keep 0.5 (run_search, equal trials):", "",
+                  "| variant | held-out ppl | best KL | trials | KL evaluations | forward tokens | seconds |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for name, v in results["variants"].items():
+            lines.append(f"| {name} | {v['ppl']:.3f} | {v['best_kl']:.5f} | {v['trials']} | {v['evaluations']} | "
+                         f"{v['forward_tokens']} | {v['seconds']:.1f} |")  # fmt: skip
     return "\n".join(lines)
 
 
