@@ -139,7 +139,7 @@ class Search:
         self.names = param_names(grid)
         self.space = search_space(grid)
         self.progress = progress
-        self.on_complete = list(on_complete)  # called after each COMPLETE trial (artifact uploads, ...)
+        self.on_complete = list(on_complete)  # called for each trial about to COMPLETE (artifact uploads, ...)
         # multi-objective mode: proposals are not repaired; the second value is e.g. the kept-params fraction
         self.second_objective = second_objective
         self.desc = desc
@@ -228,12 +228,13 @@ class Search:
         return out, out_values
 
     def complete(self, trial: optuna.Trial, levels: list[int], value: float) -> None:
+        """Run the hooks while the trial still takes attributes and artifacts, then tell its value(s)."""
+        for hook in self.on_complete:
+            hook(self.study, trial, levels, value)
         if self.second_objective is None:
             self.study.tell(trial, value)
         else:
             self.study.tell(trial, [value, self.second_objective(levels)])
-        for hook in self.on_complete:
-            hook(self.study, trial, levels, value)
 
     def select(self, staged: list, values: list[float], keep: int) -> list:
         """Keep the ``keep`` lowest values (ties: lower trial number); prune the others."""

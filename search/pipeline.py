@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from search.artifacts import TrialArtifacts
 from search.driver import Search, enqueue_warm_starts, make_sampler
 from search.evolution import best_complete, trial_levels
 from search.fitness import Evaluator
@@ -112,7 +113,9 @@ def run_search(
         names = scfg.warm_start if iteration == 0 else ["previous_best"]
         enqueue_warm_starts(study, grid, {name: starts[name] for name in names if name in starts})
         desc = "search" if scfg.iterations == 1 else f"search {iteration + 1}/{scfg.iterations}"
-        Search(scfg, study, grid, evaluator, progress=cfg.progress, second_objective=second, desc=desc).run()
+        hooks = [TrialArtifacts(run_dir, grid)]
+        Search(scfg, study, grid, evaluator, progress=cfg.progress, on_complete=hooks, second_objective=second,
+               desc=desc).run()  # fmt: skip
         if second is None:
             best = best_complete(study, grid)
         else:
