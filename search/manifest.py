@@ -139,6 +139,15 @@ def study_attrs(manifest: dict) -> dict:
     return dict(manifest)
 
 
+def start_attrs(cfg: RunConfig, *, started: float, calib: torch.Tensor | None = None) -> dict:
+    """The entries known when a study opens (no ``ended``/``seconds``), to set as its user attributes then.
+
+    ``write_manifest`` sets every entry again, with the end time, once the run has finished.
+    """
+    attrs = study_attrs(build_manifest(cfg, started=started, calib=calib))
+    return {key: value for key, value in attrs.items() if key not in ("ended", "seconds")}
+
+
 def record_in_studies(run_dir: Path, manifest: dict, studies: Sequence[str], *, storage_url: str | None) -> None:
     """Set the manifest's entries as user attributes of each of the run's ``studies`` (if it has a storage)."""
     import optuna

@@ -10,7 +10,15 @@ import torch
 from optuna.storages.journal import JournalFileBackend
 
 from search.config import RunConfig
-from search.manifest import MANIFEST, build_manifest, config_hash, git_state, study_attrs, write_manifest
+from search.manifest import (
+    MANIFEST,
+    build_manifest,
+    config_hash,
+    git_state,
+    start_attrs,
+    study_attrs,
+    write_manifest,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -62,3 +70,9 @@ def test_a_run_without_search_writes_only_the_file(tmp_path: Path) -> None:
     (tmp_path / "metrics.json").write_text(json.dumps({"allocation": "uniform"}))
     write_manifest(tmp_path, build_manifest(RunConfig(), started=0.0))
     assert (tmp_path / MANIFEST).is_file() and not (tmp_path / "study.journal").exists()
+
+
+def test_start_attrs_are_the_manifest_without_its_end() -> None:
+    attrs = start_attrs(RunConfig(seed=3), started=0.0, calib=torch.zeros(2, 8, dtype=torch.long))
+    assert set(attrs) == {"git", "packages", "config_hash", "data", "seed", "device", "started"}
+    assert attrs["seed"] == 3 and attrs["config_hash"] == config_hash(RunConfig(seed=3))
