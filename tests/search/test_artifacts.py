@@ -51,17 +51,26 @@ def test_search_hook_leaves_one_allocation_per_complete_trial(grid, optimum, eva
     Search(cfg, study, grid, evaluator_class(grid, optimum), progress=False,
            on_complete=[TrialArtifacts(tmp_path, grid)]).run()  # fmt: skip
 
-    names = {m.filename for m in get_all_artifact_meta(study)}
+    assert get_all_artifact_meta(study) == []  # the driver runs hooks before tell: files go to the trials
+    best = float("inf")
     for trial in study.get_trials(deepcopy=False):
-        names |= {m.filename for m in get_all_artifact_meta(trial, storage=storage)}
-    complete = study.get_trials(states=(TrialState.COMPLETE,))
-    assert {f"allocation-{t.number}.json" for t in complete} == {n for n in names if n.startswith("allocation-")}
-    improving, best = [], float("inf")
-    for trial in complete:
-        if trial.value < best:
-            best = trial.value
-            improving.append(trial.number)
-    assert {f"best-{n}.svg" for n in improving} == {n for n in names if n.startswith("best-")}
+        names = {m.filename for m in get_all_artifact_meta(trial, storage=storage)}
+        expected = set()
+        if trial.state == TrialState.COMPLETE:
+            expected.add(f"allocation-{trial.number}.json")
+            if trial.value < best:
+                best = trial.value
+                expected.add(f"best-{trial.number}.svg")
+        assert names == expected, trial.number
+
+
+def test_a_finished_trial_attaches_its_files_to_the_study(grid, tmp_path: Path) -> None:
+    study, storage = journal_study(tmp_path)
+    trial = study.ask()
+    study.tell(trial, 2.0)  # Optuna takes no more trial attributes: the study holds the files
+    TrialArtifacts(tmp_path, grid, plot_best=False)(study, trial, list(grid.target), 2.0)
+    assert [m.filename for m in get_all_artifact_meta(study)] == ["allocation-0.json"]
+    assert get_all_artifact_meta(study.trials[0], storage=storage) == []
 
 
 def test_a_second_hook_on_a_resumed_study_plots_only_real_improvements(grid, tmp_path: Path) -> None:
