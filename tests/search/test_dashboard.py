@@ -95,6 +95,8 @@ def test_dashboard_serves_a_finished_run_on_localhost_only(finished_run: Path) -
         assert complete and all(any(a["key"] == "feasible" for a in t["user_attrs"]) for t in complete), (
             "feasibility is a user attribute (optuna-dashboard 0.21 ignores constraints)"
         )
+        for trial in complete:  # search.artifacts.TrialArtifacts, wired into the pipeline
+            assert f"allocation-{trial['number']}.json" in {a["filename"] for a in trial["artifacts"]}
         listening = [c for c in psutil.Process(proc.pid).net_connections(kind="inet") if c.status == "LISTEN"]
         assert listening and {c.laddr.ip for c in listening} == {"127.0.0.1"}
         assert get(f"{base}/dashboard/")[0] == 200
