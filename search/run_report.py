@@ -266,10 +266,12 @@ def render(run_dir: Path, *, uniform: dict | None = None, storage_url: str | Non
     manifest = read_json(run_dir / "manifest.json") or {}
     budget = metrics.get("budget") or run_config(run_dir).get("budget") or {}
     title = f"strata: {metrics.get('model', run_dir.name)} at keep {budget.get('keep', '?')}"
+    git = manifest.get("git") or {}
+    revision = git.get("revision") and f"git {git['revision'][:12]}{' (dirty)' if git.get('dirty') else ''}"
     subtitle = " · ".join(
         html.escape(str(part))
-        for part in (run_dir.resolve(), f"allocation: {metrics.get('allocation', '?')}",
-                     manifest.get("started"), (manifest.get("git") or {}).get("revision"))
+        for part in (run_dir.resolve(), f"allocation: {metrics.get('allocation', '?')}", manifest.get("started"),
+                     revision)
         if part
     )  # fmt: skip
     body = "\n".join(f"<section><h2>{html.escape(t)}</h2>{content}</section>"
