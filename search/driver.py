@@ -54,6 +54,7 @@ class SearchConfig:
     warm_start: list[str] = field(default_factory=lambda: ["uniform", "flap_global", "depth_linear"])
     storage: str | None = None  # Optuna storage URL; None = journal file study.journal in the run directory
     study_name: str = "strata"  # the study in that storage (a rerun with the same name resumes it)
+    stale_after: float = 3600.0  # shared storage: a trial RUNNING this long (s) is a dead driver's, re-enqueued
     iterations: int = 1  # coarse-to-fine rounds (Týr): each re-centres the grid on the best with half the step
     multi_objective: str | None = None  # params | flops: also minimise kept params/FLOPs; writes pareto.json
     workers: int = 1  # evaluators: 1 = in-process; N > 1 = N Ray actors (one per GPU), see `ray` (search/workers.py)

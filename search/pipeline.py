@@ -1,14 +1,14 @@
 """Search stage of the main run: build the evaluator and the study, run it, return the winner.
 
-The study's user attributes carry the resolved config, the git revision and the budget; each trial
-carries its repaired levels, kept parameters and every proxy value computed for it.
+The study's user attributes carry the resolved config, the reproducibility manifest (git revision,
+versions, hashes) and the budget; each trial carries its repaired levels, kept parameters and every
+proxy value computed for it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +18,7 @@ from search.artifacts import TrialArtifacts
 from search.driver import Search, enqueue_warm_starts, make_sampler
 from search.evolution import best_complete, trial_levels
 from search.fitness import Evaluator
+from search.manifest import start_attrs
 from search.study import finished_count, make_storage, open_study
 from search.workers import make_evaluator
 from supernet.budget import unit_flops
@@ -39,17 +40,6 @@ if TYPE_CHECKING:
     from supernet.switch import Switcher
 
 log = logging.getLogger(__name__)
-
-
-def git_revision() -> dict:
-    """The checkout's commit and whether it has uncommitted changes (None outside a git checkout)."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return {"revision": None, "dirty": None}
-    return {"revision": rev.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
 
 
 @dataclass
@@ -88,6 +78,7 @@ def run_search(
     scfg = cfg.search
     evaluator = make_evaluator(cfg, model=model, switcher=switcher, supernet=supernet, calib=calib)
     storage = make_storage(scfg.storage, run_dir)
+    manifest = start_attrs(cfg, started=time.time(), calib=calib)
     second = second_objective(scfg.multi_objective, adapter, grid, cfg.budget.seq_len)
     directions = ["minimize"] if second is None else ["minimize", "minimize"]
     net, starts, iterations, best, pareto = supernet, warm_starts, [], None, None
@@ -103,9 +94,11 @@ def run_search(
             evaluator.use(net)
             starts = {"previous_best": list(grid.target)}
         sampler = make_sampler(scfg, grid, cfg.seed + iteration)
-        study = open_study(name=scfg.study_name_of(iteration), storage=storage, sampler=sampler, directions=directions)
+        study = open_study(name=scfg.study_name_of(iteration), storage=storage, sampler=sampler, directions=directions,
+                           stale_after=None if scfg.storage is None else scfg.stale_after)  # fmt: skip
         study.set_user_attr("config", _plain(cfg))
-        study.set_user_attr("git", git_revision())
+        for key, value in manifest.items():  # the reproducibility manifest (search/manifest.py), end time aside
+            study.set_user_attr(key, value)
         study.set_user_attr("budget", {"kind": cfg.budget.kind, "keep": cfg.budget.keep,
                                        "cost": grid.cost(grid.target), "params": grid.params(grid.target)})  # fmt: skip
         study.set_user_attr("iteration", iteration)

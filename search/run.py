@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+import transformers
 
 from supernet.allocators import ALLOCATORS, allocate
 from supernet.budget import budget_grid
@@ -98,6 +99,8 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     """Prune by ``cfg`` and write the run's outputs to ``out_dir``; returns metrics.json's content."""
     start = time.time()
     torch.manual_seed(cfg.seed)
+    if not cfg.progress:  # transformers' own bars (loading weights, writing shards) follow the quiet switch too
+        transformers.utils.logging.disable_progress_bar()
     model_dir, model_name = resolve_model_path(cfg)
     model, tokenizer, adapter = load_model(model_dir, dtype=cfg.model.dtype, device=cfg.device)
     held_out = eval_tokens(cfg, tokenizer).to(cfg.device)

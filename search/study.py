@@ -2,12 +2,16 @@
 
 Default storage: a journal file in the run directory (``JournalFileBackend``), safe for several
 processes and read directly by optuna-dashboard; any Optuna storage URL (PostgreSQL for many drivers)
-via ``search.storage``. Only RDB storages have heartbeats, so on restart the driver itself fails the
-trials a killed run left RUNNING and enqueues their parameters again: no trial is lost.
+via ``search.storage``. Optuna's heartbeats serve ``study.optimize`` only, not ask-and-tell, so on
+restart the driver itself fails the trials a killed run left RUNNING and enqueues their parameters
+again: no trial is lost. The run's own journal has one driver, so every RUNNING trial there is stale;
+a shared storage has other live drivers, so only trials RUNNING for longer than ``stale_after`` seconds
+(``search.stale_after``, far above one trial's scoring time) are taken as a dead driver's.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,19 +38,29 @@ def make_storage(url: str | None, run_dir: Path) -> optuna.storages.BaseStorage:
 
 
 def open_study(
-    *, name: str, storage: optuna.storages.BaseStorage, sampler: BaseSampler, directions: list[str]
+    *,
+    name: str,
+    storage: optuna.storages.BaseStorage,
+    sampler: BaseSampler,
+    directions: list[str],
+    stale_after: float | None = None,
 ) -> optuna.Study:
-    """Create the study or load it, then fail and re-enqueue what a killed run left RUNNING."""
+    """Create the study or load it, then fail and re-enqueue what a killed run left RUNNING.
+
+    ``stale_after``: None = every RUNNING trial is stale (the run's own journal); else seconds."""
     study = optuna.create_study(
         study_name=name, storage=storage, sampler=sampler, directions=directions, load_if_exists=True
     )
-    requeue_running(study)
+    requeue_running(study, older_than=stale_after)
     return study
 
 
-def requeue_running(study: optuna.Study) -> int:
-    """Fail every RUNNING trial and enqueue its parameters again; returns how many."""
+def requeue_running(study: optuna.Study, *, older_than: float | None = None) -> int:
+    """Fail every RUNNING trial (started over ``older_than`` seconds ago) and enqueue it again; returns how many."""
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if older_than is not None:
+        now = datetime.datetime.now()
+        stale = [t for t in stale if t.datetime_start and (now - t.datetime_start).total_seconds() > older_than]
     for trial in stale:
         study.tell(trial.number, state=TrialState.FAIL)
         if trial.params:
