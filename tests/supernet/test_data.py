@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 import torch
 
-from supernet.data import SOURCES, load_texts, pack_tokens
+from supernet.data import SOURCES, load_texts, pack_tokens, token_stream
 from supernet.errors import UsageError
 from supernet.reference.corpus import corpus_texts
 from supernet.reference.tokenizer import train_tokenizer
@@ -161,3 +161,20 @@ def test_pack_windows_are_a_seeded_shuffle(tokenizer: PreTrainedTokenizerFast) -
 def test_pack_too_few_tokens_is_a_usage_error(tokenizer: PreTrainedTokenizerFast) -> None:
     with pytest.raises(UsageError, match="seq_len"):
         pack_tokens(tokenizer, ["x = 1"], seq_len=512, num_sequences=None, seed=0)
+
+
+def test_token_stream_cache_gives_the_same_windows_and_survives_corruption(
+    tokenizer: PreTrainedTokenizerFast, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STRATA_CACHE_DIR", str(tmp_path))
+    texts = corpus_texts("eval", max_chars=50_000)
+    first = pack_tokens(tokenizer, texts, seq_len=32, num_sequences=10, seed=0)
+    (cached,) = (tmp_path / "tokens").glob("*.safetensors")
+    assert torch.equal(pack_tokens(tokenizer, texts, seq_len=32, num_sequences=10, seed=0), first)
+    cached.write_bytes(b"not safetensors")
+    assert torch.equal(pack_tokens(tokenizer, texts, seq_len=32, num_sequences=10, seed=0), first)
+    assert token_stream(tokenizer, texts).dtype == torch.int32  # rewritten, readable again
+    assert len(list((tmp_path / "tokens").glob("*.safetensors"))) == 1
+    other = pack_tokens(tokenizer, texts[:-1], seq_len=32, num_sequences=10, seed=0)  # other texts, other key
+    assert len(list((tmp_path / "tokens").glob("*.safetensors"))) == 2
+    assert other.shape == first.shape
