@@ -1,6 +1,12 @@
 """Load a dense causal LM and its tokenizer from a local directory, with one-line errors for bad input.
 
 The config is read first, so an unsupported architecture is refused before any weight is read.
+
+Memory: when the load dtype is the dtype stored in the safetensors files (``model.dtype=bfloat16`` for
+a bf16 checkpoint), transformers maps the files and the parameters *are* the mapped bytes: nothing is
+copied, pages are read from disk when a layer first runs, and the kernel may drop clean pages of
+layers the streamed calibration is done with. Another dtype converts every tensor into process
+memory. :func:`mapped_bytes` says which happened (logged at load).
 """
 
 from __future__ import annotations
@@ -70,5 +76,36 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise UsageError(f"could not load the tokenizer in {path} ({exc}): save one next to the model") from exc
-    log.info("loaded %s (%s) from %s", type(model).__name__, config.model_type, path)
+    mapped, total = mapped_bytes(model, path), sum(t.numel() * t.element_size() for t in _unique_tensors(model))
+    log.info("loaded %s (%s) from %s: %.0f of %.0f MiB of weights memory-mapped", type(model).__name__,
+             config.model_type, path, (mapped or 0) / 2**20, total / 2**20)  # fmt: skip
     return model, tokenizer, adapter
+
+
+def _unique_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
+    """Parameters and buffers, a tied tensor once."""
+    seen: dict[int, torch.Tensor] = {}
+    for tensor in [*model.parameters(), *model.buffers()]:
+        seen.setdefault(tensor.data_ptr(), tensor)
+    return list(seen.values())
+
+
+def mapped_bytes(model: torch.nn.Module, path: str | Path) -> int | None:
+    """Bytes of the model's tensors that lie in a memory mapping of ``path``'s safetensors files.
+
+    Read from ``/proc/self/maps`` (Linux); None where that does not exist."""
+    maps = Path("/proc/self/maps")
+    if not maps.is_file():
+        return None
+    files = {str(f.resolve()) for f in Path(path).glob("*.safetensors")}
+    ranges = []
+    for line in maps.read_text().splitlines():
+        fields = line.split(None, 5)  # address perms offset dev inode [pathname]
+        if len(fields) == 6 and fields[5].strip() in files:
+            start, end = (int(a, 16) for a in fields[0].split("-"))
+            ranges.append((start, end))
+    return sum(
+        t.numel() * t.element_size()
+        for t in _unique_tensors(model)
+        if t.device.type == "cpu" and any(start <= t.data_ptr() < end for start, end in ranges)
+    )

@@ -7,7 +7,9 @@ reduced, per input channel j, to
 
 (float64), and optionally to the Gram matrix H = X^T X (float32 or float64), which is what every
 criterion and compensation needs (FLAP: mean and variance; Wanda-sp: ||X_j||_2 = sqrt(sq_norm_j);
-OBS and refit: H).
+OBS and refit: H). A batch is reduced in chunks of ``STATS_CHUNK_ELEMENTS`` values, so the float64 copy
+it needs is bounded (32 MiB) whatever the batch: a batch of 8 x 2048 tokens into a 7B MLP's 11008
+channels would otherwise make a 1.4 GB float64 temporary.
 
 Layer-wise streaming as SparseGPT (Frantar & Alistarh 2023, https://arxiv.org/abs/2301.00774): the
 embeddings run once, then each decoder layer runs on the calibration batches with forward hooks on its
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 KINDS = ("attn", "mlp")
 PROPAGATE = ("dense", "expected")
 GRAM_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+STATS_CHUNK_ELEMENTS = 1 << 22  # values of X reduced at a time: a float64 chunk is 32 MiB
 
 
 @dataclass
@@ -56,19 +59,33 @@ class ChannelStats:
 class StatsAccumulator:
     """Streams X batches into per-channel sums (float64) and optionally H = X^T X."""
 
-    def __init__(self, channels: int, *, gram: bool, gram_dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        channels: int,
+        *,
+        gram: bool,
+        gram_dtype: torch.dtype = torch.float32,
+        chunk_elements: int = STATS_CHUNK_ELEMENTS,
+    ) -> None:
+        assert chunk_elements >= 1, f"chunk_elements must be >= 1, got {chunk_elements}"
+        self.chunk_elements = chunk_elements
         self.count = 0
         self.sum = torch.zeros(channels, dtype=torch.float64)
         self.sq_sum = torch.zeros(channels, dtype=torch.float64)
         self.gram = torch.zeros(channels, channels, dtype=gram_dtype) if gram else None
 
     def update(self, x: torch.Tensor) -> None:
-        """x: [..., in] inputs of the output projection."""
+        """x: [..., in] inputs of the output projection.
+
+        The float64 sums go in chunks of rows (a bounded float64 copy); H takes the whole batch in one
+        product, since each chunk's product would read and write all of H."""
         x = x.detach().reshape(-1, x.shape[-1]).cpu()  # [tokens, in]
-        x64 = x.to(torch.float64)
         self.count += x.shape[0]
-        self.sum += x64.sum(dim=0)
-        self.sq_sum += x64.pow(2).sum(dim=0)
+        rows = max(1, self.chunk_elements // x.shape[-1])
+        for start in range(0, x.shape[0], rows):
+            x64 = x[start : start + rows].to(torch.float64)  # [rows, in]
+            self.sum += x64.sum(dim=0)
+            self.sq_sum += x64.pow(2).sum(dim=0)
         if self.gram is not None:
             xg = x.to(self.gram.dtype)
             self.gram += xg.T @ xg  # [in, tokens] @ [tokens, in] -> [in, in]

@@ -61,7 +61,7 @@ def test_memory_cap_is_kept_and_results_unchanged(switcher, batches):
 
 def test_kl_sum_equals_the_per_token_reference():
     generator = torch.Generator().manual_seed(0)
-    vocab = 4096  # 64 rows per chunk: 150 tokens span three chunks
+    vocab = 4096  # 16 rows per chunk (kl.CHUNK_ELEMENTS): 150 tokens span ten chunks, the last one short
     teacher, student = torch.randn(150, vocab, generator=generator), torch.randn(150, vocab, generator=generator)
     log_p, index = teacher_log_probs(teacher, vocab)
     assert index is None
