@@ -35,6 +35,7 @@ from bench.common import REFERENCE, SIZES, random_llama, setup, write_result
 log = logging.getLogger("bench.scoring")
 KEEP = 0.5
 BATCH_SIZE = 8
+PATHS = ("score", "cold", "unoptimised")  # the scoring paths compared with the bare forward
 
 
 def offspring(grid, parent: list[int], count: int, seed: int) -> list[list[int]]:
