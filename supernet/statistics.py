@@ -17,10 +17,15 @@ output projections; memory holds one layer's statistics plus the batches' hidden
 gets either the dense outputs (``propagate="dense"``) or the outputs of the layer with the variants
 returned by ``on_layer`` installed (``propagate="expected"``, Týr-the-Pruner's expectation error
 accumulation, https://arxiv.org/abs/2503.09657; the target level is passed explicitly by the caller).
+After each layer the allocator's free pages go back to the OS (:func:`release_freed_memory`), so resident
+memory stays at the model's bytes plus one layer's statistics instead of growing layer by layer.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -97,6 +102,31 @@ class StatsAccumulator:
         return ChannelStats(self.count, mean, var, self.sq_sum.clone(), self.gram)
 
 
+@functools.cache
+def _libc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None (musl, macOS, Windows)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None)
+    except OSError:
+        return None
+
+
+def release_freed_memory() -> None:
+    """Give every free page of the C heap back to the OS (glibc ``malloc_trim(0)``); elsewhere nothing.
+
+    A layer's temporaries (the criteria's float64 copies of a weight, tens of MB) come from glibc's heap
+    once its dynamic mmap threshold has grown past them; the small tensors each layer keeps (rankings,
+    biases) then pin the heap above the freed space, and resident memory grew by about a layer's
+    temporaries per layer (measured: +1 GB over the 18 layers of a 0.5B Llama). ``malloc_trim(0)``
+    releases free pages wherever they lie."""
+    trim = _libc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _hooked_pass(
     adapter: DecoderAdapter,
     layer: torch.nn.Module,
@@ -159,6 +189,7 @@ def calibrate(
         del accs
         targets = on_layer(i, stats)
         del stats
+        release_freed_memory()
         # 3) expected propagation: the outputs of the layer at its target variants
         if propagate == "expected":
             try:
