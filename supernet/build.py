@@ -30,7 +30,7 @@ from supernet.statistics import calibrate
 from supernet.switch import Switcher, Variant, kept_units
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from transformers import PreTrainedModel
 
@@ -189,6 +189,41 @@ def compensate_levels(
             net.weights[layer, kind, level] = refit.to(getattr(torch, cfg.store_dtype))
 
 
+def calibrate_into(
+    net: Supernet,
+    model: PreTrainedModel,
+    adapter: DecoderAdapter,
+    calib_tokens: torch.Tensor,
+    cfg: SupernetConfig,
+    fill: Callable[[torch.nn.Module, ModuleKey, object], None],
+    *,
+    progress: bool = True,
+) -> None:
+    """One streaming calibration pass (:func:`supernet.statistics.calibrate`) with ``cfg``'s settings:
+    ``fill(dense module, (layer, kind), stats)`` for every module, layer after layer; with
+    ``propagate=expected`` the next layer sees ``net``'s target variants. The model must be dense."""
+    switcher = Switcher(model, adapter)
+
+    def on_layer(i: int, stats: dict) -> dict[str, Variant | None]:
+        for kind in KINDS:
+            fill(switcher.dense_modules[i, kind], (i, kind), stats[kind])
+        return {kind: net.variant(i, kind, net.grid.target[net.index[i, kind]]) for kind in KINDS}
+
+    calibrate(
+        model,
+        adapter,
+        calib_tokens,
+        on_layer=on_layer,
+        switcher=switcher,
+        propagate=cfg.propagate,
+        gram=cfg.needs_gram,
+        gram_dtype=cfg.gram_dtype,
+        batch_size=cfg.calib_batch_size,
+        progress=progress,
+    )
+    net._variants.clear()  # the target variants were built mid-calibration; rebuild lazily
+
+
 def cache_config(cfg: SupernetConfig, grid: LevelGrid) -> dict:
     """What the cached tensors depend on besides model and tokens (batch size only changes summation order)."""
     fields = {k: v for k, v in asdict(cfg).items() if k != "calib_batch_size"}
@@ -230,26 +265,10 @@ def build_supernet(
             log.info("supernet loaded from cache %s (%d bytes)", directory, net.cache_bytes)
             return net
 
-    switcher = Switcher(model, adapter)
+    def fill(module: torch.nn.Module, key: ModuleKey, stats) -> None:
+        _fill_module(net, adapter, module, key, stats, cfg)
 
-    def on_layer(i: int, stats: dict) -> dict[str, Variant | None]:
-        for kind in KINDS:
-            _fill_module(net, adapter, switcher.dense_modules[i, kind], (i, kind), stats[kind], cfg)
-        return {kind: net.variant(i, kind, grid.target[net.index[i, kind]]) for kind in KINDS}
-
-    calibrate(
-        model,
-        adapter,
-        calib_tokens,
-        on_layer=on_layer,
-        switcher=switcher,
-        propagate=cfg.propagate,
-        gram=cfg.needs_gram,
-        gram_dtype=cfg.gram_dtype,
-        batch_size=cfg.calib_batch_size,
-        progress=progress,
-    )
-    net._variants.clear()  # the target variants were built mid-calibration; rebuild lazily
+    calibrate_into(net, model, adapter, calib_tokens, cfg, fill, progress=progress)
     if directory is not None:
         net.cache_bytes = save_entry(directory, key, config, net.to_tensors())
     net.build_seconds = time.perf_counter() - start

@@ -14,9 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from supernet.build import KINDS, Supernet, compensate_levels
-from supernet.statistics import calibrate
-from supernet.switch import Switcher
+from supernet.build import Supernet, calibrate_into, compensate_levels
 
 if TYPE_CHECKING:
     import torch
@@ -66,27 +64,11 @@ def refine_supernet(
     start = time.perf_counter()
     refined, missing = carry_over(net, grid)
     if missing:
-        switcher = Switcher(model, adapter)
 
-        def on_layer(i: int, stats: dict) -> dict:
-            for kind in KINDS:
-                module, levels = switcher.dense_modules[i, kind], missing.get((i, kind), [])
-                compensate_levels(refined, adapter, module, (i, kind), stats[kind], cfg, levels)
-            return {kind: refined.variant(i, kind, grid.target[refined.index[i, kind]]) for kind in KINDS}
+        def fill(module: torch.nn.Module, key: tuple[int, str], stats) -> None:
+            compensate_levels(refined, adapter, module, key, stats, cfg, missing.get(key, []))
 
-        calibrate(
-            model,
-            adapter,
-            calib_tokens,
-            on_layer=on_layer,
-            switcher=switcher,
-            propagate=cfg.propagate,
-            gram=cfg.needs_gram,
-            gram_dtype=cfg.gram_dtype,
-            batch_size=cfg.calib_batch_size,
-            progress=progress,
-        )
-        refined._variants.clear()
+        calibrate_into(refined, model, adapter, calib_tokens, cfg, fill, progress=progress)
     refined.build_seconds = time.perf_counter() - start
     count = sum(len(v) for v in missing.values())
     log.info("refined supernet: %d levels compensated anew in %.1f s", count, refined.build_seconds)
