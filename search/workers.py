@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 Key = tuple[tuple[int, ...], int]  # (levels, stage); stage -1 = the prescreen proxy
 SCORE_ATTEMPTS = 3  # tries of a lone ``score`` (baselines, the winner) whose actor dies
 PROBE_SECONDS = 0.5  # wait between readiness probes of an actor Ray is restarting
+PLACEMENT_WARN_SECONDS = 120  # say so when actors are still not ready (placed and built) after this
 
 
 @dataclass
@@ -293,7 +294,13 @@ class EvaluatorPool:
         self.deaths, self.recovering, self.dropped = [0] * self.workers, set(), set()
         self.finalizer = weakref.finalize(self, stop_actors, list(self.actors))
         try:
-            ray.get([actor.ready.remote(self.supernet) for actor in self.actors])
+            waiting = [actor.ready.remote(self.supernet) for actor in self.actors]
+            while waiting:  # an actor Ray cannot place yet waits for resources (a cluster may scale up)
+                done, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=PLACEMENT_WARN_SECONDS)
+                ray.get(done)
+                if waiting:
+                    log.warning("%d of %d Ray workers not ready after %d s (Ray has %s free)", len(waiting),
+                                self.workers, PLACEMENT_WARN_SECONDS, ray.available_resources())  # fmt: skip
         except ray.exceptions.RayError:
             self.close()
             raise

@@ -162,12 +162,28 @@ def run_config(workers: int, address: str | None):
     )
 
 
-def test_one_and_two_actors_give_the_same_allocation(tiny_reference_dir: Path, tmp_path: Path) -> None:
+def test_one_and_two_actors_give_the_same_allocation(
+    tiny_reference_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import search.pipeline
     from search.run import run
+    from search.workers import make_evaluator
 
+    pools = []
+
+    def recorded(*args, **kwargs):  # run() leaves its pool open for the baselines; close it here
+        pools.append(make_evaluator(*args, **kwargs))
+        return pools[-1]
+
+    monkeypatch.setattr(search.pipeline, "make_evaluator", recorded)
     runs = {}
     for name, workers, address in (("one", 1, "local"), ("two", 2, None)):
-        metrics = run(run_config(workers, address), tmp_path / name)
+        try:
+            metrics = run(run_config(workers, address), tmp_path / name)
+        finally:
+            for pool in pools:
+                pool.close()
+        assert isinstance(pools[-1], EvaluatorPool) and pools[-1].workers == workers
         allocation = json.loads((tmp_path / name / "allocation.json").read_text())
         trials = [(t.number, t.state, t.params, t.value, t.intermediate_values) for t in study_of(tmp_path / name)]
         runs[name] = (allocation, metrics["search"]["best_fitness"], metrics["baselines"], trials)
