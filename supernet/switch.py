@@ -54,8 +54,7 @@ class Switcher:
                 module = self._module(layer, kind)
                 self.dense_modules[i, kind] = module
                 self.dense_params[i, kind] = {
-                    p.name: (getattr(module, p.name).weight, getattr(module, p.name).bias)
-                    for p in self._plan(kind)
+                    p.name: (getattr(module, p.name).weight, getattr(module, p.name).bias) for p in self._plan(kind)
                 }
                 self.current[i, kind] = None
 
@@ -105,16 +104,19 @@ class Switcher:
         out_name = self.adapter.output_projection(kind)
         for proj in self._plan(kind):
             weight, bias = self.dense_params[key][proj.name]
-            index = self.adapter.block_index(variant.units, proj.block, kind=kind).to(weight.device)
-            if proj.side == "out":
-                new_weight = weight.index_select(0, index)  # [kept rows, in]
-                new_bias = bias.index_select(0, index) if bias is not None else None
-            else:
-                new_weight = weight.index_select(1, index)  # [out, kept cols]
+            refit = proj.name == out_name and variant.out_weight is not None
+            if refit:  # the refit columns replace the slice: no copy of the dense columns is made
+                new_weight = variant.out_weight.to(device=weight.device, dtype=weight.dtype)  # [out, kept cols]
                 new_bias = bias
+            else:
+                index = self.adapter.block_index(variant.units, proj.block, kind=kind).to(weight.device)
+                if proj.side == "out":
+                    new_weight = weight.index_select(0, index)  # [kept rows, in]
+                    new_bias = bias.index_select(0, index) if bias is not None else None
+                else:
+                    new_weight = weight.index_select(1, index)  # [out, kept cols]
+                    new_bias = bias
             if proj.name == out_name:
-                if variant.out_weight is not None:
-                    new_weight = variant.out_weight.to(device=weight.device, dtype=weight.dtype)
                 if variant.out_bias is not None:
                     extra = variant.out_bias.to(device=weight.device, dtype=weight.dtype)
                     new_bias = extra if new_bias is None else new_bias + extra
