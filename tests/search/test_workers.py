@@ -171,7 +171,7 @@ def test_one_and_two_actors_give_the_same_allocation(
 
     pools = []
 
-    def recorded(*args, **kwargs):  # run() leaves its pool open for the baselines; close it here
+    def recorded(*args, **kwargs):  # closed below even if run() fails, so a leftover actor cannot stall the next
         pools.append(make_evaluator(*args, **kwargs))
         return pools[-1]
 
