@@ -92,6 +92,9 @@ class Evaluator:
         self.supernet = supernet
         self.cache.clear()
 
+    def close(self) -> None:
+        """Nothing to release in-process (the Ray pool's ``close`` ends its actors)."""
+
     def score_many(self, batch: Sequence[Sequence[int]], stage: int) -> list[float]:
         """``score`` of every allocation in ``batch``, in order (a Ray pool spreads them over actors)."""
         return [self.score(levels, stage) for levels in batch]

@@ -76,13 +76,16 @@ def search_and_baselines(
         warm_starts=starts, run_dir=run_dir,
     )  # fmt: skip
     evaluator = result.evaluator
-    evaluator.use(net)  # the baselines live on the first (coarse) grid
     baselines = {}
-    for name in ("uniform", "flap_global"):
-        fitness = evaluator.score(starts[name], evaluator.stages - 1)
-        net.apply(switcher, starts[name])
-        ppl = perplexity(model, held_out, batch_size=cfg.data.batch_size, progress=cfg.progress)
-        baselines[name] = {"ppl": ppl, cfg.proxy.name: fitness}
+    try:
+        evaluator.use(net)  # the baselines live on the first (coarse) grid
+        for name in ("uniform", "flap_global"):
+            fitness = evaluator.score(starts[name], evaluator.stages - 1)
+            net.apply(switcher, starts[name])
+            ppl = perplexity(model, held_out, batch_size=cfg.data.batch_size, progress=cfg.progress)
+            baselines[name] = {"ppl": ppl, cfg.proxy.name: fitness}
+    finally:
+        evaluator.close()  # a Ray pool's actors go; the in-process evaluator has nothing to release
     return result, baselines
 
 
