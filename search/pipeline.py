@@ -77,68 +77,74 @@ def run_search(
     start = time.perf_counter()
     scfg = cfg.search
     evaluator = make_evaluator(cfg, model=model, switcher=switcher, supernet=supernet, calib=calib)
-    storage = make_storage(scfg.storage, run_dir)
-    manifest = start_attrs(cfg, started=time.time(), calib=calib)
-    second = second_objective(scfg.multi_objective, adapter, grid, cfg.budget.seq_len)
-    directions = ["minimize"] if second is None else ["minimize", "minimize"]
-    net, starts, iterations, best, pareto = supernet, warm_starts, [], None, None
-    for iteration in range(scfg.iterations):
-        begun = time.perf_counter()
-        rebuilt = 0
-        if iteration:
-            grid = refine_grid(grid, best, radius=cfg.supernet.radius,
-                               min_steps={"attn": 1, "mlp": cfg.supernet.channel_quantum})  # fmt: skip
-            switcher.apply(dict.fromkeys(switcher.current))  # calibration needs the dense model
-            net, rebuilt = refine_supernet(net, grid, model=model, adapter=adapter, calib_tokens=calib,
-                                           cfg=cfg.supernet, progress=cfg.progress)  # fmt: skip
-            evaluator.use(net)
-            starts = {"previous_best": list(grid.target)}
-        sampler = make_sampler(scfg, grid, cfg.seed + iteration)
-        study = open_study(name=scfg.study_name_of(iteration), storage=storage, sampler=sampler, directions=directions,
-                           stale_after=None if scfg.storage is None else scfg.stale_after)  # fmt: skip
-        study.set_user_attr("config", _plain(cfg))
-        for key, value in manifest.items():  # the reproducibility manifest (search/manifest.py), end time aside
-            study.set_user_attr(key, value)
-        study.set_user_attr("budget", {"kind": cfg.budget.kind, "keep": cfg.budget.keep,
-                                       "cost": grid.cost(grid.target), "params": grid.params(grid.target)})  # fmt: skip
-        study.set_user_attr("iteration", iteration)
-        study.set_user_attr("steps", {k: grid.step(k) for k in ("attn", "mlp")})
-        names = scfg.warm_start if iteration == 0 else ["previous_best"]
-        enqueue_warm_starts(study, grid, {name: starts[name] for name in names if name in starts})
-        desc = "search" if scfg.iterations == 1 else f"search {iteration + 1}/{scfg.iterations}"
-        hooks = [TrialArtifacts(run_dir, grid)]
-        Search(scfg, study, grid, evaluator, progress=cfg.progress, on_complete=hooks, second_objective=second,
-               desc=desc).run()  # fmt: skip
-        if second is None:
-            best = best_complete(study, grid)
-        else:
-            best, pareto = pareto_choice(study, grid, evaluator)
-        assert best is not None and grid.on_budget(best), f"no complete trial on budget: {best}"
-        iterations.append({
-            "iteration": iteration,
-            "study": study.study_name,
-            "trials": finished_count(study),
-            "best_fitness": evaluator.score(best, evaluator.stages - 1),
-            "steps": {k: grid.step(k) for k in ("attn", "mlp")},
-            "joint": grid.joint,
-            "compensated_levels": rebuilt,
-            "seconds": round(time.perf_counter() - begun, 2),
-        })  # fmt: skip
-    info = {
-        "sampler": scfg.sampler,
-        "proxy": cfg.proxy.name,
-        "trials": sum(it["trials"] for it in iterations),
-        "seconds": round(time.perf_counter() - start, 2),
-        "best_fitness": iterations[-1]["best_fitness"],
-        "evaluations": evaluator.evaluations,
-        "forward_tokens": evaluator.forward_tokens,
-        "stage_tokens": evaluator.stage_tokens,
-        "iterations": iterations,
-    }
-    if pareto is not None:
-        info["multi_objective"] = scfg.multi_objective
-        info["pareto_points"] = len(pareto["front"])
-    return SearchResult(best, grid, net, info, evaluator, pareto)
+    try:
+        storage = make_storage(scfg.storage, run_dir)
+        manifest = start_attrs(cfg, started=time.time(), calib=calib)
+        second = second_objective(scfg.multi_objective, adapter, grid, cfg.budget.seq_len)
+        directions = ["minimize"] if second is None else ["minimize", "minimize"]
+        net, starts, iterations, best, pareto = supernet, warm_starts, [], None, None
+        for iteration in range(scfg.iterations):
+            begun = time.perf_counter()
+            rebuilt = 0
+            if iteration:
+                grid = refine_grid(grid, best, radius=cfg.supernet.radius,
+                                   min_steps={"attn": 1, "mlp": cfg.supernet.channel_quantum})  # fmt: skip
+                switcher.apply(dict.fromkeys(switcher.current))  # calibration needs the dense model
+                net, rebuilt = refine_supernet(net, grid, model=model, adapter=adapter, calib_tokens=calib,
+                                               cfg=cfg.supernet, progress=cfg.progress)  # fmt: skip
+                evaluator.use(net)
+                starts = {"previous_best": list(grid.target)}
+            sampler = make_sampler(scfg, grid, cfg.seed + iteration)
+            stale_after = None if scfg.storage is None else scfg.stale_after
+            study = open_study(name=scfg.study_name_of(iteration), storage=storage, sampler=sampler,
+                               directions=directions, stale_after=stale_after)  # fmt: skip
+            study.set_user_attr("config", _plain(cfg))
+            for key, value in manifest.items():  # the reproducibility manifest (search/manifest.py), end time aside
+                study.set_user_attr(key, value)
+            budget = {"kind": cfg.budget.kind, "keep": cfg.budget.keep, "cost": grid.cost(grid.target),
+                      "params": grid.params(grid.target)}  # fmt: skip
+            study.set_user_attr("budget", budget)
+            study.set_user_attr("iteration", iteration)
+            study.set_user_attr("steps", {k: grid.step(k) for k in ("attn", "mlp")})
+            names = scfg.warm_start if iteration == 0 else ["previous_best"]
+            enqueue_warm_starts(study, grid, {name: starts[name] for name in names if name in starts})
+            desc = "search" if scfg.iterations == 1 else f"search {iteration + 1}/{scfg.iterations}"
+            hooks = [TrialArtifacts(run_dir, grid)]
+            Search(scfg, study, grid, evaluator, progress=cfg.progress, on_complete=hooks, second_objective=second,
+                   desc=desc).run()  # fmt: skip
+            if second is None:
+                best = best_complete(study, grid)
+            else:
+                best, pareto = pareto_choice(study, grid, evaluator)
+            assert best is not None and grid.on_budget(best), f"no complete trial on budget: {best}"
+            iterations.append({
+                "iteration": iteration,
+                "study": study.study_name,
+                "trials": finished_count(study),
+                "best_fitness": evaluator.score(best, evaluator.stages - 1),
+                "steps": {k: grid.step(k) for k in ("attn", "mlp")},
+                "joint": grid.joint,
+                "compensated_levels": rebuilt,
+                "seconds": round(time.perf_counter() - begun, 2),
+            })  # fmt: skip
+        info = {
+            "sampler": scfg.sampler,
+            "proxy": cfg.proxy.name,
+            "trials": sum(it["trials"] for it in iterations),
+            "seconds": round(time.perf_counter() - start, 2),
+            "best_fitness": iterations[-1]["best_fitness"],
+            "evaluations": evaluator.evaluations,
+            "forward_tokens": evaluator.forward_tokens,
+            "stage_tokens": evaluator.stage_tokens,
+            "iterations": iterations,
+        }
+        if pareto is not None:
+            info["multi_objective"] = scfg.multi_objective
+            info["pareto_points"] = len(pareto["front"])
+        return SearchResult(best, grid, net, info, evaluator, pareto)
+    except BaseException:  # a Ray pool must not outlive a failed search
+        evaluator.close()
+        raise
 
 
 def second_objective(

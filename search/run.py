@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 import torch
 import transformers
 
+# search.pipeline at the top, not in the search branch: optuna.artifacts keeps a failed optional import's
+# traceback in a module global, which would pin the frames (model, evaluator) of the run() that imported it
+from search.pipeline import run_search
 from supernet.allocators import ALLOCATORS, allocate
 from supernet.budget import budget_grid
 from supernet.build import build_supernet
@@ -68,8 +71,6 @@ def search_and_baselines(
     cfg: RunConfig, model, adapter, switcher, net, grid, calib, held_out, *, run_dir: Path
 ) -> tuple[SearchResult, dict]:
     """Search the allocation, and measure the no-search allocators on the same held-out text and supernet."""
-    from search.pipeline import run_search
-
     starts = {name: allocate(name, net, grid, cfg.budget.keep) for name in ALLOCATORS}
     result = run_search(
         cfg, model=model, adapter=adapter, switcher=switcher, supernet=net, grid=grid, calib=calib,
