@@ -45,7 +45,7 @@ CHUNK_ELEMENTS = 1 << 16  # rows per chunk = this / k: [rows, k] float32 tempora
 
 
 def topk_kl(teacher_values: torch.Tensor, teacher_index: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
-    """Per-token KL(p || q) renormalised over the teacher's top-k (Týr).
+    """Per-token KL(p || q) renormalised over the teacher's top-k (Týr); the reference form of :func:`kl_sum`.
 
     teacher_values: [tokens, k] teacher logits at ``teacher_index`` [tokens, k] (int32);
     student_logits: [tokens, vocab]. Returns [tokens], float32, clamped at 0 (rounding only).
@@ -57,7 +57,7 @@ def topk_kl(teacher_values: torch.Tensor, teacher_index: torch.Tensor, student_l
 
 
 def full_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> torch.Tensor:
-    """Per-token KL(p || q) over the whole vocabulary. logits: [tokens, vocab] -> [tokens]."""
+    """Per-token KL(p || q) over the whole vocabulary (reference form). logits: [tokens, vocab] -> [tokens]."""
     log_p = F.log_softmax(teacher_logits.float(), dim=-1)
     log_q = F.log_softmax(student_logits.float(), dim=-1)
     return (log_p.exp() * (log_p - log_q)).sum(-1).clamp_min(0.0)
