@@ -21,7 +21,6 @@ import platform
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import psutil
 import torch
+
+from search.manifest import git_state
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -46,14 +47,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def git_revision() -> dict:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return {"revision": None}
-    return {"revision": rev.stdout.strip()}
 
 
 def machine() -> dict:
@@ -73,7 +66,7 @@ def machine() -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "scipy": scipy.__version__,
-        "git": git_revision(),
+        "git": git_state(),
     }
 
 
