@@ -81,8 +81,12 @@ def setup(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def side_by_side(fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 1) -> dict[str, dict]:
-    """Median (and every sample of) seconds per call of each function, calls interleaved round-robin."""
+def side_by_side(
+    fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 1, self_timed: bool = False
+) -> dict[str, dict]:
+    """Median (and every sample of) seconds per call of each function, calls interleaved round-robin.
+
+    ``self_timed``: each function returns the seconds of the part that counts (decode without its prefill)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -90,8 +94,8 @@ def side_by_side(fns: dict[str, Callable[[], object]], *, repeats: int, warmup: 
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
+            seconds = fn()
+            samples[name].append(seconds if self_timed else time.perf_counter() - start)
     return {name: {"median_s": statistics.median(s), "samples_s": s} for name, s in samples.items()}
 
 

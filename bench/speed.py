@@ -111,8 +111,9 @@ def compare(dense, pruned, adapter, vocab: int, *, repeats: int, decode_steps: i
         flops = {k: prefill_flops(s, batch=batch, tokens=PREFILL_TOKENS) for k, s in shapes.items()}
         rows.append(_ratio({"phase": "prefill", "batch": batch, "tokens": PREFILL_TOKENS}, times, flops))
     prompt = torch.randint(0, vocab, (1, PROMPT_TOKENS), generator=generator)
-    times = _self_timed({"dense": lambda: decode(dense, prompt, decode_steps),
-                         "pruned": lambda: decode(pruned, prompt, decode_steps)}, repeats=repeats)  # fmt: skip
+    times = side_by_side({"dense": lambda: decode(dense, prompt, decode_steps),
+                          "pruned": lambda: decode(pruned, prompt, decode_steps)}, repeats=repeats,
+                         self_timed=True)  # fmt: skip
     flops = {
         k: sum(decode_flops(s, batch=1, context=PROMPT_TOKENS + i + 1) for i in range(decode_steps))
         for k, s in shapes.items()
@@ -121,19 +122,6 @@ def compare(dense, pruned, adapter, vocab: int, *, repeats: int, decode_steps: i
     row["tokens_per_s"] = {k: decode_steps / times[k]["median_s"] for k in times}
     rows.append(row)
     return {"params": {k: sum(s.layer_weights) for k, s in shapes.items()}, "runs": rows}
-
-
-def _self_timed(fns: dict, *, repeats: int) -> dict[str, dict]:
-    """``side_by_side`` for functions that return their own seconds (decode excludes its prefill)."""
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            samples[name].append(fn())
-    import statistics
-
-    return {name: {"median_s": statistics.median(s), "samples_s": s} for name, s in samples.items()}
 
 
 def _ratio(row: dict, times: dict, flops: dict) -> dict:
