@@ -35,13 +35,6 @@ KINDS = ("attn", "mlp")
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB of stored hidden states
 
 
-def lm_logits(model: PreTrainedModel, hidden: torch.Tensor) -> torch.Tensor:
-    """head(norm(h_L)) as the family's CausalLM computes it. hidden: [b, T, hidden] -> [b, T, vocab].
-
-    Llama, Mistral, Qwen2 and Qwen3 name their final RMSNorm ``norm`` on the decoder."""
-    return model.get_output_embeddings()(model.get_decoder().norm(hidden))
-
-
 class PrefixForward:
     """Forward passes of the live model through the switcher's adapter, reusing stored prefixes."""
 
@@ -111,4 +104,4 @@ class PrefixForward:
             self.layers_run += 1
             if i + 1 < len(layers):
                 self._keep(batch, prefix, i + 1, hidden)
-        return lm_logits(model, hidden)
+        return adapter.logits(model, hidden)  # head(norm(h_L))

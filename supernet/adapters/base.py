@@ -122,6 +122,10 @@ class DecoderAdapter:
         """Input embeddings. input_ids: [batch, tokens] -> [batch, tokens, hidden]"""
         return model.model.embed_tokens(input_ids)
 
+    def logits(self, model: PreTrainedModel, hidden_states: torch.Tensor) -> torch.Tensor:
+        """head(norm(h_L)) as the family's CausalLM computes it: [batch, tokens, hidden] -> [.., vocab]"""
+        return model.lm_head(model.model.norm(hidden_states))
+
     def layer_context(self, model: PreTrainedModel, hidden_states: torch.Tensor) -> dict:
         """What a decoder layer needs besides its input, as the family's ``Model.forward`` builds it.
 
