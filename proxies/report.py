@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from proxies import make_proxy
 from proxies.base import as_batches
 from supernet.files import write_json
+from supernet.levels import switch_pair
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -63,19 +64,16 @@ class Candidate:
 
 
 def level_switch(grid: LevelGrid, levels: list[int], rng: random.Random) -> None:
-    """One budget-neutral step in place: a module up one level, another (same kind unless joint) down one."""
+    """One budget-neutral step in place (:func:`supernet.levels.switch_pair`): a module up a coarse
+    level, another of its budget down one, settled in quanta; nothing when the pair cannot move."""
     ups = [i for i, (m, lv) in enumerate(zip(grid.modules, levels, strict=True)) if lv < m.hi]
     if not ups:
         return
     up = rng.choice(ups)
-    downs = [
-        i
-        for i, (m, lv) in enumerate(zip(grid.modules, levels, strict=True))
-        if i != up and lv > m.lo and (grid.joint or m.kind == grid.modules[up].kind)
-    ]
-    if downs:
-        levels[up] += 1
-        levels[rng.choice(downs)] -= 1
+    downs = [i for i in grid.group_of(up) if i != up and levels[i] > grid.modules[i].lo]
+    moved = switch_pair(grid, levels, up, rng.choice(downs)) if downs else None
+    if moved is not None:
+        levels[:] = moved
 
 
 def walk_candidates(grid: LevelGrid, count: int, *, seed: int, max_walk: int | None = None) -> list[Candidate]:

@@ -178,7 +178,7 @@ class Search:
         levels = raw if free else repair(self.grid, raw)
         trial.set_user_attr("levels", levels)
         trial.set_user_attr("kept_params", self.grid.params(levels))
-        trial.set_user_attr("feasible", self.grid.cost(levels) <= self.grid.cost(self.grid.target))
+        trial.set_user_attr("feasible", self.grid.cost(levels) <= self.grid.budget)
         if levels != raw:
             trial.set_user_attr("raw_levels", raw)
         enqueued = "warm_start" in trial.user_attrs or "requeued_from" in trial.user_attrs

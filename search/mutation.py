@@ -1,9 +1,10 @@
-"""Level-switch mutation: move modules up and down one level in pairs, so the budget never moves.
+"""Level-switch mutation: one module up a coarse level, another down one, the budget settled in quanta.
 
-Týr-the-Pruner and EvoPress mutate an allocation by taking one level from a module and giving it
-to another; every level step is worth the same number of parameters (supernet/levels.py), so the
-child is on budget by construction. Pairs per child: min(randint(1, 4), randint(1, 4)) (Týr), which
-favours one pair (7/16) over four (1/16).
+Týr-the-Pruner and EvoPress mutate an allocation by taking a level from one module and giving it to
+another. On real layouts a GQA group costs no whole number of MLP channels, so the pair's cost
+difference is settled on the MLP of the pair in ``channel_quantum`` steps
+(:func:`supernet.levels.switch_pair`): the child is on budget by construction. Pairs per child:
+min(randint(1, 4), randint(1, 4)) (Týr), which favours one pair (7/16) over four (1/16).
 """
 
 from __future__ import annotations
@@ -11,17 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from supernet.levels import switch_pair
+
 if TYPE_CHECKING:
     import numpy as np
 
     from supernet.levels import LevelGrid
-
-
-def budget_groups(grid: LevelGrid) -> list[list[int]]:
-    """Module indices whose levels share a budget: all (joint), or attention and MLP apart."""
-    if grid.joint:
-        return [list(range(len(grid.modules)))]
-    return [[i for i, m in enumerate(grid.modules) if m.kind == kind] for kind in ("attn", "mlp")]
 
 
 def pair_count(rng: np.random.Generator, max_pairs: int) -> int:
@@ -29,26 +25,24 @@ def pair_count(rng: np.random.Generator, max_pairs: int) -> int:
     return int(min(rng.integers(1, max_pairs + 1), rng.integers(1, max_pairs + 1)))
 
 
-def level_switch(rng: np.random.Generator, parent: Sequence[int], grid: LevelGrid, *, max_pairs: int = 4) -> list[int]:
-    """A child of ``parent``: ``pair_count`` times, one module up a level and another of the same
-    budget group down one, always inside each module's [lo, hi]. Pure in (rng, parent, grid)."""
+def level_switch(
+    rng: np.random.Generator, parent: Sequence[int], grid: LevelGrid, *, max_pairs: int = 4, tries: int = 8
+) -> list[int]:
+    """A child of ``parent``: ``pair_count`` times, a module that can go up gains a coarse level and
+    another of its budget that can go down loses one (:func:`supernet.levels.switch_pair`); a draw
+    that cannot move is drawn again, ``tries`` times at most. Pure in (rng, parent, grid)."""
     child = list(parent)
-    groups = budget_groups(grid)
     for _ in range(pair_count(rng, max_pairs)):
-        movable = []
-        for group in groups:
-            ups = [i for i in group if child[i] < grid.modules[i].hi]
-            downs = [i for i in group if child[i] > grid.modules[i].lo]
-            if ups and downs and (len(ups) > 1 or len(downs) > 1 or ups != downs):
-                movable.append((ups, downs))
-        if not movable:
-            break
-        ups, downs = movable[int(rng.integers(len(movable)))]
-        up = ups[int(rng.integers(len(ups)))]
-        choices = [i for i in downs if i != up]
-        if not choices:
-            continue
-        down = choices[int(rng.integers(len(choices)))]
-        child[up] += 1
-        child[down] -= 1
+        for _ in range(tries):
+            ups = [i for i, m in enumerate(grid.modules) if child[i] < m.hi]
+            if not ups:
+                return child
+            up = ups[int(rng.integers(len(ups)))]
+            downs = [i for i in grid.group_of(up) if i != up and child[i] > grid.modules[i].lo]
+            if not downs:
+                continue
+            moved = switch_pair(grid, child, up, downs[int(rng.integers(len(downs)))])
+            if moved is not None:
+                child = moved
+                break
     return child

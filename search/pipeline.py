@@ -87,8 +87,7 @@ def run_search(
             begun = time.perf_counter()
             rebuilt = 0
             if iteration:
-                grid = refine_grid(grid, best, radius=cfg.supernet.radius,
-                                   min_steps={"attn": 1, "mlp": cfg.supernet.channel_quantum})  # fmt: skip
+                grid = refine_grid(grid, best, radius=cfg.supernet.radius)
                 switcher.apply(dict.fromkeys(switcher.current))  # calibration needs the dense model
                 net, rebuilt = refine_supernet(net, grid, model=model, adapter=adapter, calib_tokens=calib,
                                                cfg=cfg.supernet, progress=cfg.progress)  # fmt: skip
@@ -101,11 +100,12 @@ def run_search(
             study.set_user_attr("config", _plain(cfg))
             for key, value in manifest.items():  # the reproducibility manifest (search/manifest.py), end time aside
                 study.set_user_attr(key, value)
-            budget = {"kind": cfg.budget.kind, "keep": cfg.budget.keep, "cost": grid.cost(grid.target),
+            budget = {"kind": cfg.budget.kind, "keep": cfg.budget.keep, "cost": grid.budget,
                       "params": grid.params(grid.target)}  # fmt: skip
             study.set_user_attr("budget", budget)
             study.set_user_attr("iteration", iteration)
             study.set_user_attr("steps", {k: grid.step(k) for k in ("attn", "mlp")})
+            study.set_user_attr("strides", {k: grid.stride(k) for k in ("attn", "mlp")})
             names = scfg.warm_start if iteration == 0 else ["previous_best"]
             enqueue_warm_starts(study, grid, {name: starts[name] for name in names if name in starts})
             desc = "search" if scfg.iterations == 1 else f"search {iteration + 1}/{scfg.iterations}"
@@ -123,6 +123,7 @@ def run_search(
                 "trials": finished_count(study),
                 "best_fitness": evaluator.score(best, evaluator.stages - 1),
                 "steps": {k: grid.step(k) for k in ("attn", "mlp")},
+                "strides": {k: grid.stride(k) for k in ("attn", "mlp")},
                 "joint": grid.joint,
                 "compensated_levels": rebuilt,
                 "seconds": round(time.perf_counter() - begun, 2),
@@ -165,7 +166,7 @@ def pareto_choice(study: optuna.Study, grid: LevelGrid, evaluator: Evaluator) ->
     repaired up onto the budget exactly (``supernet.levels.repair`` only adds levels) and scored again.
     A front with no point within budget gives its cheapest point, repaired down.
     """
-    target = grid.cost(grid.target)
+    target = grid.budget
     front = []
     for t in sorted(study.best_trials, key=lambda t: (t.values[1], t.values[0], t.number)):
         levels = trial_levels(t, grid)

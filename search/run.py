@@ -91,11 +91,13 @@ def search_and_baselines(
 
 
 def budget_entry(cfg: RunConfig, grid: LevelGrid, levels: list[int]) -> dict:
-    """metrics.json's budget: what is counted, the fraction asked, and the cost of target and result."""
+    """metrics.json's budget: what is counted, the fraction asked, the cost of target and result, and the
+    budget rule's slack (one MLP step's cost)."""
     entry = {"kind": cfg.budget.kind, "keep": cfg.budget.keep}
     if cfg.budget.kind == "flops":
         entry["seq_len"] = cfg.budget.seq_len
-    entry["target_cost"], entry["cost"] = grid.cost(grid.target), grid.cost(levels)
+    entry["target_cost"], entry["cost"] = grid.budget, grid.cost(levels)
+    entry["slack"] = grid.step_cost("mlp")  # the rule: target_cost - slack < cost <= target_cost
     return entry
 
 

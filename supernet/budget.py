@@ -14,14 +14,12 @@
       GQA group:   2 T P_group + 2 d g T (T + 1)     (g query heads of dimension d)
       MLP channel: 2 T P_channel
 
-  ``keep`` is the fraction of the units' FLOPs kept. A level step of one group rarely costs a whole
-  number of MLP channels in FLOPs; then attention and MLP keep separate budgets (each kind's level
-  sum is fixed), which is still exact.
+  ``keep`` is the fraction of the units' FLOPs kept; the budget rule (supernet/levels.py) holds as for
+  parameters: never above, below by less than one MLP step's FLOPs.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 from supernet.build import supernet_grid
@@ -35,9 +33,6 @@ if TYPE_CHECKING:
     from supernet.adapters import DecoderAdapter
     from supernet.config import BudgetConfig, SupernetConfig
     from supernet.levels import LevelGrid
-
-log = logging.getLogger(__name__)
-
 
 def unit_flops(adapter: DecoderAdapter, kind: str, seq_len: int) -> int:
     """Forward FLOPs of one unit on one causal sequence of ``seq_len`` tokens (formula above)."""
@@ -71,7 +66,4 @@ def budget_grid(model: nn.Module, adapter: DecoderAdapter, budget: BudgetConfig,
     if budget.kind != "flops":
         return supernet_grid(adapter, keep, cfg)
     costs = {k: unit_flops(adapter, k, budget.seq_len) for k in KINDS}
-    joint = cfg.joint_budget and (cfg.attn_step * costs["attn"]) % costs["mlp"] == 0
-    if cfg.joint_budget and not joint:
-        log.info("a FLOP level step of attention is no whole number of MLP channels: separate budgets per kind")
-    return supernet_grid(adapter, keep, cfg, unit_cost=costs, joint=joint)
+    return supernet_grid(adapter, keep, cfg, unit_cost=costs)

@@ -5,7 +5,11 @@ For each decoder layer (streamed, :mod:`supernet.statistics`) and each module (a
 1. score the units with the configured criterion (:mod:`supernet.criteria`) and rank them once;
 2. for every level l of the module's grid keep the best ``l * step`` units, so variants are nested
    (a higher level keeps a superset of a lower level's units);
-3. compute the level's compensation (:mod:`supernet.compensation`): nothing, a bias, or refit columns.
+3. compute the compensation (:mod:`supernet.compensation`: nothing, a bias, or refit columns) at the
+   module's coarse levels (``ModuleGrid.anchors``); a level between two of them takes the compensation
+   of the anchor above, and the columns it keeps fewer pass their mean contribution to the bias
+   (``Variant.source_units``): exactly FLAP's bias for ``bias``, the refit of the next coarse width
+   with FLAP's bias for the last few channels for ``refit``.
 
 The result is cached compactly (:mod:`supernet.cache`) and a later run with the same model, tokens and
 config loads it without calibrating. ``Supernet.apply`` switches a live model to an allocation in place
@@ -25,6 +29,7 @@ import torch
 from supernet import criteria
 from supernet.cache import default_root, entry_bytes, entry_key, load_entry, model_hash, save_entry
 from supernet.compensation import get_compensation
+from supernet.errors import UsageError
 from supernet.levels import LevelGrid, make_grid
 from supernet.statistics import calibrate
 from supernet.switch import Switcher, Variant, kept_units
@@ -44,35 +49,30 @@ ModuleKey = tuple[int, str]  # (layer, kind)
 
 
 def supernet_grid(
-    adapter: DecoderAdapter,
-    keep: float,
-    cfg: SupernetConfig,
-    *,
-    unit_cost: dict[str, int] | None = None,
-    joint: bool | None = None,
+    adapter: DecoderAdapter, keep: float, cfg: SupernetConfig, *, unit_cost: dict[str, int] | None = None
 ) -> LevelGrid:
     """The level grid of ``cfg`` around the uniform allocation at ``keep`` of the units' cost.
 
-    ``unit_cost``: what the budget counts per unit (None = parameters; supernet/budget.py for FLOPs);
-    ``joint``: overrides ``cfg.joint_budget``."""
+    ``unit_cost``: what the budget counts per unit (None = parameters; supernet/budget.py for FLOPs)."""
     geo = adapter.geometry
-    mlp_step = cfg.mlp_step or cfg.channel_quantum
-    joint = cfg.joint_budget if joint is None else joint
-    grid = make_grid(
+    totals = {k: adapter.units_total(k) for k in KINDS}
+    if cfg.attn_step > totals["attn"]:
+        raise UsageError(f"supernet.attn_step={cfg.attn_step} is more than the {totals['attn']} GQA groups of a layer")
+    if cfg.channel_quantum > totals["mlp"]:
+        raise UsageError(
+            f"supernet.channel_quantum={cfg.channel_quantum} is more than the {totals['mlp']} MLP channels of a layer"
+        )
+    return make_grid(
         num_layers=geo.num_layers,
-        totals={k: adapter.units_total(k) for k in KINDS},
+        totals=totals,
         unit_params={k: adapter.unit_params(k) for k in KINDS},
         keep=keep,
-        steps={"attn": cfg.attn_step, "mlp": mlp_step},
+        steps={"attn": cfg.attn_step, "mlp": cfg.channel_quantum},
         radius=cfg.radius,
-        joint=joint,
+        joint=cfg.joint_budget,
+        fraction=cfg.level_fraction,
         unit_cost=unit_cost,
     )
-    derived = grid.modules[1].step
-    assert derived % cfg.channel_quantum == 0 or not joint, (
-        f"joint MLP step {derived} is not a multiple of channel_quantum {cfg.channel_quantum}"
-    )
-    return grid
 
 
 @dataclass
@@ -87,6 +87,7 @@ class Supernet:
     fluctuation: dict[ModuleKey, torch.Tensor] = field(default_factory=dict)  # FLAP scores [units]
     biases: dict[tuple[int, str, int], torch.Tensor] = field(default_factory=dict)  # (layer, kind, level) -> [hidden]
     weights: dict[tuple[int, str, int], torch.Tensor] = field(default_factory=dict)  # -> [hidden, kept cols]
+    means: dict[ModuleKey, torch.Tensor] = field(default_factory=dict)  # mean input of the output projection [in]
     from_cache: bool = False  # True when loaded from the cache without calibrating
     cache_dir: Path | None = None
     cache_bytes: int = 0
@@ -104,11 +105,15 @@ class Supernet:
         if key not in self._variants:
             module = self.grid.modules[self.index[layer, kind]]
             count = module.units(level)
-            bias, weight = self.biases.get(key), self.weights.get(key)
-            if count == module.total and bias is None and weight is None:
-                self._variants[key] = None
+            anchor = level if self.compensation == "none" else module.anchor_above(level)
+            bias, weight = self.biases.get((layer, kind, anchor)), self.weights.get((layer, kind, anchor))
+            units = kept_units(self.rankings[layer, kind], count)
+            if anchor == level:
+                dense = count == module.total and bias is None and weight is None
+                self._variants[key] = None if dense else Variant(units, bias, weight)
             else:
-                self._variants[key] = Variant(kept_units(self.rankings[layer, kind], count), bias, weight)
+                source = kept_units(self.rankings[layer, kind], module.units(anchor))
+                self._variants[key] = Variant(units, bias, weight, source, self.means[layer, kind])
         return self._variants[key]
 
     def variants(self, levels: Sequence[int]) -> dict[ModuleKey, Variant | None]:
@@ -131,6 +136,8 @@ class Supernet:
                 "scores": self.scores[layer, kind].float(),
                 "fluctuation": self.fluctuation[layer, kind].float(),
             }
+            if (layer, kind) in self.means:
+                out[f"layer{layer}.{kind}"]["mean"] = self.means[layer, kind]
         for (layer, kind, level), bias in self.biases.items():
             out[f"layer{layer}.{kind}"][f"bias.{level}"] = bias
         for (layer, kind, level), weight in self.weights.items():
@@ -143,6 +150,8 @@ class Supernet:
             self.rankings[layer, kind] = tensors["ranking"].long()
             self.scores[layer, kind] = tensors["scores"].double()
             self.fluctuation[layer, kind] = tensors["fluctuation"].double()
+            if "mean" in tensors:
+                self.means[layer, kind] = tensors["mean"]
             for name, tensor in tensors.items():
                 if name.startswith(("bias.", "weight.")):
                     target = self.biases if name.startswith("bias.") else self.weights
@@ -160,8 +169,7 @@ def _fill_module(
     net.scores[key] = scores
     net.rankings[key] = criteria.ranking(scores)
     net.fluctuation[key] = criteria.flap(adapter, module, kind, stats)
-    grid_module = net.grid.modules[net.index[key]]
-    compensate_levels(net, adapter, module, key, stats, cfg, range(grid_module.lo, grid_module.hi + 1))
+    compensate_levels(net, adapter, module, key, stats, cfg, net.grid.modules[net.index[key]].anchors())
 
 
 def compensate_levels(
@@ -177,6 +185,7 @@ def compensate_levels(
     if cfg.compensation == "none":
         return
     layer, kind = key
+    net.means[key] = stats.mean.float()
     compensate = get_compensation(cfg.compensation)
     weight = criteria.output_weight(adapter, module, kind)  # [out, in] float64
     grid_module = net.grid.modules[net.index[key]]
@@ -227,7 +236,7 @@ def calibrate_into(
 def cache_config(cfg: SupernetConfig, grid: LevelGrid) -> dict:
     """What the cached tensors depend on besides model and tokens (batch size only changes summation order)."""
     fields = {k: v for k, v in asdict(cfg).items() if k != "calib_batch_size"}
-    modules = [[m.layer, m.kind, m.step, m.lo, m.hi] for m in grid.modules]
+    modules = [[m.layer, m.kind, m.step, m.lo, m.hi, m.stride, m.centre] for m in grid.modules]
     return {"supernet": fields, "grid": modules, "joint": grid.joint}
 
 

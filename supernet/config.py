@@ -75,11 +75,11 @@ class SupernetConfig:
     criterion: str = "magnitude"  # local criterion ranking units in a module: magnitude | wanda_sp | flap | obs
     compensation: str = "none"  # added to the output projection per level: none | bias (FLAP) | refit (least squares)
     propagate: str = "dense"  # next layer's calibration input: dense outputs, or "expected" (target-level variant, Týr)
-    radius: int = 4  # levels each module may move around the target level: 4 -> 9 levels (Týr)
-    attn_step: int = 1  # GQA groups per attention level step
+    radius: int = 4  # coarse levels each module may move around its target: 4 -> 9 levels, +-50% (Týr)
+    level_fraction: float = 0.125  # a coarse level's share of its module (Týr: 12.5%); mutations move by it
+    attn_step: int = 1  # GQA groups per attention level: the finest change of attention width
     channel_quantum: int = 8  # MLP widths are multiples of this (64/128 for hardware-friendly widths)
-    mlp_step: int | None = None  # MLP channels per level; None: the attention step's cost (joint) or channel_quantum
-    joint_budget: bool = True  # one budget over attention and MLP (equal step costs); false: one per kind
+    joint_budget: bool = True  # one budget over attention and MLP; false: attention keeps the uniform group count
     damping: float = 0.01  # H += damping * mean(diag H) * I before OBS and refit (SparseGPT's percdamp)
     obs_rounds: int = 16  # rounds of greedy OBS removal in an MLP (Týr: 16); attention removes one group a round
     gram_dtype: str = "float32"  # accumulation dtype of H = X^T X (float64 doubles its memory)
@@ -101,11 +101,8 @@ class SupernetConfig:
                 raise UsageError(f"supernet.{name}={getattr(self, name)} must be >= 1")
         if self.radius < 0:
             raise UsageError(f"supernet.radius={self.radius} must be >= 0")
-        if self.mlp_step is not None and (self.mlp_step < 1 or self.mlp_step % self.channel_quantum):
-            raise UsageError(
-                f"supernet.mlp_step={self.mlp_step} must be a positive multiple of "
-                f"channel_quantum={self.channel_quantum}"
-            )
+        if not 0.0 < self.level_fraction <= 1.0:
+            raise UsageError(f"supernet.level_fraction={self.level_fraction} is outside (0, 1]: a module's share")
         if not 0.0 <= self.damping < 1.0:
             raise UsageError(f"supernet.damping={self.damping} is outside [0, 1): a fraction of mean(diag H)")
 

@@ -1,14 +1,18 @@
-"""The level grid: for every module, the widths a search may give it, in steps of equal cost.
+"""The level grid: for every module, the widths a search may give it, and the budget they must meet.
 
-Level ``l`` of a module keeps ``l * step`` units (level 0 removes the sub-block: depth pruning).
-Every attention step costs ``step_attn * attn_unit_cost`` and every MLP step ``step_mlp * mlp_unit_cost``,
-where the cost is what the budget counts (parameters by default, FLOPs: supernet/budget.py); with a
-joint budget the two are equal, so moving any module up one level and any other down one keeps the
-cost exactly (Týr-the-Pruner, EvoPress). With separate budgets, attention and MLP each keep their own
-level sum, which keeps the cost exactly whatever the step costs.
+A module's **level** ``l`` keeps ``min(l * step, total)`` units: ``step`` is the finest change of
+width (one GQA group; ``channel_quantum`` MLP channels), so level 0 removes the sub-block (depth
+pruning) and the top level ``ceil(total / step)`` is the dense module. A **coarse level** is
+``stride`` levels, a fixed fraction of the module (Týr-the-Pruner: 12.5%); mutations move modules by
+coarse levels, compensation is fitted at the coarse widths (``ModuleGrid.anchors``), and every module
+may range ``radius`` coarse levels around its centre (Týr: 4, i.e. 9 levels covering +-50%).
 
-The grid is centred on the target: every module may range ``radius`` levels around the level of the
-uniform allocation at ``keep``, clipped to [0, total // step].
+**The budget rule** (DESIGN.md) holds for every layout, whatever a GQA group costs in MLP channels:
+the cost of an allocation (parameters or FLOPs, ``supernet/budget.py``) is never above the budget
+and below it by less than one MLP step's cost. A move of attention is paid for in MLP quanta
+(:func:`settle`), so attention and MLP share one budget even when a group is no whole number of
+channels (Llama-3.1-8B: 426.7). With ``joint=False`` attention keeps its target's group count and the
+MLP meets the rest of the budget.
 """
 
 from __future__ import annotations
@@ -27,14 +31,30 @@ KINDS = ("attn", "mlp")
 class ModuleGrid:
     layer: int
     kind: str  # "attn" | "mlp"
-    step: int  # units per level
+    step: int  # units per level: the finest change of width
     total: int  # units of the dense module
     lo: int  # lowest level allowed
-    hi: int  # highest level allowed (hi * step <= total)
+    hi: int  # highest level allowed (<= top)
+    stride: int = 1  # levels per coarse level: a mutation's move, the spacing of compensated widths
+    centre: int = 0  # the level the coarse levels are counted from (the target, or the best so far)
+
+    @property
+    def top(self) -> int:
+        """The dense module's level."""
+        return -(-self.total // self.step)
 
     def units(self, level: int) -> int:
         assert self.lo <= level <= self.hi, f"level {level} outside [{self.lo}, {self.hi}] of {self}"
-        return level * self.step
+        return min(level * self.step, self.total)
+
+    def anchors(self) -> list[int]:
+        """Levels whose compensation is fitted: the coarse levels ``centre + k * stride`` and both ends."""
+        first = self.lo + (self.centre - self.lo) % self.stride
+        return sorted({self.lo, self.hi, *range(first, self.hi + 1, self.stride)})
+
+    def anchor_above(self, level: int) -> int:
+        """The lowest anchor at or above ``level`` (its compensation serves ``level``)."""
+        return next(a for a in self.anchors() if a >= level)
 
 
 @dataclass(frozen=True)
@@ -43,8 +63,9 @@ class LevelGrid:
 
     modules: tuple[ModuleGrid, ...]
     unit_params: dict[str, int]  # parameters of one unit, per kind
-    joint: bool  # one budget over attention and MLP (equal step costs), or one per kind
-    target: tuple[int, ...]  # the uniform allocation's levels: the budget's reference point
+    joint: bool  # one budget over attention and MLP, or attention's group count fixed and the MLP the rest
+    target: tuple[int, ...]  # the uniform allocation's levels (refined grids: the best so far)
+    budget: int  # the most the allocation may cost
     unit_cost: dict[str, int] | None = None  # what the budget counts per unit, per kind; None = unit_params
 
     @property
@@ -54,25 +75,48 @@ class LevelGrid:
     def step(self, kind: str) -> int:
         return next(m.step for m in self.modules if m.kind == kind)
 
+    def stride(self, kind: str) -> int:
+        return max(m.stride for m in self.modules if m.kind == kind)
+
+    def step_cost(self, kind: str) -> int:
+        return self.step(kind) * self.costs[kind]
+
+    def module_cost(self, i: int, level: int) -> int:
+        m = self.modules[i]
+        return m.units(level) * self.costs[m.kind]
+
     def cost(self, levels: Sequence[int]) -> int:
         """What the budget counts (parameters or FLOPs) for an allocation given as levels."""
         return sum(m.units(lv) * self.costs[m.kind] for m, lv in zip(self.modules, levels, strict=True))
-
-    def step_params(self, kind: str) -> int:
-        return self.step(kind) * self.unit_params[kind]
 
     def params(self, levels: Sequence[int]) -> int:
         """Prunable parameters kept by an allocation given as levels."""
         return sum(m.units(lv) * self.unit_params[m.kind] for m, lv in zip(self.modules, levels, strict=True))
 
-    def budget_sums(self, levels: Sequence[int]) -> tuple[int, ...]:
-        """What must stay equal to the target's: the level sum, overall (joint) or per kind."""
+    def budget_groups(self) -> list[tuple[list[int], int, int]]:
+        """(module indices, budget, slack) of each budget: cost in (budget - slack, budget].
+
+        Joint: one over every module, slack one MLP step's cost. Separate: attention at its target's
+        cost, the MLP with the rest."""
+        everything = list(range(len(self.modules)))
         if self.joint:
-            return (sum(levels),)
-        return tuple(sum(lv for m, lv in zip(self.modules, levels, strict=True) if m.kind == k) for k in KINDS)
+            return [(everything, self.budget, self.step_cost("mlp"))]
+        attn = [i for i in everything if self.modules[i].kind == "attn"]
+        mlp = [i for i in everything if self.modules[i].kind == "mlp"]
+        attn_budget = sum(self.module_cost(i, self.target[i]) for i in attn)
+        return [(attn, attn_budget, self.step_cost("attn")), (mlp, self.budget - attn_budget, self.step_cost("mlp"))]
+
+    def group_of(self, i: int) -> list[int]:
+        return next(members for members, _, _ in self.budget_groups() if i in members)
 
     def on_budget(self, levels: Sequence[int]) -> bool:
-        return self.in_bounds(levels) and self.budget_sums(levels) == self.budget_sums(self.target)
+        if not self.in_bounds(levels):
+            return False
+        for members, budget, slack in self.budget_groups():
+            cost = sum(self.module_cost(i, levels[i]) for i in members)
+            if not budget - slack < cost <= budget:
+                return False
+        return True
 
     def in_bounds(self, levels: Sequence[int]) -> bool:
         return len(levels) == len(self.modules) and all(
@@ -80,7 +124,7 @@ class LevelGrid:
         )
 
     def allocation(self, levels: Sequence[int]) -> Allocation:
-        by_layer: dict[int, dict[str, ModuleGrid | int]] = {}
+        by_layer: dict[int, dict[str, int]] = {}
         for m, lv in zip(self.modules, levels, strict=True):
             by_layer.setdefault(m.layer, {})[m.kind] = m.units(lv)
             by_layer[m.layer][f"{m.kind}_total"] = m.total
@@ -92,14 +136,22 @@ class LevelGrid:
         )
 
     def levels_of(self, allocation: Allocation) -> list[int]:
-        """Inverse of ``allocation`` (units must be multiples of each module's step)."""
+        """Inverse of ``allocation`` (units must be multiples of each module's step, or the whole module)."""
         levels = []
         for m in self.modules:
             units = allocation.units(m.layer, m.kind)
+            if units == m.total:
+                levels.append(m.top)
+                continue
             if units % m.step:
                 raise UsageError(f"layer {m.layer} {m.kind} keeps {units} units, not a multiple of {m.step}")
             levels.append(units // m.step)
         return levels
+
+
+def strides(totals: dict[str, int], steps: dict[str, int], fraction: float) -> dict[str, int]:
+    """Levels per coarse level: ``fraction`` of each module, at least one step."""
+    return {k: max(1, round(fraction * totals[k] / steps[k])) for k in KINDS}
 
 
 def make_grid(
@@ -110,73 +162,67 @@ def make_grid(
     keep: float,
     steps: dict[str, int],
     radius: int,
-    joint: bool,
+    joint: bool = True,
+    fraction: float = 0.125,
     unit_cost: dict[str, int] | None = None,
 ) -> LevelGrid:
-    """Build the grid around the uniform allocation at ``keep``.
+    """Build the grid around the most uniform allocation at ``keep``.
 
     Args:
         totals: units of a dense module per kind (GQA groups, MLP channels).
         unit_params: parameters per unit per kind.
         keep: fraction of the prunable cost to keep, in (0, 1].
-        steps: units per level per kind; with ``joint`` the MLP step is derived so both costs match.
-        radius: levels each module may move away from the target (Týr: 4, i.e. 9 levels).
+        steps: units per level per kind (1 GQA group, ``channel_quantum`` channels).
+        radius: coarse levels each module may move away from its target (Týr: 4, i.e. 9 levels).
         joint: one budget over attention and MLP.
+        fraction: a coarse level's share of its module (Týr: 1/8).
         unit_cost: what the budget counts per unit per kind (FLOPs); None = ``unit_params``.
     """
     if not 0.0 < keep <= 1.0:
         raise UsageError(f"budget.keep={keep} is outside (0, 1]: give the fraction of parameters to keep")
-    steps = dict(steps)
     costs = dict(unit_params if unit_cost is None else unit_cost)
-    if joint:
-        cost = steps["attn"] * costs["attn"]
-        if cost % costs["mlp"]:
-            raise UsageError(
-                f"an attention step (cost {cost}) is no whole number of MLP channels "
-                f"(cost {costs['mlp']} each): set supernet.joint_budget=false"
-            )
-        steps["mlp"] = cost // costs["mlp"]
-    top = {k: totals[k] // steps[k] for k in KINDS}
-    if min(top.values()) < 1:
-        raise UsageError(f"a level step {steps} is wider than a module {totals}: use a smaller step")
-    sums = _target_sums(num_layers, totals, costs, keep, steps, top)
-    per_layer = {k: _spread(sums[k], num_layers) for k in KINDS}
-    modules, target = [], []
+    dense = num_layers * sum(totals[k] * costs[k] for k in KINDS)
+    budget = math.floor(keep * dense + 1e-9 * dense)  # float noise must not cost a unit at keep = 1
+    top = {k: -(-totals[k] // steps[k]) for k in KINDS}
+    stride = strides(totals, steps, fraction)
+    # attention keeps round(keep * groups) on average; the MLP takes the rest of the budget, spread evenly
+    attn = min(num_layers * top["attn"], round(keep * num_layers * totals["attn"] / steps["attn"]))
+    attn_levels = _spread(attn, num_layers)
+    attn_cost = sum(min(lv * steps["attn"], totals["attn"]) * costs["attn"] for lv in attn_levels)
+    mlp = max(0, min(num_layers * top["mlp"], (budget - attn_cost) // (steps["mlp"] * costs["mlp"])))
+    centre = {"attn": attn_levels, "mlp": _spread(mlp, num_layers)}
+    modules = []
     for layer in range(num_layers):
         for kind in KINDS:
-            c = per_layer[kind][layer]
-            modules.append(
-                ModuleGrid(layer, kind, steps[kind], totals[kind], max(0, c - radius), min(top[kind], c + radius))
-            )
-            target.append(c)
-    return LevelGrid(tuple(modules), dict(unit_params), joint, tuple(target), None if unit_cost is None else costs)
+            c, reach = centre[kind][layer], radius * stride[kind]
+            lo, hi = max(0, c - reach), min(top[kind], c + reach)
+            modules.append(ModuleGrid(layer, kind, steps[kind], totals[kind], lo, hi, stride[kind], c))
+    draft = [m.centre for m in modules]
+    grid = LevelGrid(tuple(modules), dict(unit_params), joint, tuple(draft), budget, unit_cost and costs)
+    target = repair(grid, draft, strict=False)
+    if target is None or grid.cost(target) == 0:
+        smallest = math.ceil(1000 * max(grid.step_cost(k) for k in KINDS) / dense) / 1000
+        raise UsageError(
+            f"budget.keep={keep} cannot be reached on this level grid (steps {steps}): "
+            f"use keep >= {smallest}, or smaller level steps"
+        )
+    return LevelGrid(tuple(modules), dict(unit_params), joint, tuple(target), budget, unit_cost and costs)
 
 
-def refine_grid(grid: LevelGrid, levels: Sequence[int], *, radius: int, min_steps: dict[str, int]) -> LevelGrid:
-    """Týr-the-Pruner's coarse-to-fine step: a grid centred on ``levels`` with half the step.
+def refine_grid(grid: LevelGrid, levels: Sequence[int], *, radius: int) -> LevelGrid:
+    """Týr-the-Pruner's coarse-to-fine step: a grid centred on ``levels`` with half the coarse level.
 
-    Each kind's step is halved when the half is a whole multiple of ``min_steps[kind]`` (one GQA group,
-    the channel quantum), else kept. The new centre keeps exactly the units of ``levels`` (the new step
-    divides the old one), so the budget is unchanged; the budget stays joint only if the new step costs
-    are still equal (an attention step of one group cannot halve while the MLP's can), else each kind
-    keeps its own level sum. Every module may move ``radius`` new levels around its centre.
+    Levels keep their meaning (the step is unchanged), so the centre keeps exactly the units of
+    ``levels`` and the budget is the same; every module may move ``radius`` new coarse levels
+    (``stride`` halved, at least one step) around it.
     """
-    assert grid.in_bounds(levels), f"levels {list(levels)} are outside the grid"
-    steps = {}
-    for kind in KINDS:
-        step, half = grid.step(kind), grid.step(kind) // 2
-        steps[kind] = half if step % 2 == 0 and half >= min_steps[kind] and half % min_steps[kind] == 0 else step
-    joint = grid.joint and steps["attn"] * grid.costs["attn"] == steps["mlp"] * grid.costs["mlp"]
-    modules, target = [], []
+    assert grid.on_budget(levels), f"levels {list(levels)} are not an allocation on the grid's budget"
+    modules = []
     for m, lv in zip(grid.modules, levels, strict=True):
-        step = steps[m.kind]
-        centre = m.units(lv) // step
-        modules.append(ModuleGrid(m.layer, m.kind, step, m.total, max(0, centre - radius),
-                                  min(m.total // step, centre + radius)))  # fmt: skip
-        target.append(centre)
-    refined = LevelGrid(tuple(modules), dict(grid.unit_params), joint, tuple(target), grid.unit_cost)
-    assert refined.cost(target) == grid.cost(levels), "refining changed the allocation's cost"
-    return refined
+        stride = max(1, m.stride // 2)
+        modules.append(ModuleGrid(m.layer, m.kind, m.step, m.total, max(0, lv - radius * stride),
+                                  min(m.top, lv + radius * stride), stride, lv))  # fmt: skip
+    return LevelGrid(tuple(modules), dict(grid.unit_params), grid.joint, tuple(levels), grid.budget, grid.unit_cost)
 
 
 def _spread(total: int, parts: int) -> list[int]:
@@ -185,59 +231,83 @@ def _spread(total: int, parts: int) -> list[int]:
     return [base + ((i + 1) * extra) // parts - (i * extra) // parts for i in range(parts)]
 
 
-def _target_sums(
-    num_layers: int,
-    totals: dict[str, int],
-    unit_params: dict[str, int],
-    keep: float,
-    steps: dict[str, int],
-    top: dict[str, int],
-) -> dict[str, int]:
-    """Level sums per kind of the most uniform allocation at ``keep``.
+def _gain(grid: LevelGrid, i: int, level: int) -> int:
+    """What one more level of module ``i`` costs."""
+    return grid.module_cost(i, level + 1) - grid.module_cost(i, level)
 
-    Attention keeps round(keep * groups) per layer on average; the MLP takes the rest of the budget,
-    so the total is within half an MLP step of ``keep``. Refuses a budget no allocation reaches.
+
+def settle(grid: LevelGrid, levels: list[int], order: Sequence[int]) -> bool:
+    """Bring each budget's cost into its window by moving the modules of ``order``, first ones first.
+
+    While a budget is exceeded, the first module of ``order`` in it that can go down loses a level; then
+    while the next level of one of them still fits, the first such gains one. Moves are a coarse level
+    at a time while that fits the gap, then single steps. Returns whether every budget is met (in place).
     """
-    prunable = num_layers * sum(totals[k] * unit_params[k] for k in KINDS)
-    cost = {k: steps[k] * unit_params[k] for k in KINDS}
-    attn = min(num_layers * top["attn"], round(keep * num_layers * totals["attn"] / steps["attn"]))
-    mlp = round((keep * prunable - attn * cost["attn"]) / cost["mlp"])
-    if not 0 <= mlp <= num_layers * top["mlp"] or attn + mlp == 0:
-        smallest = math.ceil(1000 * min(cost.values()) / prunable) / 1000
-        raise UsageError(
-            f"budget.keep={keep} cannot be reached on this level grid (steps {steps}): "
-            f"use keep >= {smallest}, or smaller level steps"
-        )
-    return {"attn": attn, "mlp": mlp}
+    for members, budget, slack in grid.budget_groups():
+        movers = [i for i in order if i in members]
+        cost = sum(grid.module_cost(i, levels[i]) for i in members)
+        while cost > budget:
+            i = next((i for i in movers if levels[i] > grid.modules[i].lo), None)
+            if i is None:
+                return False
+            m = grid.modules[i]
+            down = levels[i] - m.lo
+            one = grid.module_cost(i, levels[i]) - grid.module_cost(i, levels[i] - 1)
+            moves = max(1, min(m.stride, down, (cost - budget) // one))
+            cost -= grid.module_cost(i, levels[i]) - grid.module_cost(i, levels[i] - moves)
+            levels[i] -= moves
+        for i in movers:
+            m = grid.modules[i]
+            while levels[i] < m.hi and cost + (gain := _gain(grid, i, levels[i])) <= budget:
+                moves = max(1, min(m.stride, m.hi - levels[i], (budget - cost) // max(gain, 1)))
+                cost += grid.module_cost(i, levels[i] + moves) - grid.module_cost(i, levels[i])
+                levels[i] += moves
+        if cost <= budget - slack:
+            return False
+    return True
 
 
-def repair(grid: LevelGrid, levels: Sequence[int], priority: Sequence[float] | None = None) -> list[int]:
-    """Move ``levels`` onto the grid's budget, one level at a time, cheapest harm first (deterministic).
+def repair(
+    grid: LevelGrid, levels: Sequence[int], priority: Sequence[float] | None = None, *, strict: bool = True
+) -> list[int] | None:
+    """Move ``levels`` onto the grid's budget, cheapest harm first (deterministic).
 
-    Levels are first clipped into each module's [lo, hi]. While a budget sum (overall, or per kind with
-    separate budgets) is above the target's, the module with the lowest ``priority`` that can go down
-    loses a level; while below, the module with the highest priority that can go up gains one. Ties go
-    to the module furthest above (resp. below) its target level, then to the lower index.
+    Levels are first clipped into each module's [lo, hi]. While over budget, the module with the lowest
+    ``priority`` that can go down loses; then while under, the module with the highest priority whose
+    next level fits gains (:func:`settle`). Ties go to the module furthest above (resp. below) its
+    target level, then to the lower index.
 
     Args:
         priority: per module (grid order), higher = more important; None = all equal.
+        strict: assert the result is on budget; else return None when no allocation in bounds is.
     """
     n = len(grid.modules)
     assert len(levels) == n, f"{len(levels)} levels for {n} modules"
     priority = [0.0] * n if priority is None else list(priority)
     out = [min(max(int(lv), m.lo), m.hi) for m, lv in zip(grid.modules, levels, strict=True)]
-    groups = [list(range(n))] if grid.joint else [[i for i, m in enumerate(grid.modules) if m.kind == k] for k in KINDS]
-    for members, goal in zip(groups, grid.budget_sums(grid.target), strict=True):
-        while (current := sum(out[i] for i in members)) != goal:
-            if current > goal:
-                movable = [i for i in members if out[i] > grid.modules[i].lo]
-                key = lambda i: (priority[i], grid.target[i] - out[i], i)  # noqa: E731
-                delta = -1
-            else:
-                movable = [i for i in members if out[i] < grid.modules[i].hi]
-                key = lambda i: (-priority[i], out[i] - grid.target[i], i)  # noqa: E731
-                delta = 1
-            assert movable, f"level sum {current} cannot reach {goal} within the grid's bounds"
-            out[min(movable, key=key)] += delta
-    assert grid.on_budget(out), "repair left the allocation off budget"
+    # losing order: lowest priority, then furthest above target; gaining is the reverse order
+    losers = sorted(range(n), key=lambda i: (priority[i], grid.target[i] - out[i], i))
+    gainers = sorted(range(n), key=lambda i: (-priority[i], out[i] - grid.target[i], i))
+    over = any(sum(grid.module_cost(i, out[i]) for i in g) > b for g, b, _ in grid.budget_groups())
+    ok = settle(grid, out, losers if over else gainers) and (not over or settle(grid, out, gainers))
+    if not ok:
+        assert not strict, f"levels {list(levels)} cannot reach the budget within the grid's bounds"
+        return None
     return out
+
+
+def switch_pair(grid: LevelGrid, levels: Sequence[int], up: int, down: int) -> list[int] | None:
+    """One level switch (Týr, EvoPress): ``up`` gains a coarse level, ``down`` loses one, and the budget
+    is settled in quanta on the MLP of the two (``down`` first), then on the others. None when either
+    cannot move or the budget cannot be met."""
+    mu, md = grid.modules[up], grid.modules[down]
+    if up == down or levels[up] >= mu.hi or levels[down] <= md.lo:
+        return None
+    child = list(levels)
+    child[up] = min(mu.hi, child[up] + mu.stride)
+    child[down] = max(md.lo, child[down] - md.stride)
+    mlp_first = sorted((down, up), key=lambda i: grid.modules[i].kind != "mlp")
+    others = [i for i in range(len(child)) if i not in (up, down) and grid.modules[i].kind == "mlp"]
+    if not settle(grid, child, [*mlp_first, *others]):
+        return None
+    return child if child != list(levels) else None

@@ -2,10 +2,11 @@
 
 A refined grid (``supernet.levels.refine_grid``) keeps every module's unit ranking, so a variant of the
 new grid is again the best ``units`` units of that ranking. What may be missing is compensation: a
-bias or refit columns exist for the unit counts the old grid had; a count the old grid lacked needs the
-module's calibration statistics, so one calibration pass computes exactly the missing levels (and
-nothing when ``compensation=none``). Rankings are never recomputed. With ``propagate=expected`` the
-missing levels see the refined grid's centre as the upstream variants, as a fresh build would.
+bias or refit columns exist for the coarse widths (anchors) of the old grid; an anchor of the finer
+grid that the old one lacked needs the module's calibration statistics, so one calibration pass
+computes exactly the missing anchors (and nothing when ``compensation=none``). Rankings are never
+recomputed. With ``propagate=expected`` the missing levels see the refined grid's centre as the
+upstream variants, as a fresh build would.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def carry_over(net: Supernet, grid: LevelGrid) -> tuple[Supernet, dict[tuple[int
     and the levels per module still missing their compensation."""
     refined = Supernet(grid, net.criterion, net.compensation)
     refined.rankings, refined.scores, refined.fluctuation = dict(net.rankings), dict(net.scores), dict(net.fluctuation)
+    refined.means = dict(net.means)
     by_units: dict[tuple[int, str, int], tuple[str, torch.Tensor]] = {}
     for (layer, kind, level), bias in net.biases.items():
         by_units[layer, kind, net.grid.modules[net.index[layer, kind]].units(level)] = ("bias", bias)
@@ -39,7 +41,7 @@ def carry_over(net: Supernet, grid: LevelGrid) -> tuple[Supernet, dict[tuple[int
         by_units[layer, kind, net.grid.modules[net.index[layer, kind]].units(level)] = ("weight", weight)
     missing: dict[tuple[int, str], list[int]] = {}
     for m in grid.modules:
-        for level in range(m.lo, m.hi + 1):
+        for level in m.anchors():
             found = by_units.get((m.layer, m.kind, m.units(level)))
             if found is not None:
                 (refined.biases if found[0] == "bias" else refined.weights)[m.layer, m.kind, level] = found[1]

@@ -27,11 +27,25 @@ KINDS = ("attn", "mlp")
 
 @dataclass
 class Variant:
-    """A module at one level: kept units and compensation of its output projection."""
+    """A module at one level: kept units and compensation of its output projection.
+
+    When ``source_units`` is set, the compensation was fitted for those units (a superset of
+    ``units``: the coarse level above): the output projection keeps the columns of ``units`` from
+    ``out_weight`` (or the dense weight), and the columns D it keeps fewer move their mean contribution
+    into the bias, b += W[:, D] @ mean[D] (FLAP's bias compensation for D).
+    """
 
     units: torch.Tensor  # [kept] unit indices, ascending
     out_bias: torch.Tensor | None = None  # [hidden] added to the output projection's bias
-    out_weight: torch.Tensor | None = None  # [hidden, kept columns] refit output projection
+    out_weight: torch.Tensor | None = None  # [hidden, columns of source_units (or units)] refit output projection
+    source_units: torch.Tensor | None = None  # [source] units the compensation was fitted for, ascending
+    mean: torch.Tensor | None = None  # [in] mean input of the output projection (with source_units)
+
+    @property
+    def adds_bias(self) -> bool:
+        return self.out_bias is not None or (
+            self.source_units is not None and self.source_units.numel() > self.units.numel()
+        )
 
 
 def kept_units(ranking: torch.Tensor, count: int) -> torch.Tensor:
@@ -88,26 +102,51 @@ class Switcher:
 
     def _removed(self, layer_idx: int, kind: str, variant: Variant, dense: nn.Module) -> nn.Module:
         geo = self.adapter.geometry
-        has_bias = variant.out_bias is not None
-        if kind == "attn":
-            module = RemovedAttention(layer_idx, geo.hidden, geo.head_dim, has_bias)
-        else:
-            module = RemovedMLP(geo.hidden, has_bias)
         weight = self.dense_params[layer_idx, kind][self.adapter.output_projection(kind)][0]
+        _, bias = self._output(kind, weight, None, variant)
+        if kind == "attn":
+            module = RemovedAttention(layer_idx, geo.hidden, geo.head_dim, bias is not None)
+        else:
+            module = RemovedMLP(geo.hidden, bias is not None)
         module.to(device=weight.device, dtype=weight.dtype)
-        if has_bias:
-            module.bias.data.copy_(variant.out_bias)
+        if bias is not None:
+            module.bias.data.copy_(bias)
         return module
+
+    def _output(
+        self, kind: str, weight: torch.Tensor, bias: torch.Tensor | None, variant: Variant
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The output projection's (weight [out, kept cols], bias [out]) of a variant.
+
+        weight, bias: the dense output projection's."""
+        source = variant.units if variant.source_units is None else variant.source_units
+        columns = self.adapter.output_columns(source, kind).to(weight.device)  # [source cols]
+        if variant.out_weight is not None:  # the refit columns replace the slice: the dense ones are not copied
+            new_weight = variant.out_weight.to(device=weight.device, dtype=weight.dtype)  # [out, source cols]
+        else:
+            new_weight = weight.index_select(1, columns)  # [out, source cols]
+        extra = None if variant.out_bias is None else variant.out_bias.to(device=weight.device, dtype=torch.float64)
+        if variant.source_units is not None:
+            kept = self.adapter.output_columns(variant.units, kind).to(weight.device)
+            position = torch.searchsorted(columns, kept)  # [kept cols] places of the kept columns in the source
+            dropped = torch.ones(len(columns), dtype=torch.bool, device=weight.device)
+            dropped[position] = False
+            mean = variant.mean.to(device=weight.device, dtype=torch.float64)[columns[dropped]]  # [|D|]
+            moved = new_weight[:, dropped].to(torch.float64) @ mean  # [out, |D|] @ [|D|] -> [out]
+            extra = moved if extra is None else extra + moved
+            new_weight = new_weight.index_select(1, position)  # [out, kept cols]
+        if extra is not None:
+            extra = extra.to(weight.dtype)
+            bias = extra if bias is None else bias + extra
+        return new_weight, bias
 
     def _slice(self, key: tuple[int, str], module: nn.Module, variant: Variant) -> None:
         kind = key[1]
         out_name = self.adapter.output_projection(kind)
         for proj in self._plan(kind):
             weight, bias = self.dense_params[key][proj.name]
-            refit = proj.name == out_name and variant.out_weight is not None
-            if refit:  # the refit columns replace the slice: no copy of the dense columns is made
-                new_weight = variant.out_weight.to(device=weight.device, dtype=weight.dtype)  # [out, kept cols]
-                new_bias = bias
+            if proj.name == out_name:
+                new_weight, new_bias = self._output(kind, weight, bias, variant)
             else:
                 index = self.adapter.block_index(variant.units, proj.block, kind=kind).to(weight.device)
                 if proj.side == "out":
@@ -116,10 +155,6 @@ class Switcher:
                 else:
                     new_weight = weight.index_select(1, index)  # [out, kept cols]
                     new_bias = bias
-            if proj.name == out_name:
-                if variant.out_bias is not None:
-                    extra = variant.out_bias.to(device=weight.device, dtype=weight.dtype)
-                    new_bias = extra if new_bias is None else new_bias + extra
             _assign(getattr(module, proj.name), new_weight, new_bias)
 
     def apply(self, variants: dict[tuple[int, str], Variant | None]) -> int:
@@ -152,8 +187,8 @@ class Switcher:
         variant = self.current[layer_idx, kind]
         dense_bias = self.dense_params[layer_idx, kind][self.adapter.output_projection(kind)][1]
         if variant is not None and variant.units.numel() == 0:
-            return variant.out_bias is not None
-        return dense_bias is not None or (variant is not None and variant.out_bias is not None)
+            return variant.adds_bias
+        return dense_bias is not None or (variant is not None and variant.adds_bias)
 
 
 def _assign(linear: nn.Linear, weight: torch.Tensor, bias: torch.Tensor | None) -> None:

@@ -27,13 +27,13 @@ from supernet.errors import UsageError
 from supernet.reference.recipe import INFO_FILE, RECIPES, Recipe, reference_key, train_reference
 
 if TYPE_CHECKING:
-    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 logger = logging.getLogger(__name__)
 
 ARTIFACTS_DIR = Path(__file__).parent / "artifacts"
 CACHE_ENV = "STRATA_CACHE_DIR"
-EXPECTED_MINUTES = {"default": 8, "tiny": 0.2}  # on 2 CPU cores, for the log line
+EXPECTED_MINUTES = {"default": 8, "tiny": 0.2, "zoo-qwen2": 14, "zoo-qwen3": 14, "zoo-llama3": 14, "zoo-mha": 14}  # on 2 CPU cores, for the log line
 
 
 def _recipe(variant: str) -> Recipe:
@@ -77,13 +77,13 @@ def reference_model_dir(variant: str = "default") -> Path:
     return cached
 
 
-def load_reference(variant: str = "default") -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+def load_reference(variant: str = "default") -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """The reference model (float32, eval mode) and its tokenizer."""
     import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     directory = reference_model_dir(variant)
-    model = LlamaForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
     return model, AutoTokenizer.from_pretrained(directory)
 
 

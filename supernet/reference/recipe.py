@@ -5,7 +5,11 @@ Python standard library (:mod:`supernet.reference.corpus`) with a byte-level BPE
 the same text: AdamW, linear warmup then cosine decay (nanoGPT's ``get_lr``), packed windows, fp32 on CPU.
 It gives strata a real, trained model to prune with nothing downloaded.
 
-Two presets: ``default`` (5.5M parameters, about 8 minutes on 2 CPU cores) and ``tiny`` (seconds, tests).
+Presets: ``default`` (5.5M parameters, about 8 minutes on 2 CPU cores), ``tiny`` (seconds, tests), and
+the zoo (``zoo-*``, :data:`ZOO`): models of the same recipe in the layouts of real families, each with
+the property that breaks pruners built around one shape (Qwen2.5-0.5B's 7:1 GQA with q/k/v biases,
+Qwen3's head_dim != hidden / heads with q/k norms, Llama-3's 4:1 GQA, an untied MHA Llama), so that a
+GQA group is no whole number of MLP channels.
 The weights are saved in bfloat16 to stay small, while ``config.json`` says float32, so
 ``from_pretrained`` loads (and strata computes) in float32.
 """
@@ -33,7 +37,7 @@ from supernet.reference.corpus import corpus_hash, corpus_texts
 from supernet.reference.tokenizer import save_tokenizer, train_tokenizer
 
 if TYPE_CHECKING:
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import PreTrainedConfig, PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ class Recipe:
     """Every choice that shapes the reference model; its hash keys the cache."""
 
     name: str  # preset name, also the cache directory prefix
+    family: str = "llama"  # transformers model type: llama | qwen2 | qwen3
     # tokenizer
     vocab_size: int = 4096  # byte-level BPE entries: 256 bytes + <|endoftext|> + merges
     # architecture (LlamaConfig)
@@ -52,7 +57,7 @@ class Recipe:
     hidden_size: int = 256
     num_heads: int = 8  # query heads
     num_kv_heads: int = 4  # GQA: two query heads share one K/V head
-    head_dim: int = 32  # hidden_size / num_heads
+    head_dim: int = 32  # per head; hidden_size / num_heads in Llama, free in Qwen3
     intermediate_size: int = 704  # SwiGLU width, ~8/3 * hidden rounded to a multiple of 64
     max_position_embeddings: int = 2048  # room for the seq-2048 perplexity convention
     rope_theta: float = 10_000.0
@@ -78,16 +83,33 @@ class Recipe:
     save_dtype: str = "bfloat16"  # dtype of the saved weights; loading is float32 (config.json says so)
 
     def __post_init__(self) -> None:
-        assert self.num_heads * self.head_dim == self.hidden_size, (
-            f"num_heads {self.num_heads} * head_dim {self.head_dim} != hidden_size {self.hidden_size}"
-        )
+        assert self.family in CONFIG_CLASSES, f"family {self.family!r} is not one of {', '.join(CONFIG_CLASSES)}"
         assert self.num_heads % self.num_kv_heads == 0, (
             f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}"
         )
         assert self.warmup_steps < self.steps, f"warmup_steps {self.warmup_steps} >= steps {self.steps}"
 
 
+CONFIG_CLASSES = {"llama": "LlamaConfig", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config"}
+ZOO_TRAINING = dict(steps=400, warmup_steps=30)  # ~14 minutes each on 2 shared cores, 1.6M tokens
+
+ZOO: dict[str, Recipe] = {
+    # Qwen2.5-0.5B's proportions: 14 heads on 2 K/V heads (7:1), q/k/v biases, MLP 5.4x hidden, tied
+    "zoo-qwen2": Recipe(name="zoo-qwen2", family="qwen2", hidden_size=224, num_heads=14, num_kv_heads=2,
+                        head_dim=16, intermediate_size=1216, **ZOO_TRAINING),
+    # Qwen3: head_dim 64 with 8 heads on a 256-wide residual (512 != 256), per-head q/k norms, tied
+    "zoo-qwen3": Recipe(name="zoo-qwen3", family="qwen3", hidden_size=256, num_heads=8, num_kv_heads=4,
+                        head_dim=64, intermediate_size=768, **ZOO_TRAINING),
+    # Llama-3's 4:1 GQA and 3.5x MLP: a group costs 106.7 MLP channels
+    "zoo-llama3": Recipe(name="zoo-llama3", hidden_size=256, num_heads=8, num_kv_heads=2, head_dim=32,
+                         intermediate_size=896, **ZOO_TRAINING),
+    # multi-head attention (every head its own group) with untied embeddings, as Llama-2
+    "zoo-mha": Recipe(name="zoo-mha", hidden_size=256, num_heads=8, num_kv_heads=8, head_dim=32,
+                      intermediate_size=688, tie_word_embeddings=False, **ZOO_TRAINING),
+}  # fmt: skip
+
 RECIPES: dict[str, Recipe] = {
+    **ZOO,
     "default": Recipe(name="default"),
     "tiny": Recipe(
         name="tiny",
@@ -112,9 +134,13 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+LATER_FIELDS = {"family": "llama"}  # fields added after presets were built: hashed only when not this default
+
+
 def recipe_hash(recipe: Recipe) -> str:
-    """sha1 of the recipe's fields as sorted JSON."""
-    return hashlib.sha1(json.dumps(dataclasses.asdict(recipe), sort_keys=True).encode()).hexdigest()
+    """sha1 of the recipe's fields as sorted JSON (a later field at its default left out: old keys stay)."""
+    fields = {k: v for k, v in dataclasses.asdict(recipe).items() if LATER_FIELDS.get(k, object()) != v}
+    return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def reference_key(recipe: Recipe) -> str:
@@ -122,11 +148,11 @@ def reference_key(recipe: Recipe) -> str:
     return hashlib.sha1(f"{recipe_hash(recipe)}\0{corpus_hash()}".encode()).hexdigest()[:12]
 
 
-def llama_config(recipe: Recipe, *, bos_eos_id: int) -> LlamaConfig:
-    """The transformers config of the recipe's architecture."""
-    from transformers import LlamaConfig
+def model_config(recipe: Recipe, *, bos_eos_id: int) -> PreTrainedConfig:
+    """The transformers config of the recipe's family and architecture."""
+    import transformers
 
-    return LlamaConfig(
+    return getattr(transformers, CONFIG_CLASSES[recipe.family])(
         vocab_size=recipe.vocab_size,
         hidden_size=recipe.hidden_size,
         intermediate_size=recipe.intermediate_size,
@@ -168,7 +194,7 @@ def _optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=recipe.learning_rate, betas=(recipe.beta1, recipe.beta2))
 
 
-def _train(recipe: Recipe, model: LlamaForCausalLM, windows: torch.LongTensor) -> None:
+def _train(recipe: Recipe, model: PreTrainedModel, windows: torch.LongTensor) -> None:
     """Run ``recipe.steps`` AdamW steps on batches of ``windows`` [n, seq_len], cycling through them."""
     optimizer = _optimizer(recipe, model)
     model.train()
@@ -187,7 +213,7 @@ def _train(recipe: Recipe, model: LlamaForCausalLM, windows: torch.LongTensor) -
     model.eval()
 
 
-def _save(model: LlamaForCausalLM, tokenizer: Any, info: dict[str, Any], recipe: Recipe, out: Path) -> None:
+def _save(model: PreTrainedModel, tokenizer: Any, info: dict[str, Any], recipe: Recipe, out: Path) -> None:
     """Weights in ``recipe.save_dtype``, config saying float32, tokenizer, ``reference.json``."""
     model.to(getattr(torch, recipe.save_dtype)).save_pretrained(out)
     model.float()
@@ -216,7 +242,7 @@ def _usable_cores() -> int:
 
 def _build(recipe: Recipe, out: Path) -> dict[str, Any]:
     """Train tokenizer and model, measure held-out perplexity, save everything into ``out``."""
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     train_texts = corpus_texts("train", max_chars=recipe.max_train_chars)
     tokenizer = train_tokenizer(train_texts, recipe.vocab_size)
@@ -226,7 +252,7 @@ def _build(recipe: Recipe, out: Path) -> dict[str, Any]:
     )
     logger.info("training on %d windows of %d tokens", windows.shape[0], recipe.seq_len)
     torch.manual_seed(recipe.seed)
-    model = LlamaForCausalLM(llama_config(recipe, bos_eos_id=tokenizer.eos_token_id)).float()
+    model = AutoModelForCausalLM.from_config(model_config(recipe, bos_eos_id=tokenizer.eos_token_id)).float()
     start = time.perf_counter()
     _train(recipe, model, windows)
     train_seconds = time.perf_counter() - start

@@ -37,7 +37,8 @@ def test_run_writes_metrics_allocation_and_model(finished_run: Path) -> None:
     assert metrics["model"] == "strata-reference-tiny"
     budget = metrics["budget"]
     assert (budget["kind"], budget["keep"]) == ("block_params", 0.5)
-    assert budget["cost"] == budget["target_cost"] < metrics["pruned"]["block_params"]  # blocks also hold norms
+    assert budget["target_cost"] - budget["slack"] < budget["cost"] <= budget["target_cost"]
+    assert budget["cost"] < metrics["pruned"]["block_params"]  # blocks also hold norms
     assert metrics["allocation"] == "uniform"
     for side in ("dense", "pruned"):
         assert set(metrics[side]) >= {"params", "block_params", "ppl"}

@@ -109,12 +109,13 @@ def test_coarse_to_fine_refines_the_grid_and_never_loses_fitness(tiny_reference_
     metrics = json.loads((run_dir / "metrics.json").read_text())
     iterations = metrics["search"]["iterations"]
     assert [it["study"] for it in iterations] == ["strata", "strata-it1", "strata-it2"]
-    assert [it["steps"]["mlp"] for it in iterations] == [32, 16, 8]  # tiny: 32 channels cost one GQA group
+    assert [it["strides"]["mlp"] for it in iterations] == [2, 1, 1]  # tiny: 128 channels, coarse level 16
     fitness = [it["best_fitness"] for it in iterations]
     assert fitness == sorted(fitness, reverse=True), "an iteration lost the best allocation so far"
     assert iterations[1]["compensated_levels"] > 0  # bias compensation of the new widths was built
     assert metrics["search"]["best_fitness"] == fitness[-1]
-    assert metrics["budget"]["cost"] == metrics["budget"]["target_cost"]
+    budget = metrics["budget"]
+    assert budget["target_cost"] - budget["slack"] < budget["cost"] <= budget["target_cost"]
     for it in iterations:  # each refined study starts from the previous best and finished its trials
         study = load_study(run_dir, it["study"])
         assert len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))) == it["trials"] == 8
@@ -144,7 +145,8 @@ def test_multi_objective_writes_a_pareto_front_and_materialises_on_budget(
     chosen = pareto["chosen"]
     source = next(p for p in front if p["trial"] == chosen["from_trial"])
     assert source["feasible"] and source["params"] <= chosen["params"]
-    assert chosen["params"] == metrics["budget"]["cost"] == metrics["budget"]["target_cost"]
+    budget = metrics["budget"]
+    assert chosen["params"] == budget["cost"] and budget["target_cost"] - budget["slack"] < budget["cost"]
     assert metrics["search"]["best_fitness"] == chosen["fitness"]
     assert metrics["search"]["multi_objective"] == "params"
     study = load_study(run_dir)

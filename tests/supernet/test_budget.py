@@ -45,12 +45,10 @@ def test_total_params_budget_keeps_that_fraction_of_the_whole_model(tiny, keep):
     grid = budget_grid(model, adapter, BudgetConfig(kind="total_params", keep=keep), SupernetConfig(channel_quantum=4))
     total = count_params(model)
     units = adapter.geometry.num_layers * sum(adapter.units_total(k) * adapter.unit_params(k) for k in ("attn", "mlp"))
-    kept = total - units + grid.params(grid.target)
-    assert abs(kept - keep * total) <= grid.step_params("mlp") / 2 + 1
+    net = _net(model, adapter, grid)
     for name in ALLOCATORS:
-        assert grid.params(allocate(name, None if name == "uniform" else _net(model, adapter, grid), grid, keep)) == (
-            grid.params(grid.target)
-        )
+        kept = total - units + grid.params(allocate(name, None if name == "uniform" else net, grid, keep))
+        assert keep * total - grid.step_cost("mlp") - 1 < kept <= keep * total + 1  # + 1: float rounding
 
 
 def test_total_params_below_the_fixed_part_is_a_usage_error(tiny):
@@ -59,17 +57,18 @@ def test_total_params_below_the_fixed_part_is_a_usage_error(tiny):
         unit_keep(model, adapter, BudgetConfig(kind="total_params", keep=0.05))
 
 
-def test_flops_budget_is_exact_for_every_allocator(tiny, calib_tokens):
+def test_flops_budget_meets_the_rule_for_every_allocator(tiny, calib_tokens):
     model, adapter = tiny
     budget = BudgetConfig(kind="flops", keep=0.5, seq_len=32)
     grid = budget_grid(model, adapter, budget, SupernetConfig(channel_quantum=4))
     assert grid.unit_cost == {k: unit_flops(adapter, k, 32) for k in ("attn", "mlp")}
-    assert not grid.joint  # a group's FLOPs are no whole number of channels' at this length
+    assert grid.joint and grid.unit_cost["attn"] % grid.unit_cost["mlp"]  # a group is no whole number of channels
     dense = sum(m.total * grid.costs[m.kind] for m in grid.modules)
-    assert abs(grid.cost(grid.target) - 0.5 * dense) <= max(grid.step(k) * grid.costs[k] for k in ("attn", "mlp"))
+    assert grid.budget == dense // 2
     net = _net(model, adapter, grid, calib_tokens)
     for name in ALLOCATORS:
-        assert grid.cost(allocate(name, net, grid, 0.5)) == grid.cost(grid.target)
+        cost = grid.cost(allocate(name, net, grid, 0.5))
+        assert grid.budget - grid.step_cost("mlp") < cost <= grid.budget
 
 
 def _net(model, adapter, grid, calib_tokens=None):

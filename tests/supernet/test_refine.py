@@ -15,11 +15,12 @@ from supernet.refine import carry_over, refine_supernet
 @pytest.mark.parametrize("compensation", ["none", "bias", "refit"])
 def test_refined_supernet_equals_a_fresh_build(tiny, calib_tokens, compensation):
     model, adapter = tiny
-    cfg = SupernetConfig(compensation=compensation, channel_quantum=4, radius=2)
+    cfg = SupernetConfig(compensation=compensation, channel_quantum=4, radius=2, level_fraction=0.25)
     grid = supernet_grid(adapter, 0.5, cfg)
     coarse = build_supernet(model, adapter, calib_tokens, cfg, grid, use_cache=False, progress=False)
     best = repair(grid, [m.hi if m.kind == "mlp" and m.layer == 0 else m.lo for m in grid.modules])
-    fine_grid = refine_grid(grid, best, radius=2, min_steps={"attn": 1, "mlp": 4})
+    fine_grid = refine_grid(grid, best, radius=2)
+    assert (grid.stride("mlp"), fine_grid.stride("mlp")) == (4, 2)
     refined, rebuilt = refine_supernet(coarse, fine_grid, model=model, adapter=adapter, calib_tokens=calib_tokens,
                                        cfg=cfg, progress=False)  # fmt: skip
     fresh = build_supernet(model, adapter, calib_tokens, cfg, fine_grid, use_cache=False, progress=False)
@@ -34,6 +35,6 @@ def test_refined_supernet_equals_a_fresh_build(tiny, calib_tokens, compensation)
     assert rebuilt == sum(len(levels) for levels in missing.values())
     if compensation == "none":
         assert rebuilt == 0
-    else:  # the odd multiples of the new MLP step were not in the coarse grid; the rest was reused
+    else:  # the anchors half-way between the coarse ones were not compensated; the rest was reused
         reused = len(fresh.biases) + len(fresh.weights) - rebuilt
         assert rebuilt > 0 and reused > 0

@@ -14,7 +14,7 @@ from supernet.errors import UsageError
 from supernet.perplexity import perplexity
 from supernet.reference import build
 from supernet.reference.corpus import corpus_hash, corpus_texts
-from supernet.reference.recipe import RECIPES, Recipe, learning_rate, llama_config, reference_key
+from supernet.reference.recipe import RECIPES, Recipe, learning_rate, model_config, reference_key
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -64,7 +64,7 @@ def test_trained_model_beats_its_initialisation(tiny_reference_dir: Path) -> Non
     tokens = pack_tokens(tokenizer, corpus_texts("eval"), seq_len=TINY.seq_len, num_sequences=16, seed=0)
     trained = AutoModelForCausalLM.from_pretrained(tiny_reference_dir).eval()
     torch.manual_seed(TINY.seed)
-    untrained = LlamaForCausalLM(llama_config(TINY, bos_eos_id=tokenizer.eos_token_id)).eval()
+    untrained = LlamaForCausalLM(model_config(TINY, bos_eos_id=tokenizer.eos_token_id)).eval()
     trained_ppl = perplexity(trained, tokens, progress=False)
     assert trained_ppl < 0.5 * perplexity(untrained, tokens, progress=False)
 

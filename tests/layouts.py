@@ -1,0 +1,38 @@
+"""The layouts of real checkpoints (their config.json fields that shape pruning), for tests.
+
+A GQA group's parameters are rarely a whole number of MLP channels on these: 426.7 channels for
+Llama-3.1-8B, 341.5 for Qwen2.5-0.5B. ``layers`` and ``vocab`` shrink a layout for an end-to-end run;
+the ratio of a group's cost to a channel's ((2g + 2) d / 3) does not depend on them.
+"""
+
+from __future__ import annotations
+
+from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+
+LAYOUTS = {
+    # name: (config class, hidden, intermediate, heads, KV heads, head_dim, layers, vocab, tied)
+    "llama-3.1-8b": (LlamaConfig, 4096, 14336, 32, 8, 128, 32, 128256, False),
+    "llama-3.2-1b": (LlamaConfig, 2048, 8192, 32, 8, 64, 16, 128256, True),
+    "mistral-7b": (MistralConfig, 4096, 14336, 32, 8, 128, 32, 32768, False),
+    "qwen2.5-0.5b": (Qwen2Config, 896, 4864, 14, 2, 64, 24, 151936, True),
+    "qwen2.5-7b": (Qwen2Config, 3584, 18944, 28, 4, 128, 28, 152064, False),
+    "qwen3-0.6b": (Qwen3Config, 1024, 3072, 16, 8, 128, 28, 151936, True),
+    "qwen3-8b": (Qwen3Config, 4096, 12288, 32, 8, 128, 36, 151936, False),
+    "llama-2-7b-mha": (LlamaConfig, 4096, 11008, 32, 32, 128, 32, 32000, False),
+}
+
+
+def layout_config(name: str, *, layers: int | None = None, vocab: int | None = None, hidden: int | None = None):
+    """The transformers config of a real layout (optionally fewer layers, a smaller vocabulary or residual)."""
+    cls, d_model, inter, heads, kv, head_dim, n_layers, n_vocab, tied = LAYOUTS[name]
+    return cls(
+        hidden_size=hidden or d_model,
+        intermediate_size=inter,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        head_dim=head_dim,
+        num_hidden_layers=layers or n_layers,
+        vocab_size=vocab or n_vocab,
+        tie_word_embeddings=tied,
+        max_position_embeddings=512,
+    )

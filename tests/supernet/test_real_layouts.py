@@ -1,0 +1,92 @@
+"""The level grid on the layouts of real checkpoints (meta-device models from their configs), with the
+defaults a user gets: it builds, every allocator and every sampler's proposal meets the budget rule,
+and every MLP may range over a wide share of its channels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from search.mutation import level_switch
+from supernet.adapters import adapter_for
+from supernet.allocators import ALLOCATORS, allocate
+from supernet.budget import budget_grid
+from supernet.build import Supernet
+from supernet.config import BudgetConfig, SupernetConfig
+from supernet.errors import UsageError
+from supernet.levels import repair
+from layouts import LAYOUTS, layout_config
+
+KINDS = ("block_params", "total_params", "flops")
+
+
+def meta_model(name: str):
+    config = layout_config(name)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return model, adapter_for(config)
+
+
+def random_scores(grid) -> Supernet:
+    """A supernet holding only FLAP scores (what flap_global reads), random per unit."""
+    net = Supernet(grid, "flap", "none")
+    g = torch.Generator().manual_seed(0)
+    for m in grid.modules:
+        net.fluctuation[m.layer, m.kind] = torch.rand(m.total, generator=g, dtype=torch.float64)
+    return net
+
+
+def assert_rule(grid, levels):
+    assert grid.in_bounds(levels)
+    assert grid.budget - grid.step_cost("mlp") < grid.cost(levels) <= grid.budget
+
+
+@pytest.fixture(scope="module", params=sorted(LAYOUTS))
+def layout(request):
+    return request.param, *meta_model(request.param)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("keep", [0.3, 0.5, 0.7])
+def test_defaults_build_a_grid_every_allocator_meets(layout, kind, keep):
+    name, model, adapter = layout
+    try:
+        grid = budget_grid(model, adapter, BudgetConfig(kind=kind, keep=keep), SupernetConfig())
+    except UsageError as error:  # only a whole-model budget below the embeddings may refuse
+        assert kind == "total_params" and "no unit owns" in str(error), f"{name}: {error}"
+        return
+    assert grid.joint
+    net = random_scores(grid)
+    for allocator in ALLOCATORS:
+        assert_rule(grid, allocate(allocator, net, grid, keep))
+    for m in grid.modules:
+        if m.kind == "mlp":
+            assert m.units(m.hi) - m.units(m.lo) >= 0.25 * m.total, f"{name}: {m}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_thousand_proposals_of_every_sampler_meet_the_rule(layout, kind):
+    name, model, adapter = layout
+    grid = budget_grid(model, adapter, BudgetConfig(kind=kind, keep=0.5), SupernetConfig())
+    rng = np.random.default_rng(0)
+    parent, moved = list(grid.target), set()
+    for _ in range(1000):  # evo: chained level switches
+        child = level_switch(rng, parent, grid)
+        assert_rule(grid, child)
+        moved |= {i for i, (a, b) in enumerate(zip(parent, child, strict=True)) if a != b}
+        parent = child
+    assert {grid.modules[i].kind for i in moved} == {"attn", "mlp"}
+    for _ in range(1000):  # tpe, cmaes, nsga2/3, random: any point of the box, repaired onto the budget
+        raw = [int(rng.integers(m.lo, m.hi + 1)) for m in grid.modules]
+        assert_rule(grid, repair(grid, raw, rng.random(len(raw)).tolist()))
+
+
+def test_depth_linear_spreads_the_mlp_by_a_fifth_of_the_module(layout):
+    name, model, adapter = layout
+    grid = budget_grid(model, adapter, BudgetConfig(keep=0.5), SupernetConfig())
+    levels = allocate("depth_linear", None, grid, 0.5)
+    allocation = grid.allocation(levels)
+    first, last = allocation.layers[0], allocation.layers[-1]
+    assert abs(first.mlp_units - last.mlp_units - 0.2 * first.mlp_units_total) <= 2 * grid.step("mlp")
