@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig
+from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig, resolve_data_source
 from supernet.errors import UsageError
 
 PROXY_NAMES = ("kl", "ppl", "trace_correlation", "hidden_covariance", "params", "flops")
@@ -68,6 +68,7 @@ class ProxyReportConfig:
     progress: bool = True  # progress bars
 
     def __post_init__(self) -> None:
+        resolve_data_source(self.model, self.data)
         if not self.proxies:
             raise UsageError(f"proxies=[] names no proxy: use some of {', '.join(PROXY_NAMES)}")
         for name in self.proxies:

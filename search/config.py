@@ -9,7 +9,7 @@ from hydra.core.config_store import ConfigStore
 from proxies.config import PROXY_NAMES, ProxyConfig, ProxyReportConfig
 from search.driver import SAMPLERS, SearchConfig
 from search.workers import RayConfig
-from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig
+from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig, resolve_data_source
 from supernet.errors import UsageError
 
 ALLOCATORS = ("uniform", "flap_global", "depth_linear")  # supernet.allocators.ALLOCATORS
@@ -30,6 +30,7 @@ class RunConfig:
     progress: bool = True  # progress bars on long stages
 
     def __post_init__(self) -> None:
+        resolve_data_source(self.model, self.data)
         if self.allocator not in ALLOCATORS:
             raise UsageError(f"allocator={self.allocator!r} is not one of {', '.join(ALLOCATORS)}")
 

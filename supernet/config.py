@@ -29,7 +29,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "builtin"  # builtin (stdlib corpus) | text | jsonl | hf_disk | parquet
+    source: str | None = None  # builtin (stdlib corpus) | text | jsonl | hf_disk | parquet; None: builtin for the
+    # reference model, and an error with model.path (a user model is not calibrated on Python source by accident)
     path: str | None = None  # file or folder for every source but builtin
     eval_path: str | None = None  # held-out text; None = builtin eval split, or `path` for other sources
     text_field: str = "text"  # field holding the text in jsonl / datasets rows
@@ -40,13 +41,25 @@ class DataConfig:
     batch_size: int = 8  # sequences per forward pass
 
     def __post_init__(self) -> None:
-        if self.source not in DATA_SOURCES:
+        if self.source is not None and self.source not in DATA_SOURCES:
             raise UsageError(f"data.source={self.source!r} is not one of {', '.join(DATA_SOURCES)}")
-        if self.source != "builtin" and self.path is None:
+        if self.source not in (None, "builtin") and self.path is None:
             raise UsageError(f"data.source={self.source} needs data.path=<file or folder>")
         for name in ("seq_len", "calib_sequences", "eval_seq_len", "batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"data.{name}={getattr(self, name)} must be a positive integer")
+
+
+def resolve_data_source(model: ModelConfig, data: DataConfig) -> None:
+    """``data.source=None``: the built-in corpus for the reference model; a user model must name its text."""
+    if data.source is not None:
+        return
+    if model.path is not None:
+        raise UsageError(
+            f"model.path={model.path} needs calibration text: give data.source=text|jsonl|hf_disk|parquet "
+            "with data.path=<file or folder> (or data.source=builtin to calibrate on Python source on purpose)"
+        )
+    data.source = "builtin"
 
 
 @dataclass

@@ -56,6 +56,41 @@ def check_weights(path: Path) -> None:
             raise UsageError(f"{file} is empty: re-save the model")
 
 
+# spaces, indentation, tabs, digits, punctuation and non-ASCII: where pre-tokenizers differ
+FIDELITY_SAMPLE = (
+    "def f(x):\n    return x  + 1  # ünïcödé, 12345 and 1.5e-3\n\n\tclass   A:  pass\r\n"
+    "Hello, World! It's \"quoted\" — 漢字 🙂  trailing   "
+)
+
+
+def faithful_tokenizer(path: Path, tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """The directory's ``tokenizer.json`` as it defines itself.
+
+    transformers 5 may rebuild a model type's tokenizer class (e.g. ``Qwen2Tokenizer``) with that class's
+    own pre-tokenizer, whatever ``tokenizer.json`` says, and so produce other ids than the model was
+    trained on. Where the class transformers picks tokenizes :data:`FIDELITY_SAMPLE` differently from
+    ``tokenizers.Tokenizer.from_file(tokenizer.json)``, the file's tokenizer is used instead (wrapped in
+    ``PreTrainedTokenizerFast`` with the same special tokens), and the log says so.
+    """
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    file = path / "tokenizer.json"
+    if not file.is_file():
+        return tokenizer
+    own = Tokenizer.from_file(str(file))
+    if tokenizer(FIDELITY_SAMPLE, add_special_tokens=False)["input_ids"] == own.encode(
+        FIDELITY_SAMPLE, add_special_tokens=False
+    ).ids:
+        return tokenizer
+    log.warning(
+        "%s tokenizes differently from %s: using the tokenizer that file defines (saved with model/)",
+        type(tokenizer).__name__, file,
+    )  # fmt: skip
+    specials = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+    return PreTrainedTokenizerFast(tokenizer_file=str(file), model_max_length=tokenizer.model_max_length, **specials)
+
+
 def load_model(
     path: str | Path, *, dtype: str = "float32", device: str = "cpu"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, DecoderAdapter]:
@@ -73,7 +108,7 @@ def load_model(
         raise UsageError(f"could not load the weights in {path} ({exc}): re-save the model") from exc
     model.to(device).eval().requires_grad_(False)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = faithful_tokenizer(path, AutoTokenizer.from_pretrained(path))
     except (OSError, ValueError) as exc:
         raise UsageError(f"could not load the tokenizer in {path} ({exc}): save one next to the model") from exc
     mapped, total = mapped_bytes(model, path), sum(t.numel() * t.element_size() for t in _unique_tensors(model))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from supernet.export.modeling_strata import StrataConfig, StrataForCausalLM
+from supernet.reference.tokenizer import save_tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -65,7 +66,7 @@ def save_pruned(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         pruned.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
         tmp.replace(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

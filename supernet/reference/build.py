@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from supernet.errors import UsageError
-from supernet.reference.recipe import INFO_FILE, RECIPES, Recipe, reference_key, train_reference
+from supernet.reference.recipe import INFO_FILE, RECIPES, ZOO, Recipe, reference_key, train_reference
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 ARTIFACTS_DIR = Path(__file__).parent / "artifacts"
 CACHE_ENV = "STRATA_CACHE_DIR"
-EXPECTED_MINUTES = {"default": 8, "tiny": 0.2, "zoo-qwen2": 14, "zoo-qwen3": 14, "zoo-llama3": 14, "zoo-mha": 14}  # on 2 CPU cores, for the log line
+EXPECTED_MINUTES = {"default": 8, "tiny": 0.2, **dict.fromkeys(ZOO, 14)}  # on 2 CPU cores, for the log line
 
 
 def _recipe(variant: str) -> Recipe:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from pathlib import Path
 
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 logger = logging.getLogger(__name__)
 
@@ -65,9 +65,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     )
 
 
-def save_tokenizer(tokenizer: PreTrainedTokenizerFast, out_dir: Path) -> None:
-    """``save_pretrained`` and pin ``tokenizer_class`` so AutoTokenizer reloads exactly this tokenizer."""
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
+    """``save_pretrained``; a plain ``PreTrainedTokenizerFast`` gets its ``tokenizer_class`` pinned, so
+    AutoTokenizer reloads exactly this tokenizer and not the model type's own class."""
     tokenizer.save_pretrained(out_dir)
+    if type(tokenizer).__name__ != TOKENIZER_CLASS:
+        return
     config_path = out_dir / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
     config["tokenizer_class"] = TOKENIZER_CLASS

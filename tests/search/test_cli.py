@@ -93,13 +93,21 @@ def _gpt2_dir(dst: Path) -> Path:
     return dst
 
 
+BUILTIN = ["data.source=builtin"]  # a user model must name its calibration text
 BAD_INPUTS = {
-    "missing_path": (lambda tmp, ref: ["model.path=" + str(tmp / "nope")], "is not a directory"),
-    "unknown_arch": (lambda tmp, ref: ["model.path=" + str(_gpt2_dir(tmp / "gpt2"))], "unsupported architecture"),
+    "missing_path": (lambda tmp, ref: [*BUILTIN, "model.path=" + str(tmp / "nope")], "is not a directory"),
+    "unknown_arch": (
+        lambda tmp, ref: [*BUILTIN, "model.path=" + str(_gpt2_dir(tmp / "gpt2"))],
+        "unsupported architecture",
+    ),
     "corrupt_weights": (
-        lambda tmp, ref: ["model.path=" + str(_corrupt_copy(ref, tmp / "corrupt"))],
+        lambda tmp, ref: [*BUILTIN, "model.path=" + str(_corrupt_copy(ref, tmp / "corrupt"))],
         "not a readable safetensors",
     ),
+    "user_model_without_data": (lambda tmp, ref: ["model.path=" + str(ref)], "needs calibration text"),
+    "quantum_wider_than_mlp": (lambda tmp, ref: ["supernet.channel_quantum=256"], "supernet.channel_quantum=256"),
+    "attn_step_wider_than_attention": (lambda tmp, ref: ["supernet.attn_step=3"], "supernet.attn_step=3"),
+    "zero_level_fraction": (lambda tmp, ref: ["supernet.level_fraction=0"], "supernet.level_fraction"),
     "keep_zero": (lambda tmp, ref: ["budget.keep=0"], "outside (0, 1]"),
     "keep_above_one": (lambda tmp, ref: ["budget.keep=1.5"], "outside (0, 1]"),
     "unreachable_budget": (lambda tmp, ref: ["budget.keep=0.0001"], "keep"),

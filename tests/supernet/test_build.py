@@ -19,7 +19,7 @@ from supernet.switch import Switcher
 
 def built(tiny, tokens, **fields):
     model, adapter = tiny
-    cfg = SupernetConfig(joint_budget=False, radius=2, **fields)
+    cfg = SupernetConfig(**{"joint_budget": False, "radius": 2, **fields})
     grid = supernet_grid(adapter, 0.5, cfg)
     return build_supernet(model, adapter, tokens, cfg, grid, use_cache=False, progress=False)
 
@@ -88,3 +88,45 @@ def test_expected_propagation_changes_later_layers_only(tiny, calib_tokens):
     assert torch.equal(dense.scores[0, "mlp"], expected.scores[0, "mlp"])
     assert torch.equal(dense.fluctuation[0, "attn"], expected.fluctuation[0, "attn"])
     assert not torch.equal(dense.fluctuation[1, "attn"], expected.fluctuation[1, "attn"])
+
+
+def between_anchors(net) -> list[int]:
+    """Levels in grid order that are no anchor where the module allows (else its target)."""
+    levels = []
+    for m, target in zip(net.grid.modules, net.grid.target, strict=True):
+        between = [lv for lv in range(m.lo, m.hi + 1) if lv not in m.anchors()]
+        levels.append(between[len(between) // 2] if between else target)
+    return levels
+
+
+@pytest.mark.parametrize("compensation", sorted(COMPENSATIONS))
+def test_widths_between_anchors_switch_in_place_as_materialised(tiny, calib_tokens, compensation):
+    model, adapter = tiny
+    net = built(tiny, calib_tokens, criterion="flap", compensation=compensation, channel_quantum=4,
+                level_fraction=0.25)  # fmt: skip
+    levels = between_anchors(net)
+    assert any(lv not in m.anchors() for m, lv in zip(net.grid.modules, levels, strict=True))
+    switcher = Switcher(model, adapter)
+    net.apply(switcher, levels)
+    live = model(calib_tokens).logits
+    assert (live - materialize(model, switcher)(calib_tokens).logits).abs().max().item() <= 1e-4
+    widths = [layer["intermediate_size"] for layer in switcher.shapes()]
+    assert widths == [net.grid.modules[i].units(levels[i]) for i in range(1, len(levels), 2)]
+
+
+def test_bias_between_anchors_is_flaps_bias_of_that_width(tiny, calib_tokens):
+    """A width between anchors gets exactly the FLAP bias a supernet compensated at every width gives."""
+    model, adapter = tiny
+    coarse = built(tiny, calib_tokens, criterion="flap", compensation="bias", channel_quantum=4, level_fraction=0.25)
+    every = built(tiny, calib_tokens, criterion="flap", compensation="bias", channel_quantum=4, level_fraction=0.01,
+                  radius=16)  # fmt: skip
+    assert [m.stride for m in every.grid.modules] == [1] * len(every.grid.modules)
+    levels = between_anchors(coarse)
+    biases = []
+    for net in (coarse, every):
+        switcher = Switcher(model, adapter)
+        net.apply(switcher, levels)
+        biases.append([adapter.output_linear(layer, "mlp").bias for layer in switcher.layers])
+        switcher.apply(dict.fromkeys(switcher.current))
+    for got, want in zip(*biases, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
