@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {  # name -> (full argument
     "proxies": ([], ["--quick"]),
     "search": ([], ["--quick", "--model", "tiny", "--out", str(RESULTS / "search-quick.json")]),
     "workers": ([], ["--quick", "--out", str(RESULTS / "workers-quick.json")]),
+    "zoo": ([], ["--quick", "--models", "zoo-llama3"]),
 }
 
 

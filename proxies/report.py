@@ -318,7 +318,8 @@ def run_report(cfg: ProxyReportConfig, out_dir: Path) -> dict:
         from supernet.reference.build import reference_model_dir
 
         model_dir = reference_model_dir(cfg.model.reference)
-    model, tokenizer, adapter = load_model(model_dir, dtype=cfg.model.dtype, device=cfg.device)
+    model, tokenizer, adapter = load_model(model_dir, dtype=cfg.model.dtype, device=cfg.device,
+                                           attn_unit=cfg.supernet.attn_unit)  # fmt: skip
     calib_tokens, held_out = load_windows(cfg, tokenizer)
     calib = as_batches(calib_tokens, cfg.data.batch_size)
     switcher = Switcher(model, adapter)

@@ -108,7 +108,8 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     if not cfg.progress:  # transformers' own bars (loading weights, writing shards) follow the quiet switch too
         transformers.utils.logging.disable_progress_bar()
     model_dir, model_name = resolve_model_path(cfg)
-    model, tokenizer, adapter = load_model(model_dir, dtype=cfg.model.dtype, device=cfg.device)
+    model, tokenizer, adapter = load_model(model_dir, dtype=cfg.model.dtype, device=cfg.device,
+                                           attn_unit=cfg.supernet.attn_unit)  # fmt: skip
     held_out = eval_tokens(cfg, tokenizer).to(cfg.device)
     bs = cfg.data.batch_size
 

@@ -136,6 +136,7 @@ class EvaluatorSpec:
     stage_tokens: list[int]  # search.stage_tokens, cut from the calibration windows as the driver does
     batch_size: int
     prescreen: str | None
+    attn_unit: str  # supernet.attn_unit: the actor's adapter must slice attention as the driver's does
     calib: bytes = field(repr=False)  # {"calib": [windows, seq_len] token ids} as safetensors bytes
 
     def state(self, supernet: Supernet) -> SupernetState:
@@ -146,7 +147,7 @@ class EvaluatorSpec:
         from supernet.loading import load_model
         from supernet.switch import Switcher
 
-        model, _, adapter = load_model(self.model_dir, dtype=self.dtype, device=self.device)
+        model, _, adapter = load_model(self.model_dir, dtype=self.dtype, device=self.device, attn_unit=self.attn_unit)
         calib = tensors_from_bytes(self.calib)["calib"]
         return Evaluator(
             model, Switcher(model, adapter), state.load(), self.proxy, stage_windows(calib, self.stage_tokens),
@@ -447,7 +448,7 @@ def make_evaluator(
     spec = EvaluatorSpec(
         model_dir=str(model_dir.resolve()), dtype=cfg.model.dtype, device="cuda" if cuda else cfg.device,
         proxy=cfg.proxy, stage_tokens=list(scfg.stage_tokens), batch_size=cfg.data.batch_size,
-        prescreen=scfg.prescreen, calib=tensors_to_bytes({"calib": calib}),
+        prescreen=scfg.prescreen, attn_unit=cfg.supernet.attn_unit, calib=tensors_to_bytes({"calib": calib}),
     )  # fmt: skip
     return EvaluatorPool(
         spec, supernet, workers=scfg.workers, cfg=cfg.ray,

@@ -12,6 +12,7 @@
   attention's T(T+1)/2 query-key pairs, each 2d for QK^T and 2d for AV per query head):
 
       GQA group:   2 T P_group + 2 d g T (T + 1)     (g query heads of dimension d)
+      query head:  2 T P_head + 2 d T (T + 1)        (attn_unit=head; its K/V base costs 2 T P_kv)
       MLP channel: 2 T P_channel
 
   ``keep`` is the fraction of the units' FLOPs kept; the budget rule (supernet/levels.py) holds as for
@@ -40,7 +41,13 @@ def unit_flops(adapter: DecoderAdapter, kind: str, seq_len: int) -> int:
     if kind == "mlp":
         return linear
     geo = adapter.geometry
-    return linear + 2 * geo.head_dim * geo.group_size * seq_len * (seq_len + 1)
+    heads = geo.group_size if adapter.attn_unit == "group" else 1  # query heads of one unit
+    return linear + 2 * geo.head_dim * heads * seq_len * (seq_len + 1)
+
+
+def base_flops(adapter: DecoderAdapter, kind: str, seq_len: int) -> int:
+    """Forward FLOPs of a module's base (K/V projections with head units) on one sequence."""
+    return 2 * seq_len * adapter.base_params(kind)
 
 
 def unit_keep(model: nn.Module, adapter: DecoderAdapter, budget: BudgetConfig) -> float:
@@ -48,7 +55,8 @@ def unit_keep(model: nn.Module, adapter: DecoderAdapter, budget: BudgetConfig) -
     if budget.kind != "total_params":
         return budget.keep
     geo = adapter.geometry
-    units = geo.num_layers * sum(adapter.units_total(k) * adapter.unit_params(k) for k in KINDS)
+    per_layer = sum(adapter.units_total(k) * adapter.unit_params(k) + adapter.base_params(k) for k in KINDS)
+    units = geo.num_layers * per_layer
     total = count_params(model)
     fixed = total - units
     keep = (budget.keep * total - fixed) / units
@@ -66,4 +74,5 @@ def budget_grid(model: nn.Module, adapter: DecoderAdapter, budget: BudgetConfig,
     if budget.kind != "flops":
         return supernet_grid(adapter, keep, cfg)
     costs = {k: unit_flops(adapter, k, budget.seq_len) for k in KINDS}
-    return supernet_grid(adapter, keep, cfg, unit_cost=costs)
+    bases = {k: base_flops(adapter, k, budget.seq_len) for k in KINDS}
+    return supernet_grid(adapter, keep, cfg, unit_cost=costs, base_cost=bases)

@@ -49,15 +49,26 @@ ModuleKey = tuple[int, str]  # (layer, kind)
 
 
 def supernet_grid(
-    adapter: DecoderAdapter, keep: float, cfg: SupernetConfig, *, unit_cost: dict[str, int] | None = None
+    adapter: DecoderAdapter,
+    keep: float,
+    cfg: SupernetConfig,
+    *,
+    unit_cost: dict[str, int] | None = None,
+    base_cost: dict[str, int] | None = None,
 ) -> LevelGrid:
     """The level grid of ``cfg`` around the uniform allocation at ``keep`` of the units' cost.
 
-    ``unit_cost``: what the budget counts per unit (None = parameters; supernet/budget.py for FLOPs)."""
+    ``unit_cost``, ``base_cost``: what the budget counts per unit and per present module (None =
+    parameters; supernet/budget.py for FLOPs). An attention level is ``attn_step`` GQA groups, or
+    ``attn_step`` query heads of every group with ``attn_unit=head``."""
     geo = adapter.geometry
     totals = {k: adapter.units_total(k) for k in KINDS}
-    if cfg.attn_step > totals["attn"]:
-        raise UsageError(f"supernet.attn_step={cfg.attn_step} is more than the {totals['attn']} GQA groups of a layer")
+    attn_step = cfg.attn_step * adapter.unit_step("attn")
+    if attn_step > totals["attn"]:
+        raise UsageError(
+            f"supernet.attn_step={cfg.attn_step} is more than a layer's {totals['attn'] // adapter.unit_step('attn')} "
+            f"{'query heads per group' if adapter.attn_unit == 'head' else 'GQA groups'}"
+        )
     if cfg.channel_quantum > totals["mlp"]:
         raise UsageError(
             f"supernet.channel_quantum={cfg.channel_quantum} is more than the {totals['mlp']} MLP channels of a layer"
@@ -67,11 +78,13 @@ def supernet_grid(
         totals=totals,
         unit_params={k: adapter.unit_params(k) for k in KINDS},
         keep=keep,
-        steps={"attn": cfg.attn_step, "mlp": cfg.channel_quantum},
+        steps={"attn": attn_step, "mlp": cfg.channel_quantum},
         radius=cfg.radius,
         joint=cfg.joint_budget,
         fraction=cfg.level_fraction,
         unit_cost=unit_cost,
+        base_params={k: adapter.base_params(k) for k in KINDS},
+        base_cost=base_cost,
     )
 
 
@@ -167,7 +180,7 @@ def _fill_module(
         adapter, module, kind, stats, damping=cfg.damping, rounds=cfg.obs_rounds
     )
     net.scores[key] = scores
-    net.rankings[key] = criteria.ranking(scores)
+    net.rankings[key] = criteria.ranking(scores, adapter.unit_step(kind))
     net.fluctuation[key] = criteria.flap(adapter, module, kind, stats)
     compensate_levels(net, adapter, module, key, stats, cfg, net.grid.modules[net.index[key]].anchors())
 

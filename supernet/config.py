@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from supernet.adapters.base import ATTN_UNITS
 from supernet.errors import UsageError
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -90,7 +91,8 @@ class SupernetConfig:
     propagate: str = "dense"  # next layer's calibration input: dense outputs, or "expected" (target-level variant, Týr)
     radius: int = 4  # coarse levels each module may move around its target: 4 -> 9 levels, +-50% (Týr)
     level_fraction: float = 0.125  # a coarse level's share of its module (Týr: 12.5%); mutations move by it
-    attn_step: int = 1  # GQA groups per attention level: the finest change of attention width
+    attn_unit: str = "group"  # attention unit: group (a GQA group) | head (a query head of every group; K/V stay)
+    attn_step: int = 1  # GQA groups (head: query heads per group) per attention level: the finest change
     channel_quantum: int = 8  # MLP widths are multiples of this (64/128 for hardware-friendly widths)
     joint_budget: bool = True  # one budget over attention and MLP; false: attention keeps the uniform group count
     damping: float = 0.01  # H += damping * mean(diag H) * I before OBS and refit (SparseGPT's percdamp)
@@ -106,6 +108,7 @@ class SupernetConfig:
             ("propagate", PROPAGATE),
             ("store_dtype", STORE_DTYPES),
             ("gram_dtype", ("float32", "float64")),
+            ("attn_unit", ATTN_UNITS),
         ):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"supernet.{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")

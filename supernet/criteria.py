@@ -38,7 +38,7 @@ def unit_weight_sq_norms(adapter: DecoderAdapter, module: nn.Module, kind: str) 
     plan = adapter.attention_plan if kind == "attn" else adapter.mlp_plan
     units = adapter.units_total(kind)
     total = torch.zeros(units, dtype=torch.float64)
-    for proj in plan:
+    for proj in (p for p in plan if adapter.owns(p, kind)):
         weight = getattr(module, proj.name).weight.detach().double()
         per_row = weight.pow(2).sum(dim=1 if proj.side == "out" else 0)  # [rows or cols]
         total += per_row.reshape(units, -1).sum(dim=1)  # rows are contiguous per unit
@@ -166,6 +166,19 @@ def get_criterion(name: str) -> Callable[..., torch.Tensor]:
     return CRITERIA[name]
 
 
-def ranking(scores: torch.Tensor) -> torch.Tensor:
-    """Units from most to least important (stable, so ties keep index order). [units]"""
-    return torch.argsort(scores, descending=True, stable=True)
+def ranking(scores: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """Units from most to least important (stable, so ties keep index order). [units]
+
+    With ``groups`` > 1 (query heads, ``groups`` GQA groups of consecutive units) every prefix of
+    ``k * groups`` units holds the k best of each group: the best head of every group first (in score
+    order), then the second best of every group, and so on."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    if groups == 1:
+        return order
+    size = len(scores) // groups
+    rank_in_group = torch.empty_like(order)
+    for g in range(groups):
+        members = order[order // size == g]  # group g's units, best first
+        rank_in_group[members] = torch.arange(size)
+    tier = rank_in_group[order]  # [units] in score order
+    return order[torch.argsort(tier, stable=True)]  # by tier, score order within a tier

@@ -17,6 +17,7 @@ MLP meets the rest of the budget.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,10 +68,17 @@ class LevelGrid:
     target: tuple[int, ...]  # the uniform allocation's levels (refined grids: the best so far)
     budget: int  # the most the allocation may cost
     unit_cost: dict[str, int] | None = None  # what the budget counts per unit, per kind; None = unit_params
+    base_params: dict[str, int] | None = None  # a module's parameters while it keeps any unit (K/V of head units)
+    base_cost: dict[str, int] | None = None  # the same in what the budget counts; None = base_params
 
     @property
     def costs(self) -> dict[str, int]:
         return self.unit_params if self.unit_cost is None else self.unit_cost
+
+    @property
+    def bases(self) -> dict[str, int]:
+        base = self.base_params if self.base_cost is None else self.base_cost
+        return base or dict.fromkeys(KINDS, 0)
 
     def step(self, kind: str) -> int:
         return next(m.step for m in self.modules if m.kind == kind)
@@ -82,16 +90,22 @@ class LevelGrid:
         return self.step(kind) * self.costs[kind]
 
     def module_cost(self, i: int, level: int) -> int:
+        """What module ``i`` costs at ``level``: its units, plus its base while it keeps any."""
         m = self.modules[i]
-        return m.units(level) * self.costs[m.kind]
+        units = m.units(level)
+        return units * self.costs[m.kind] + (self.bases[m.kind] if units else 0)
 
     def cost(self, levels: Sequence[int]) -> int:
         """What the budget counts (parameters or FLOPs) for an allocation given as levels."""
-        return sum(m.units(lv) * self.costs[m.kind] for m, lv in zip(self.modules, levels, strict=True))
+        return sum(self.module_cost(i, lv) for i, lv in enumerate(levels))
 
     def params(self, levels: Sequence[int]) -> int:
         """Prunable parameters kept by an allocation given as levels."""
-        return sum(m.units(lv) * self.unit_params[m.kind] for m, lv in zip(self.modules, levels, strict=True))
+        base = self.base_params or dict.fromkeys(KINDS, 0)
+        return sum(
+            (units := m.units(lv)) * self.unit_params[m.kind] + (base[m.kind] if units else 0)
+            for m, lv in zip(self.modules, levels, strict=True)
+        )
 
     def budget_groups(self) -> list[tuple[list[int], int, int]]:
         """(module indices, budget, slack) of each budget: cost in (budget - slack, budget].
@@ -165,6 +179,8 @@ def make_grid(
     joint: bool = True,
     fraction: float = 0.125,
     unit_cost: dict[str, int] | None = None,
+    base_params: dict[str, int] | None = None,
+    base_cost: dict[str, int] | None = None,
 ) -> LevelGrid:
     """Build the grid around the most uniform allocation at ``keep``.
 
@@ -177,18 +193,21 @@ def make_grid(
         joint: one budget over attention and MLP.
         fraction: a coarse level's share of its module (Týr: 1/8).
         unit_cost: what the budget counts per unit per kind (FLOPs); None = ``unit_params``.
+        base_params, base_cost: a module's parameters (cost) while it keeps any unit; None = 0.
     """
     if not 0.0 < keep <= 1.0:
         raise UsageError(f"budget.keep={keep} is outside (0, 1]: give the fraction of parameters to keep")
     costs = dict(unit_params if unit_cost is None else unit_cost)
-    dense = num_layers * sum(totals[k] * costs[k] for k in KINDS)
+    bases = dict((base_params if base_cost is None else base_cost) or dict.fromkeys(KINDS, 0))
+    dense = num_layers * sum(totals[k] * costs[k] + bases[k] for k in KINDS)
     budget = math.floor(keep * dense + 1e-9 * dense)  # float noise must not cost a unit at keep = 1
     top = {k: -(-totals[k] // steps[k]) for k in KINDS}
     stride = strides(totals, steps, fraction)
     # attention keeps round(keep * groups) on average; the MLP takes the rest of the budget, spread evenly
     attn = min(num_layers * top["attn"], round(keep * num_layers * totals["attn"] / steps["attn"]))
     attn_levels = _spread(attn, num_layers)
-    attn_cost = sum(min(lv * steps["attn"], totals["attn"]) * costs["attn"] for lv in attn_levels)
+    attn_cost = sum(min(lv * steps["attn"], totals["attn"]) * costs["attn"] + bases["attn"] * (lv > 0)
+                    for lv in attn_levels)  # fmt: skip
     mlp = max(0, min(num_layers * top["mlp"], (budget - attn_cost) // (steps["mlp"] * costs["mlp"])))
     centre = {"attn": attn_levels, "mlp": _spread(mlp, num_layers)}
     modules = []
@@ -198,7 +217,8 @@ def make_grid(
             lo, hi = max(0, c - reach), min(top[kind], c + reach)
             modules.append(ModuleGrid(layer, kind, steps[kind], totals[kind], lo, hi, stride[kind], c))
     draft = [m.centre for m in modules]
-    grid = LevelGrid(tuple(modules), dict(unit_params), joint, tuple(draft), budget, unit_cost and costs)
+    extra = dict(unit_cost=unit_cost and costs, base_params=base_params, base_cost=base_cost)
+    grid = LevelGrid(tuple(modules), dict(unit_params), joint, tuple(draft), budget, **extra)
     target = repair(grid, draft, strict=False)
     if target is None or grid.cost(target) == 0:
         smallest = math.ceil(1000 * max(grid.step_cost(k) for k in KINDS) / dense) / 1000
@@ -206,7 +226,7 @@ def make_grid(
             f"budget.keep={keep} cannot be reached on this level grid (steps {steps}): "
             f"use keep >= {smallest}, or smaller level steps"
         )
-    return LevelGrid(tuple(modules), dict(unit_params), joint, tuple(target), budget, unit_cost and costs)
+    return LevelGrid(tuple(modules), dict(unit_params), joint, tuple(target), budget, **extra)
 
 
 def refine_grid(grid: LevelGrid, levels: Sequence[int], *, radius: int) -> LevelGrid:
@@ -222,7 +242,7 @@ def refine_grid(grid: LevelGrid, levels: Sequence[int], *, radius: int) -> Level
         stride = max(1, m.stride // 2)
         modules.append(ModuleGrid(m.layer, m.kind, m.step, m.total, max(0, lv - radius * stride),
                                   min(m.top, lv + radius * stride), stride, lv))  # fmt: skip
-    return LevelGrid(tuple(modules), dict(grid.unit_params), grid.joint, tuple(levels), grid.budget, grid.unit_cost)
+    return dataclasses.replace(grid, modules=tuple(modules), target=tuple(levels))
 
 
 def _spread(total: int, parts: int) -> list[int]:

@@ -92,15 +92,15 @@ def faithful_tokenizer(path: Path, tokenizer: PreTrainedTokenizerBase) -> PreTra
 
 
 def load_model(
-    path: str | Path, *, dtype: str = "float32", device: str = "cpu"
+    path: str | Path, *, dtype: str = "float32", device: str = "cpu", attn_unit: str = "group"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, DecoderAdapter]:
-    """The model in eval mode (no gradients), its tokenizer and its family's adapter."""
+    """The model in eval mode (no gradients), its tokenizer and its family's adapter (with ``attn_unit``)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
     check_model_dir(path)
     config = AutoConfig.from_pretrained(path)
-    adapter = adapter_for(config)
+    adapter = adapter_for(config, attn_unit=attn_unit)
     check_weights(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))

@@ -170,12 +170,14 @@ class Switcher:
         shapes = []
         for i in range(len(self.layers)):
             attn, mlp = self.current[i, "attn"], self.current[i, "mlp"]
-            groups = geo.num_kv_heads if attn is None else attn.units.numel()
+            heads, kv_heads = (geo.num_heads, geo.num_kv_heads) if attn is None else (
+                self.adapter.attention_shape(attn.units.numel())
+            )
             channels = geo.intermediate if mlp is None else mlp.units.numel()
             shapes.append(
                 {
-                    "num_attention_heads": groups * geo.group_size,
-                    "num_key_value_heads": groups,
+                    "num_attention_heads": heads,
+                    "num_key_value_heads": kv_heads,
                     "intermediate_size": channels,
                     "attn_out_bias": self._has_out_bias(i, "attn"),
                     "mlp_out_bias": self._has_out_bias(i, "mlp"),

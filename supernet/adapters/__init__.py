@@ -21,15 +21,16 @@ ADAPTERS: dict[str, type[DecoderAdapter]] = {
 }
 
 
-def adapter_for(config: PreTrainedConfig) -> DecoderAdapter:
-    """The adapter of ``config.model_type``; a one-line UsageError for any other architecture."""
+def adapter_for(config: PreTrainedConfig, *, attn_unit: str = "group") -> DecoderAdapter:
+    """The adapter of ``config.model_type`` (attention units: ``group`` or ``head``); a one-line
+    UsageError for any other architecture."""
     model_type = getattr(config, "model_type", None)
     if model_type not in ADAPTERS:
         raise UsageError(
             f"unsupported architecture {model_type!r}: strata prunes {', '.join(sorted(ADAPTERS))} "
             "(add an adapter under supernet/adapters/ for another family)"
         )
-    return ADAPTERS[model_type](config)
+    return ADAPTERS[model_type](config, attn_unit=attn_unit)
 
 
 __all__ = ["ADAPTERS", "DecoderAdapter", "Geometry", "Projection", "adapter_for"]

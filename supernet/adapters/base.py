@@ -5,8 +5,13 @@ asks the adapter. The layout is a table (as transformers' ``base_model_tp_plan``
 projection, whether a unit owns a block of its output rows (``"out"``) or input columns (``"in"``),
 and whether that block is sized by query heads, key/value heads or MLP channels.
 
-Units (DESIGN.md): an attention unit is one GQA group, i.e. its ``g = heads / kv_heads`` query heads
-and its one K/V head; an MLP unit is one intermediate channel.
+Units (DESIGN.md): an MLP unit is one intermediate channel. An attention unit is, by ``attn_unit``:
+
+- ``group`` (default): one GQA group, i.e. its ``g = heads / kv_heads`` query heads and its one K/V head;
+- ``head``: one query head. Levels remove the same number of query heads from every group (the grid's
+  step is one head per group), and the K/V heads stay while any query head does: they are the module's
+  base (:meth:`DecoderAdapter.base_params`), paid once when the attention is present. A layer with few
+  K/V heads (Qwen2.5-0.5B: 2) then offers 7 widths per group instead of 0, 1 or 2 groups.
 """
 
 from __future__ import annotations
@@ -16,9 +21,14 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 
+from supernet.errors import UsageError
+
 if TYPE_CHECKING:
     from torch import nn
     from transformers import PreTrainedConfig, PreTrainedModel
+
+
+ATTN_UNITS = ("group", "head")
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,10 @@ class DecoderAdapter:
     # parameters of the attention module that belong to no unit and are never sliced (Qwen3's q/k norms)
     attention_shared: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, config: PreTrainedConfig) -> None:
+    def __init__(self, config: PreTrainedConfig, *, attn_unit: str = "group") -> None:
+        if attn_unit not in ATTN_UNITS:
+            raise UsageError(f"supernet.attn_unit={attn_unit!r} is not one of {', '.join(ATTN_UNITS)}")
+        self.attn_unit = attn_unit
         self.sliding_window: int | None = getattr(config, "sliding_window", None)
         heads = config.num_attention_heads
         kv_heads = getattr(config, "num_key_value_heads", None) or heads
@@ -167,14 +180,18 @@ class DecoderAdapter:
     def block_index(self, units: torch.Tensor, block: str, *, kind: str) -> torch.Tensor:
         """Row or column indices a set of units owns in a projection of the given block type.
 
-        For attention, ``units`` are GQA groups: group u owns query heads [u*g, (u+1)*g) and K/V head u,
-        each head ``head_dim`` consecutive rows. For the MLP, unit u is channel u.
+        GQA groups: group u owns query heads [u*g, (u+1)*g) and K/V head u. Query heads (``attn_unit=head``):
+        unit u is query head u, and the K/V heads are all kept while any query head is. Each head is
+        ``head_dim`` consecutive rows. For the MLP, unit u is channel u.
         """
         geo = self.geometry
         if kind == "mlp":
             return units
-        per_unit = geo.group_size if block == "query" else 1
-        heads = (units[:, None] * per_unit + torch.arange(per_unit)).reshape(-1)  # [units * per_unit]
+        if self.attn_unit == "head":
+            heads = units if block == "query" else torch.arange(geo.num_kv_heads if units.numel() else 0)
+        else:
+            per_unit = geo.group_size if block == "query" else 1
+            heads = (units[:, None] * per_unit + torch.arange(per_unit)).reshape(-1)  # [units * per_unit]
         return (heads[:, None] * geo.head_dim + torch.arange(geo.head_dim)).reshape(-1)
 
     def output_columns(self, units: torch.Tensor, kind: str) -> torch.Tensor:
@@ -184,22 +201,45 @@ class DecoderAdapter:
         return self.block_index(units, block, kind=kind)
 
     def units_total(self, kind: str) -> int:
-        return self.geometry.num_kv_heads if kind == "attn" else self.geometry.intermediate
+        if kind == "mlp":
+            return self.geometry.intermediate
+        return self.geometry.num_heads if self.attn_unit == "head" else self.geometry.num_kv_heads
+
+    def unit_step(self, kind: str) -> int:
+        """The fewest units a level may add: one query head from every group with ``attn_unit=head``."""
+        return self.geometry.num_kv_heads if kind == "attn" and self.attn_unit == "head" else 1
+
+    def owns(self, proj: Projection, kind: str) -> bool:
+        """Whether units own rows/columns of ``proj`` (K/V projections are the base with head units)."""
+        return not (kind == "attn" and self.attn_unit == "head" and proj.block == "kv")
+
+    def attention_shape(self, units: int) -> tuple[int, int]:
+        """(query heads, K/V heads) of an attention that keeps ``units`` units."""
+        if self.attn_unit == "head":
+            return units, self.geometry.num_kv_heads if units else 0
+        return units * self.geometry.group_size, units
 
     def unit_params(self, kind: str) -> int:
         """Parameters one unit holds (weights and the biases of row-sliced projections).
 
-        GQA group: (2g + 2) * head_dim * hidden weights (REFERENCES: FLAP's cost, corrected for GQA).
+        GQA group: (2g + 2) * head_dim * hidden weights (REFERENCES: FLAP's cost, corrected for GQA);
+        query head: 2 * head_dim * hidden.
         """
-        geo = self.geometry
         plan = self.attention_plan if kind == "attn" else self.mlp_plan
-        rows = {"query": geo.group_size * geo.head_dim, "kv": geo.head_dim, "channel": 1}
-        total = 0
-        for proj in plan:
-            total += rows[proj.block] * geo.hidden
-            if proj.side == "out" and self.has_bias(kind, proj.name):
-                total += rows[proj.block]
-        return total
+        return sum(self._rows_params(proj, kind) for proj in plan if self.owns(proj, kind))
+
+    def base_params(self, kind: str) -> int:
+        """Parameters a module holds while it keeps any unit, beyond its units' (K/V with head units)."""
+        plan = self.attention_plan if kind == "attn" else self.mlp_plan
+        return sum(self.geometry.num_kv_heads * self._rows_params(p, kind) for p in plan if not self.owns(p, kind))
+
+    def _rows_params(self, proj: Projection, kind: str) -> int:
+        """Weights (and bias) of one block of ``proj``: a group's or a head's rows/columns, or a channel's."""
+        geo = self.geometry
+        per_group = geo.group_size if self.attn_unit == "group" else 1
+        rows = {"query": per_group * geo.head_dim, "kv": geo.head_dim, "channel": 1}[proj.block]
+        bias = rows if proj.side == "out" and self.has_bias(kind, proj.name) else 0
+        return rows * geo.hidden + bias
 
     def has_bias(self, kind: str, name: str) -> bool:
         """Whether the dense family carries a bias on this projection (e.g. Qwen2's q/k/v)."""

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 ARTIFACTS_DIR = Path(__file__).parent / "artifacts"
 CACHE_ENV = "STRATA_CACHE_DIR"
-EXPECTED_MINUTES = {"default": 8, "tiny": 0.2, **dict.fromkeys(ZOO, 14)}  # on 2 CPU cores, for the log line
+EXPECTED_MINUTES = {"default": 8, "tiny": 0.2, **dict.fromkeys(ZOO, 12)}  # on 2 CPU cores, for the log line
 
 
 def _recipe(variant: str) -> Recipe:

@@ -8,6 +8,7 @@ import itertools
 import pytest
 import torch
 
+from supernet.adapters import adapter_for
 from supernet.allocators import allocate
 from supernet.build import build_supernet, supernet_grid
 from supernet.compensation import COMPENSATIONS
@@ -20,14 +21,17 @@ from supernet.switch import Switcher
 def built(tiny, tokens, **fields):
     model, adapter = tiny
     cfg = SupernetConfig(**{"joint_budget": False, "radius": 2, **fields})
+    adapter = adapter_for(model.config, attn_unit=cfg.attn_unit)
     grid = supernet_grid(adapter, 0.5, cfg)
     return build_supernet(model, adapter, tokens, cfg, grid, use_cache=False, progress=False)
 
 
+@pytest.mark.parametrize("attn_unit", ["group", "head"])
 @pytest.mark.parametrize(("criterion", "compensation"), list(itertools.product(CRITERIA, COMPENSATIONS)))
-def test_in_place_equals_materialised(tiny, calib_tokens, criterion, compensation):
-    model, adapter = tiny
-    net = built(tiny, calib_tokens, criterion=criterion, compensation=compensation)
+def test_in_place_equals_materialised(tiny, calib_tokens, criterion, compensation, attn_unit):
+    model, _ = tiny
+    adapter = adapter_for(model.config, attn_unit=attn_unit)
+    net = built(tiny, calib_tokens, criterion=criterion, compensation=compensation, attn_unit=attn_unit)
     switcher = Switcher(model, adapter)
     for name in ("uniform", "flap_global", "depth_linear"):
         levels = allocate(name, net, net.grid, 0.5)
@@ -130,3 +134,16 @@ def test_bias_between_anchors_is_flaps_bias_of_that_width(tiny, calib_tokens):
         switcher.apply(dict.fromkeys(switcher.current))
     for got, want in zip(*biases, strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_head_units_keep_as_many_query_heads_in_every_group(tiny, calib_tokens):
+    model, _ = tiny
+    net = built(tiny, calib_tokens, criterion="flap", attn_unit="head", joint_budget=True)
+    for m in net.grid.modules:
+        if m.kind != "attn":
+            continue
+        assert (m.step, m.total) == (2, 4)  # one query head of each of the 2 groups per level
+        for level in range(max(m.lo, 1), m.hi + 1):
+            heads = net.variant(m.layer, "attn", level)
+            heads = torch.arange(4) if heads is None else heads.units
+            assert torch.bincount(heads // 2, minlength=2).tolist() == [level, level]

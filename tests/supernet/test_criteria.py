@@ -102,3 +102,12 @@ def test_all_zero_unit_is_removed_first(tiny, calib_tokens, name, kind, unit):
     module = Switcher(model, adapter).dense_modules[0, kind]
     scores = criteria.get_criterion(name)(adapter, module, kind, stats[kind], damping=0.01, rounds=4)
     assert criteria.ranking(scores)[-1].item() == unit, f"{name} keeps the all-zero {kind} unit {unit}"
+
+
+def test_ranking_by_groups_puts_the_k_best_of_every_group_in_each_prefix():
+    scores = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.2, 0.8, 0.7, 0.6, 0.05])  # 3 groups of 3 heads
+    order = criteria.ranking(scores, groups=3)
+    assert order.tolist() == [0, 5, 6, 7, 2, 3, 4, 1, 8]  # best of each group by score, then the second best, ...
+    for k in range(1, 4):
+        assert torch.bincount(order[: 3 * k] // 3, minlength=3).tolist() == [k] * 3
+    assert torch.equal(criteria.ranking(scores), torch.argsort(scores, descending=True, stable=True))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from layouts import LAYOUTS, layout_config
 from transformers import AutoModelForCausalLM
 
 from search.mutation import level_switch
@@ -17,7 +18,6 @@ from supernet.build import Supernet
 from supernet.config import BudgetConfig, SupernetConfig
 from supernet.errors import UsageError
 from supernet.levels import repair
-from layouts import LAYOUTS, layout_config
 
 KINDS = ("block_params", "total_params", "flops")
 
@@ -90,3 +90,30 @@ def test_depth_linear_spreads_the_mlp_by_a_fifth_of_the_module(layout):
     allocation = grid.allocation(levels)
     first, last = allocation.layers[0], allocation.layers[-1]
     assert abs(first.mlp_units - last.mlp_units - 0.2 * first.mlp_units_total) <= 2 * grid.step("mlp")
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUTS))
+def test_depth_linear_on_two_layers_differs_by_a_fifth(name):
+    config = layout_config(name, layers=2)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    grid = budget_grid(model, adapter_for(config), BudgetConfig(keep=0.5), SupernetConfig())
+    first, last = grid.allocation(allocate("depth_linear", None, grid, 0.5)).layers
+    assert abs(first.mlp_units - last.mlp_units - 0.2 * first.mlp_units_total) <= 2 * grid.step("mlp")
+
+
+@pytest.mark.parametrize("kind", ["block_params", "flops"])
+@pytest.mark.parametrize("keep", [0.3, 0.5, 0.7])
+def test_head_units_meet_the_rule_on_every_layout(layout, kind, keep):
+    name, model, _ = layout
+    adapter = adapter_for(model.config, attn_unit="head")
+    grid = budget_grid(model, adapter, BudgetConfig(kind=kind, keep=keep), SupernetConfig(attn_unit="head"))
+    for allocator in ALLOCATORS:
+        assert_rule(grid, allocate(allocator, random_scores(grid), grid, keep))
+    rng = np.random.default_rng(0)
+    parent = list(grid.target)
+    for _ in range(200):
+        parent = level_switch(rng, parent, grid)
+        assert_rule(grid, parent)
+    attn = next(m for m in grid.modules if m.kind == "attn")
+    assert attn.step == adapter.geometry.num_kv_heads and attn.total == adapter.geometry.num_heads, name

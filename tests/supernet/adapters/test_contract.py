@@ -41,24 +41,29 @@ def tiny_model(family: str, *, tied: bool = False):
     return AutoModelForCausalLM.from_config(config).eval()
 
 
-def prune_candidate(model) -> Switcher:
+def prune_candidate(model, attn_unit: str = "group") -> Switcher:
     """A candidate touching every case: a removed attention in layer 0 (the cache's reference layer),
-    a removed MLP with a bias, one GQA group kept, biases on kept output projections."""
+    a removed MLP with a bias, one GQA group (or one query head of each group) kept, biases on kept
+    output projections, a width between compensated anchors."""
     g = torch.Generator().manual_seed(1)
-    switcher = Switcher(model, adapter_for(model.config))
+    switcher = Switcher(model, adapter_for(model.config, attn_unit=attn_unit))
     empty = torch.tensor([], dtype=torch.long)
+    kept = torch.tensor([1]) if attn_unit == "group" else torch.tensor([1, 2])  # heads 0-1 and 2-3 are the groups
     switcher.set(0, "attn", Variant(empty))
     switcher.set(0, "mlp", Variant(torch.tensor([0, 5, 9, 33]), out_bias=torch.randn(32, generator=g)))
-    switcher.set(1, "attn", Variant(torch.tensor([1]), out_bias=torch.randn(32, generator=g)))
+    switcher.set(1, "attn", Variant(kept, out_bias=torch.randn(32, generator=g)))
+    switcher.set(2, "attn", Variant(kept, source_units=torch.arange(switcher.adapter.units_total("attn")),
+                                    mean=torch.randn(32, generator=g)))  # fmt: skip
     switcher.set(1, "mlp", Variant(empty, out_bias=torch.randn(32, generator=g)))
     switcher.set(2, "mlp", Variant(torch.arange(0, 64, 2), out_weight=torch.randn(32, 32, generator=g)))
     return switcher
 
 
+@pytest.mark.parametrize("attn_unit", ["group", "head"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_applied_candidate_equals_materialised(family: str) -> None:
+def test_applied_candidate_equals_materialised(family: str, attn_unit: str) -> None:
     model = tiny_model(family, tied=family == "qwen2")
-    switcher = prune_candidate(model)
+    switcher = prune_candidate(model, attn_unit)
     x = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         live = model(x).logits
@@ -111,10 +116,11 @@ class _NoTokenizer:
         pass
 
 
+@pytest.mark.parametrize("attn_unit", ["group", "head"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_saved_model_reloads_without_strata(family: str, tmp_path) -> None:
+def test_saved_model_reloads_without_strata(family: str, attn_unit: str, tmp_path) -> None:
     model = tiny_model(family, tied=family == "qwen2")
-    switcher = prune_candidate(model)
+    switcher = prune_candidate(model, attn_unit)
     x = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         live = model(x).logits

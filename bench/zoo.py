@@ -1,0 +1,124 @@
+"""Pruning quality on the zoo of trained models (issue 11): the reference model and the ``zoo-*`` models
+of :data:`supernet.reference.recipe.ZOO`, each in the layout of a real family.
+
+    python -m bench.zoo [--quick] [--models default zoo-qwen2 ...] [--keeps 0.5 0.7] [--setups defaults best]
+
+For every model, keep and setup it runs the main job itself (``search.run.run``, what ``strata`` runs)
+with ``search=evo`` and otherwise the given setup's config, into a temporary run directory, and reads
+``metrics.json``: dense, uniform, flap_global and searched held-out perplexity on the same supernet and
+windows (the built-in eval split, 64 x 256 tokens), the searched/uniform and searched/flap_global
+ratios against the floors 0.85 and 0.92, and the run's seconds.
+
+Setups: ``defaults`` (the config a user gets, plus ``search=evo``) and ``best`` (the strongest measured
+criterion + compensation, :data:`BEST`). ``--quick``: keep 0.5, the defaults, 48 trials.
+Writes ``bench/results/zoo.json`` (``zoo-quick.json``) and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import setup, write_result  # noqa: E402
+from search.config import RunConfig  # noqa: E402
+from search.driver import SearchConfig  # noqa: E402
+from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig  # noqa: E402
+from supernet.reference.build import reference_model_dir  # noqa: E402
+from supernet.reference.recipe import ZOO  # noqa: E402
+
+log = logging.getLogger("bench.zoo")
+MODELS = ("default", *ZOO)
+BEST = {"criterion": "obs", "compensation": "refit"}  # uniform: 59.4 vs magnitude's 143.1 on the reference
+SETUPS = {"defaults": {}, "best": BEST}
+FLOORS = {"vs_uniform": 0.85, "vs_flap_global": 0.92}
+
+
+def run_config(model: str, keep: float, supernet: dict, trials: int | None) -> RunConfig:
+    """The run of one zoo model: the built-in corpus (the zoo's training text) named on purpose."""
+    search = SearchConfig(sampler="evo") if trials is None else SearchConfig(sampler="evo", trials=trials)
+    path = None if model == "default" else str(reference_model_dir(model))
+    return RunConfig(
+        model=ModelConfig(path=path, reference="default"),
+        data=DataConfig(source="builtin"),
+        budget=BudgetConfig(keep=keep),
+        supernet=SupernetConfig(**supernet),
+        search=search,
+        progress=False,
+    )
+
+
+def measure(model: str, keep: float, setup_name: str, trials: int | None) -> dict:
+    from search.run import run
+
+    cfg = run_config(model, keep, SETUPS[setup_name], trials)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="strata-zoo-") as tmp:
+        metrics = run(cfg, Path(tmp))
+    baselines = metrics["baselines"]
+    row = {
+        "model": model,
+        "keep": keep,
+        "setup": setup_name,
+        "supernet": SETUPS[setup_name],
+        "dense_ppl": metrics["dense"]["ppl"],
+        "uniform_ppl": baselines["uniform"]["ppl"],
+        "flap_global_ppl": baselines["flap_global"]["ppl"],
+        "searched_ppl": metrics["pruned"]["ppl"],
+        "trials": metrics["search"]["trials"],
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    row["vs_uniform"] = row["searched_ppl"] / row["uniform_ppl"]
+    row["vs_flap_global"] = row["searched_ppl"] / row["flap_global_ppl"]
+    row["vs_dense"] = row["searched_ppl"] / row["dense_ppl"]
+    row["meets_floors"] = all(row[k] <= v for k, v in FLOORS.items())
+    log.warning("%s keep %.1f %s: searched %.2f, uniform %.2f, flap_global %.2f, dense %.2f (%.0f s)", model, keep,
+                setup_name, row["searched_ppl"], row["uniform_ppl"], row["flap_global_ppl"], row["dense_ppl"],
+                row["seconds"])  # fmt: skip
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| model | keep | setup | dense | uniform | flap_global | searched | /uniform | /flap_global | /dense | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['keep']} | {r['setup']} | {r['dense_ppl']:.2f} | {r['uniform_ppl']:.2f} | "
+            f"{r['flap_global_ppl']:.2f} | {r['searched_ppl']:.2f} | {r['vs_uniform']:.3f} | "
+            f"{r['vs_flap_global']:.3f} | {r['vs_dense']:.3f} | {r['seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="keep 0.5, the defaults, 48 trials")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--keeps", nargs="+", type=float, default=None)
+    parser.add_argument("--setups", nargs="+", default=None, choices=list(SETUPS))
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (quality, not timing)")
+    args = parser.parse_args(argv)
+    setup(args.threads)
+    keeps = args.keeps or ([0.5] if args.quick else [0.5, 0.7])
+    setups = args.setups or (["defaults"] if args.quick else list(SETUPS))
+    trials = 48 if args.quick else None
+    rows = [measure(m, k, s, trials) for m in args.models for k in keeps for s in setups]
+    config = {"models": args.models, "keeps": keeps, "setups": {s: SETUPS[s] for s in setups},
+              "trials": trials or SearchConfig().trials, "floors": FLOORS}  # fmt: skip
+    path = write_result("zoo", args.quick, {"config": config, "rows": rows})
+    print(table(rows))
+    print(f"\n{json.dumps({'written': str(path)})}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
