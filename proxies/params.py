@@ -33,9 +33,9 @@ if TYPE_CHECKING:
 def live_heads(switcher: Switcher, layer: int) -> int:
     """Query heads the live attention of ``layer`` keeps (0 when the sub-block is removed)."""
     variant = switcher.current[layer, "attn"]
-    geo = switcher.adapter.geometry
-    groups = geo.num_kv_heads if variant is None else variant.units.numel()
-    return groups * geo.group_size
+    if variant is None:
+        return switcher.adapter.geometry.num_heads
+    return switcher.adapter.attention_shape(variant.units.numel())[0]
 
 
 def forward_flops(model: PreTrainedModel, switcher: Switcher, seq_len: int) -> int:

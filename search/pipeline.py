@@ -21,7 +21,7 @@ from search.fitness import Evaluator
 from search.manifest import start_attrs
 from search.study import finished_count, make_storage, open_study
 from search.workers import make_evaluator
-from supernet.budget import unit_flops
+from supernet.budget import base_flops, unit_flops
 from supernet.errors import UsageError
 from supernet.levels import refine_grid, repair
 from supernet.refine import refine_supernet
@@ -154,9 +154,14 @@ def second_objective(
     """Multi-objective mode's second value: the kept fraction of the units' parameters or FLOPs."""
     if name is None:
         return None
-    unit = {k: adapter.unit_params(k) if name == "params" else unit_flops(adapter, k, seq_len) for k in ("attn", "mlp")}
-    dense = sum(m.total * unit[m.kind] for m in grid.modules)
-    return lambda levels: sum(m.units(lv) * unit[m.kind] for m, lv in zip(grid.modules, levels, strict=True)) / dense
+    kinds = ("attn", "mlp")
+    if name == "params":
+        counted = dataclasses.replace(grid, unit_cost=None, base_cost=None)
+    else:
+        counted = dataclasses.replace(grid, unit_cost={k: unit_flops(adapter, k, seq_len) for k in kinds},
+                                      base_cost={k: base_flops(adapter, k, seq_len) for k in kinds})  # fmt: skip
+    dense = sum(m.total * counted.costs[m.kind] + counted.bases[m.kind] for m in grid.modules)
+    return lambda levels: counted.cost(levels) / dense
 
 
 def pareto_choice(study: optuna.Study, grid: LevelGrid, evaluator: Evaluator) -> tuple[list[int], dict]:
