@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig, resolve_data_source
+from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig, check_device, resolve_data_source
 from supernet.errors import UsageError
 
 PROXY_NAMES = ("kl", "ppl", "trace_correlation", "hidden_covariance", "params", "flops")
@@ -69,6 +69,7 @@ class ProxyReportConfig:
 
     def __post_init__(self) -> None:
         resolve_data_source(self.model, self.data)
+        check_device(self.device)
         if not self.proxies:
             raise UsageError(f"proxies=[] names no proxy: use some of {', '.join(PROXY_NAMES)}")
         for name in self.proxies:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import time
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from tqdm.auto import tqdm
 
 from proxies import make_proxy
 from proxies.base import as_batches
-from supernet.files import write_json
+from supernet.files import atomic_path, write_json
 from supernet.levels import switch_pair
 
 if TYPE_CHECKING:
@@ -265,9 +264,8 @@ def write_html(path: Path, report: dict) -> None:
     fig.update_layout(
         title=f"strata proxy report: {report['candidates']} candidates", showlegend=False, height=380 * rows
     )
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.write_html(str(tmp), include_plotlyjs=True)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.write_html(str(tmp), include_plotlyjs=True)
 
 
 # ---- the whole report ------------------------------------------------------------------------------
@@ -302,13 +300,14 @@ def load_windows(cfg: ProxyReportConfig, tokenizer) -> tuple[torch.Tensor, torch
     else:
         source = "text" if data.source == "builtin" else data.source
         eval_texts = load_texts(source, path=data.eval_path or data.path, text_field=data.text_field, split="eval")
-    held_out = pack_tokens(tokenizer, eval_texts, seq_len=data.eval_seq_len, num_sequences=data.eval_sequences, seed=0)
+    held_out = pack_tokens(tokenizer, eval_texts, seq_len=data.eval_seq_len, num_sequences=data.eval_sequences, seed=0,
+                           name="data.eval_seq_len")  # fmt: skip
     return calib, held_out
 
 
 def run_report(cfg: ProxyReportConfig, out_dir: Path) -> dict:
     """Sample, score and compare; write ``proxies.json`` and ``proxies.html`` into ``out_dir``."""
-    from supernet.loading import load_model
+    from supernet.loading import check_positions, load_model
     from supernet.switch import Switcher
 
     torch.manual_seed(cfg.seed)
@@ -320,6 +319,7 @@ def run_report(cfg: ProxyReportConfig, out_dir: Path) -> dict:
         model_dir = reference_model_dir(cfg.model.reference)
     model, tokenizer, adapter = load_model(model_dir, dtype=cfg.model.dtype, device=cfg.device,
                                            attn_unit=cfg.supernet.attn_unit)  # fmt: skip
+    check_positions(model.config, cfg.data)
     calib_tokens, held_out = load_windows(cfg, tokenizer)
     calib = as_batches(calib_tokens, cfg.data.batch_size)
     switcher = Switcher(model, adapter)

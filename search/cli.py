@@ -6,6 +6,7 @@ User errors (bad paths, bad config keys or values, impossible budgets) end with 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from search.config import register_configs
 from supernet.errors import UsageError
@@ -21,6 +22,7 @@ from supernet.errors import UsageError
 log = logging.getLogger(__name__)
 
 CONFIG_MODULE = "conf"
+FINISHED = "metrics.json"  # what a finished run directory holds (search/rundir.py)
 
 
 def fail(message: str) -> None:
@@ -62,6 +64,35 @@ def hydra_overrides(argv: list[str]) -> list[str]:
     return out
 
 
+def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    """Keys of ``cfg`` that its dataclass schema does not have (Hydra's ``+key=value`` adds them anyway)."""
+    schema = OmegaConf.get_type(cfg)
+    if not dataclasses.is_dataclass(schema):
+        return []
+    fields = {f.name for f in dataclasses.fields(schema)}
+    out = []
+    for key in cfg:
+        if key not in fields:
+            out.append(f"{prefix}{key}")
+        elif OmegaConf.is_dict(node := cfg._get_node(key)) and not node._is_missing() and not node._is_none():
+            out.extend(unknown_keys(node, f"{prefix}{key}."))
+    return out
+
+
+def config_error(exc: Exception) -> str:
+    """One line from a Hydra / OmegaConf composition error (a missing group option lists them all)."""
+    from hydra.errors import MissingConfigException
+
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    reason = " ".join(lines[:2]) if lines else type(exc).__name__
+    if isinstance(exc, MissingConfigException) and exc.options:
+        return f"{lines[0]}: use one of {', '.join(exc.options)}"
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        reason += f" ({str(cause).strip().splitlines()[0]})"
+    return reason
+
+
 def validate(config_name: str, argv: list[str]) -> None:
     """Compose the config once with the given overrides and build the typed object; errors -> exit 2."""
     from hydra import compose, initialize_config_module
@@ -70,17 +101,24 @@ def validate(config_name: str, argv: list[str]) -> None:
     try:
         overrides = first_of_sweeps(overrides)
         with initialize_config_module(config_module=CONFIG_MODULE, version_base=None):
-            cfg = compose(config_name=config_name, overrides=overrides)
-        OmegaConf.to_object(cfg)
+            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        run_dir = Path(cfg.hydra.run.dir)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        extra = unknown_keys(cfg)
+        if extra:
+            raise UsageError(f"unknown config key {', '.join(extra)}: the keys are in README.md (strata --cfg job)")
+        typed = OmegaConf.to_object(cfg)
+        multirun = any(arg in ("-m", "--multirun") for arg in argv)
+        if not multirun and (run_dir / FINISHED).is_file() and not getattr(typed, "overwrite", True):
+            raise UsageError(
+                f"hydra.run.dir={run_dir} holds a finished run ({FINISHED}): give another directory, or "
+                "overwrite=true to run again and replace its outputs"
+            )
     except UsageError as exc:
         fail(str(exc))
     except Exception as exc:  # Hydra / OmegaConf composition and validation errors
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-        reason = " ".join(lines[:2]) if lines else type(exc).__name__
-        cause = exc.__cause__
-        if cause is not None and str(cause).strip():
-            reason += f" ({str(cause).strip().splitlines()[0]})"
-        fail(f"bad config: {reason} (the keys and groups are listed in README.md)")
+        fail(f"bad config: {config_error(exc)} (the keys and groups are listed in README.md)")
 
 
 def hydra_app(config_name: str, task: Callable[[object, Path], object]) -> Callable[[], None]:
@@ -107,7 +145,10 @@ def hydra_app(config_name: str, task: Callable[[object, Path], object]) -> Calla
 
 def _main_task(cfg, run_dir: Path) -> None:
     from search.run import run
+    from search.rundir import clear_outputs
 
+    if cfg.overwrite:
+        clear_outputs(run_dir)
     run(cfg, run_dir)
 
 

@@ -9,7 +9,7 @@ from hydra.core.config_store import ConfigStore
 from proxies.config import PROXY_NAMES, ProxyConfig, ProxyReportConfig
 from search.driver import SAMPLERS, SearchConfig
 from search.workers import RayConfig
-from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig, resolve_data_source
+from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig, check_device, resolve_data_source
 from supernet.errors import UsageError
 
 ALLOCATORS = ("uniform", "flap_global", "depth_linear")  # supernet.allocators.ALLOCATORS
@@ -28,9 +28,11 @@ class RunConfig:
     seed: int = 0  # seeds data sampling and every random choice of the run
     device: str = "cpu"  # torch device of the model: cpu | cuda | cuda:N
     progress: bool = True  # progress bars on long stages
+    overwrite: bool = False  # a run directory holding a finished run is refused; true replaces its outputs
 
     def __post_init__(self) -> None:
         resolve_data_source(self.model, self.data)
+        check_device(self.device)
         if self.allocator not in ALLOCATORS:
             raise UsageError(f"allocator={self.allocator!r} is not one of {', '.join(ALLOCATORS)}")
 

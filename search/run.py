@@ -23,7 +23,7 @@ from supernet.build import build_supernet
 from supernet.data import load_texts, pack_tokens
 from supernet.export import save_pruned
 from supernet.files import write_json
-from supernet.loading import load_model
+from supernet.loading import check_positions, load_model
 from supernet.params import block_params, count_params
 from supernet.perplexity import perplexity
 from supernet.switch import Switcher
@@ -53,7 +53,8 @@ def eval_tokens(cfg: RunConfig, tokenizer) -> torch.Tensor:
     else:
         source = "text" if data.source == "builtin" else data.source
         texts = load_texts(source, path=data.eval_path or data.path, text_field=data.text_field, split="eval")
-    return pack_tokens(tokenizer, texts, seq_len=data.eval_seq_len, num_sequences=data.eval_sequences, seed=0)
+    return pack_tokens(tokenizer, texts, seq_len=data.eval_seq_len, num_sequences=data.eval_sequences, seed=0,
+                       name="data.eval_seq_len")  # fmt: skip
 
 
 def calibration_tokens(cfg: RunConfig, tokenizer) -> torch.Tensor:
@@ -110,6 +111,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     model_dir, model_name = resolve_model_path(cfg)
     model, tokenizer, adapter = load_model(model_dir, dtype=cfg.model.dtype, device=cfg.device,
                                            attn_unit=cfg.supernet.attn_unit)  # fmt: skip
+    check_positions(model.config, cfg.data)
     held_out = eval_tokens(cfg, tokenizer).to(cfg.device)
     bs = cfg.data.batch_size
 

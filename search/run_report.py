@@ -21,12 +21,12 @@ from __future__ import annotations
 import html
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.rundir import open_storage, read_json, run_config, run_studies
+from supernet.files import write_text
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -283,9 +283,7 @@ def write_report(run_dir: Path, *, uniform: dict | None = None, storage_url: str
     """Write ``run_dir/report.html`` atomically; ``uniform``: the exact uniform allocation, if known."""
     run_dir = Path(run_dir)
     path = run_dir / REPORT
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render(run_dir, uniform=uniform, storage_url=storage_url), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, render(run_dir, uniform=uniform, storage_url=storage_url))
     log.info("run report written to %s", path)
     return path
 

@@ -20,6 +20,19 @@ ARTIFACTS = "artifacts"  # the run's Optuna FileSystemArtifactStore (search/arti
 DEFAULT_STUDY = "strata"  # SearchConfig.study_name's default
 
 
+OUTPUTS = ("metrics.json", "allocation.json", "model", JOURNAL, ARTIFACTS, "report.html", "manifest.json",
+           "pareto.json")  # fmt: skip
+
+
+def clear_outputs(run_dir: Path) -> None:
+    """Remove a previous run's outputs (``overwrite=true``), so a rerun resumes no old study."""
+    import shutil
+
+    for name in OUTPUTS:
+        path = Path(run_dir) / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def read_json(path: Path) -> Any | None:
     """The parsed JSON file at ``path``, or None when it does not exist."""
     path = Path(path)

@@ -27,13 +27,51 @@ log = logging.getLogger(__name__)
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+def recover_journal(path: Path) -> int:
+    """Cut a journal file back to its complete records; returns the bytes set aside.
+
+    A kill in the middle of a write leaves a last line without its newline, or a line that is no JSON;
+    Optuna then cannot read the study, and appending after it would keep it unreadable for good. The
+    complete records before the first bad line stay; the rest goes to ``<journal>.torn-<time>`` with a
+    warning. The lock a killed writer left (``<journal>.lock``) is removed too: the run's own journal
+    has one writer, this process."""
+    import json
+    import time
+
+    Path(f"{path}.lock").unlink(missing_ok=True)
+    if not path.is_file():
+        return 0
+    data = path.read_bytes()
+    good = 0
+    for line in data.splitlines(keepends=True):
+        try:
+            json.loads(line)
+        except ValueError:
+            break
+        if not line.endswith(b"\n"):
+            break
+        good += len(line)
+    if good == len(data):
+        return 0
+    torn = path.with_name(f"{path.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}")
+    torn.write_bytes(data[good:])
+    with path.open("r+b") as handle:
+        handle.truncate(good)
+    log.warning("%s ended in %d bytes that are no complete record (a killed write): set aside in %s",
+                path, len(data) - good, torn)  # fmt: skip
+    return len(data) - good
+
+
 def make_storage(url: str | None, run_dir: Path) -> optuna.storages.BaseStorage:
-    """The journal file ``run_dir/study.journal`` when ``url`` is None, else Optuna's storage for ``url``."""
+    """The journal file ``run_dir/study.journal`` when ``url`` is None (recovered from a killed write,
+    :func:`recover_journal`), else Optuna's storage for ``url``."""
     if url is None:
         from optuna.storages.journal import JournalFileBackend
 
         run_dir.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
+        journal = run_dir / "study.journal"
+        recover_journal(journal)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
     return optuna.storages.get_storage(url)
 
 
@@ -61,13 +99,16 @@ def requeue_running(study: optuna.Study, *, older_than: float | None = None) -> 
     if older_than is not None:
         now = datetime.datetime.now()
         stale = [t for t in stale if t.datetime_start and (now - t.datetime_start).total_seconds() > older_than]
+    requeued = 0
     for trial in stale:
         study.tell(trial.number, state=TrialState.FAIL)
         if trial.params:
             study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+            requeued += 1
     if stale:
-        log.warning("re-enqueued %d trials left running by an earlier run", len(stale))
-    return len(stale)
+        log.warning("failed %d trials left running by an earlier run, re-enqueued the %d with parameters",
+                    len(stale), requeued)  # fmt: skip
+    return requeued
 
 
 def finished_count(study: optuna.Study) -> int:

@@ -20,11 +20,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+
+from supernet.files import atomic_path
 
 if TYPE_CHECKING:
     from torch import nn
@@ -88,9 +89,9 @@ def save_entry(directory: Path, key: str, config: dict, modules: dict[str, dict[
     """Write an entry atomically; returns its size in bytes. modules: file stem -> tensors."""
     from safetensors.torch import save_file
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    if directory.exists():  # a damaged entry of the same key: replaced whole
+        shutil.rmtree(directory)
+    with atomic_path(directory, directory=True) as tmp:
         files = {}
         for stem, tensors in modules.items():
             path = tmp / f"{stem}.safetensors"
@@ -98,12 +99,6 @@ def save_entry(directory: Path, key: str, config: dict, modules: dict[str, dict[
             files[path.name] = file_sha(path)
         manifest = {"version": FORMAT_VERSION, "key": key, "config": config, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.replace(directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     size = entry_bytes(directory)
     log.info("saved supernet cache %s (%d bytes)", directory, size)
     return size

@@ -51,6 +51,20 @@ class DataConfig:
                 raise UsageError(f"data.{name}={getattr(self, name)} must be a positive integer")
 
 
+def check_device(device: str) -> None:
+    """Refuse a device torch cannot parse, or CUDA where there is none."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise UsageError(f"device={device!r} is not a torch device: use cpu, cuda or cuda:N") from exc
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device={device} but this machine has no CUDA GPU torch can use: use device=cpu")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise UsageError(f"device={device} but there are {torch.cuda.device_count()} CUDA devices")
+
+
 def resolve_data_source(model: ModelConfig, data: DataConfig) -> None:
     """``data.source=None``: the built-in corpus for the reference model; a user model must name its text."""
     if data.source is not None:

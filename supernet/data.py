@@ -52,7 +52,10 @@ def _files(root: Path, suffix: str) -> list[Path]:
 def _read_text_files(root: Path) -> list[str]:
     texts = []
     for file in _files(root, ".txt"):
-        text = file.read_text(encoding="utf-8")
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{str(file)!r} is not UTF-8 text (byte {exc.start}): give text files") from exc
         if not text.strip():
             raise UsageError(f"text file {str(file)!r} is empty: remove it or fill it")
         texts.append(text)
@@ -154,8 +157,11 @@ def pack_tokens(
     seq_len: int,
     num_sequences: int | None,
     seed: int,
+    name: str = "data.seq_len",
 ) -> torch.LongTensor:
     """Tokenize, join documents with eos, cut into non-overlapping windows, keep a seeded random subset.
+
+    ``name``: the config key of ``seq_len``, for the error when the texts are shorter than one window.
 
     Returns:
         tokens: [num_sequences, seq_len] (all windows when ``num_sequences`` is None).
@@ -165,7 +171,7 @@ def pack_tokens(
     num_windows = len(stream) // seq_len
     if num_windows == 0:
         raise UsageError(
-            f"the texts give {len(stream)} tokens, under one window of {seq_len}: add text or lower seq_len"
+            f"the texts give {len(stream)} tokens, under one window of {seq_len}: add text or lower {name}"
         )
     windows = stream[: num_windows * seq_len].long().view(num_windows, seq_len)
     order = torch.randperm(num_windows, generator=torch.Generator().manual_seed(seed))
@@ -223,17 +229,12 @@ def _tokens_root() -> Path:
 
 
 def _save_atomic(stream: torch.Tensor, path: Path) -> None:
-    import os
-    import tempfile
-
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
+    from supernet.files import atomic_path
+
     try:
-        save_file({"stream": stream}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            save_file({"stream": stream}, str(tmp))
     except OSError as error:  # a read-only cache only costs the speed-up
         logger.warning("could not cache tokens at %s: %s", path, error)
-        Path(tmp).unlink(missing_ok=True)

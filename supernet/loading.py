@@ -28,6 +28,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (library messages run to many lines)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def check_positions(config, data) -> None:
+    """Refuse windows longer than the model's positions (``max_position_embeddings``)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    for name in ("seq_len", "eval_seq_len"):
+        if limit is not None and getattr(data, name) > limit:
+            value = getattr(data, name)
+            raise UsageError(f"data.{name}={value} is beyond the model's {limit} positions: use <= {limit}")
+
+
 def check_model_dir(path: Path) -> None:
     """Refuse a missing directory or a missing config."""
     if not path.is_dir():
@@ -99,18 +114,26 @@ def load_model(
 
     path = Path(path)
     check_model_dir(path)
-    config = AutoConfig.from_pretrained(path)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError(f"{path / 'config.json'} cannot be read ({first_line(exc)}): re-save the model") from exc
     adapter = adapter_for(config, attn_unit=attn_unit)
     check_weights(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+        model, info = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), output_loading_info=True)
     except (OSError, ValueError, RuntimeError) as exc:
-        raise UsageError(f"could not load the weights in {path} ({exc}): re-save the model") from exc
+        raise UsageError(f"could not load the weights in {path} ({first_line(exc)}): re-save the model") from exc
+    tied = adapter.geometry.tied_embeddings
+    missing = [k for k in info.get("missing_keys", ()) if not (k == "lm_head.weight" and tied)]
+    if missing:  # transformers would initialise them at random: strata would prune noise
+        raise UsageError(f"the weights in {path} lack {len(missing)} tensors (e.g. {missing[0]}): re-save the model")
     model.to(device).eval().requires_grad_(False)
     try:
         tokenizer = faithful_tokenizer(path, AutoTokenizer.from_pretrained(path))
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"could not load the tokenizer in {path} ({exc}): save one next to the model") from exc
+    except (OSError, ValueError, TypeError) as exc:
+        raise UsageError(f"could not load a tokenizer from {path} ({first_line(exc)}): save the model's tokenizer "
+                         "files (tokenizer.json, tokenizer_config.json) next to it") from exc  # fmt: skip
     mapped, total = mapped_bytes(model, path), sum(t.numel() * t.element_size() for t in _unique_tensors(model))
     log.info("loaded %s (%s) from %s: %.0f of %.0f MiB of weights memory-mapped", type(model).__name__,
              config.model_type, path, (mapped or 0) / 2**20, total / 2**20)  # fmt: skip

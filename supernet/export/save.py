@@ -8,14 +8,13 @@ temporary sibling directory and renamed into place, so a failed run leaves nothi
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from supernet.export.modeling_strata import StrataConfig, StrataForCausalLM
+from supernet.files import atomic_path
 from supernet.reference.tokenizer import save_tokenizer
 
 if TYPE_CHECKING:
@@ -63,13 +62,8 @@ def save_pruned(
     """Materialise and save atomically into ``out_dir`` (which must not exist yet)."""
     out_dir = Path(out_dir)
     pruned = materialize(model, switcher)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_path(out_dir, directory=True) as tmp:
         pruned.save_pretrained(tmp)
         save_tokenizer(tokenizer, tmp)
-        tmp.replace(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("saved the pruned model to %s", out_dir)
     return out_dir

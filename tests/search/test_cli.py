@@ -84,6 +84,41 @@ def _corrupt_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
+def _text(tmp: Path, data: bytes) -> list[str]:
+    (tmp / "text.txt").write_bytes(data)
+    return ["data.source=text", f"data.path={tmp / 'text.txt'}"]
+
+
+def _config_copy(src: Path, tmp: Path, *, model_type: str | None = None, text: str | None = None) -> Path:
+    """The model with its config.json naming another model type, or holding ``text``."""
+    dst = tmp / "model"
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "config.json").read_text())
+    config["model_type"] = model_type
+    (dst / "config.json").write_text(text if text is not None else json.dumps(config))
+    return dst
+
+
+def _without_blocks(src: Path, tmp: Path) -> Path:
+    """The model with every decoder layer's tensors gone from its safetensors file."""
+    from safetensors.torch import load_file, save_file
+
+    dst = tmp / "model"
+    shutil.copytree(src, dst)
+    weights = next(dst.glob("*.safetensors"))
+    tensors = {k: v for k, v in load_file(weights).items() if ".layers." not in k}
+    save_file(tensors, weights, metadata={"format": "pt"})
+    return dst
+
+
+def _without_tokenizer(src: Path, tmp: Path) -> Path:
+    dst = tmp / "model"
+    shutil.copytree(src, dst)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (dst / name).unlink(missing_ok=True)
+    return dst
+
+
 def _gpt2_dir(dst: Path) -> Path:
     from transformers import GPT2Config
 
@@ -118,7 +153,21 @@ BAD_INPUTS = {
     "unknown_key": (lambda tmp, ref: ["colour=blue"], "colour"),
     "bad_value": (lambda tmp, ref: ["budget.keep=half"], "half"),
     "unknown_source": (lambda tmp, ref: ["data.source=web"], "data.source"),
-}
+    "unknown_model_type": (lambda tmp, ref: [*BUILTIN, "model.path=" + str(_config_copy(ref, tmp, model_type="nope"))],
+                           "config.json cannot be read"),
+    "config_not_json": (lambda tmp, ref: [*BUILTIN, "model.path=" + str(_config_copy(ref, tmp, text="{llama"))],
+                        "config.json cannot be read"),
+    "missing_block_tensors": (lambda tmp, ref: [*BUILTIN, "model.path=" + str(_without_blocks(ref, tmp))], "lack"),
+    "no_tokenizer_files": (lambda tmp, ref: [*BUILTIN, "model.path=" + str(_without_tokenizer(ref, tmp))],
+                           "could not load a tokenizer"),
+    "binary_text": (lambda tmp, ref: _text(tmp, b"\xff\xfe\x00"), "not UTF-8"),
+    "text_shorter_than_a_window": (lambda tmp, ref: _text(tmp, b"0123456789"), "lower data.eval_seq_len"),
+    "positions_beyond_the_model": (lambda tmp, ref: ["data.eval_seq_len=1024"], "beyond the model's 512 positions"),
+    "device_bogus": (lambda tmp, ref: ["device=bogus"], "not a torch device"),
+    "device_cuda_without_gpu": (lambda tmp, ref: ["device=cuda"], "no CUDA"),
+    "key_added_with_plus": (lambda tmp, ref: ["+foo.bar=1"], "unknown config key foo"),
+    "unknown_search": (lambda tmp, ref: ["search=bogus"], "use one of cmaes, evo, none"),
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
@@ -132,3 +181,17 @@ def test_bad_input_is_one_line_error_with_status_2(case: str, tiny_reference_dir
     assert "Traceback" not in proc.stderr
     for output in ("model", "metrics.json", "allocation.json"):
         assert not (run_dir / output).exists()
+
+
+def test_a_finished_run_directory_is_refused_unless_overwrite(finished_run: Path, tmp_path: Path) -> None:
+    before = (finished_run / "metrics.json").read_bytes()
+    proc = strata([*TINY, "budget.keep=0.7"], finished_run)
+    assert proc.returncode == 2 and proc.stderr.count("error: ") == 1 and "overwrite=true" in proc.stderr
+    assert (finished_run / "metrics.json").read_bytes() == before
+    copy = tmp_path / "run"
+    shutil.copytree(finished_run, copy)
+    proc = strata([*TINY, "budget.keep=0.7", "overwrite=true"], copy)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    metrics = json.loads((copy / "metrics.json").read_text())
+    recorded = (copy / ".hydra" / "config.yaml").read_text()
+    assert metrics["budget"]["keep"] == 0.7 and "keep: 0.7" in recorded  # the config says what the outputs are
