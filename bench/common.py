@@ -112,6 +112,14 @@ def fit_line(x: list[float], y: list[float]) -> dict:
     return {"slope": float(fit.slope), "intercept": float(fit.intercept), "r2": float(fit.rvalue**2)}
 
 
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A markdown table of ``rows`` under ``header``; floats with 2 decimals (format others before)."""
+    cell = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def result_path(name: str, quick: bool) -> Path:
     return RESULTS / f"{name}{'-quick' if quick else ''}.json"
 

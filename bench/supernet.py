@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import markdown_table  # noqa: E402
 from supernet.allocators import allocate  # noqa: E402
 from supernet.build import build_supernet, supernet_grid  # noqa: E402
 from supernet.compensation import COMPENSATIONS  # noqa: E402
@@ -98,17 +99,13 @@ def evaluate(model, adapter, net, allocator: str, keep: float, held_out, batch_s
 
 
 def table(results: dict) -> str:
-    lines = [
-        "| keep | criterion | compensation | ppl uniform | ppl flap_global | build s | cache / dense | cache / Týr |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in results["runs"]:
-        lines.append(
-            f"| {row['keep']} | {row['criterion']} | {row['compensation']} | {row['ppl']['uniform']:.2f} | "
-            f"{row['ppl']['flap_global']:.2f} | {row['build_seconds']:.1f} | {row['cache_over_dense']:.4f} | "
-            f"{row['cache_over_tyr']:.4f} |"
-        )
-    return "\n".join(lines)
+    header = ["keep", "criterion", "compensation", "ppl uniform", "ppl flap_global", "build s", "cache / dense",
+              "cache / Týr"]  # fmt: skip
+    return markdown_table(header, [
+        [r["keep"], r["criterion"], r["compensation"], r["ppl"]["uniform"], r["ppl"]["flap_global"],
+         f"{r['build_seconds']:.1f}", f"{r['cache_over_dense']:.4f}", f"{r['cache_over_tyr']:.4f}"]
+        for r in results["runs"]
+    ])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

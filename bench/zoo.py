@@ -3,14 +3,16 @@ of :data:`supernet.reference.recipe.ZOO`, each in the layout of a real family.
 
     python -m bench.zoo [--quick] [--models default zoo-qwen2 ...] [--keeps 0.5 0.7] [--setups defaults best]
 
-For every model, keep and setup it runs the main job itself (``search.run.run``, what ``strata`` runs)
-with ``search=evo`` and otherwise the given setup's config, into a temporary run directory, and reads
+For every model, the defaults at every keep and the other setups at the first keep, it runs the main
+job itself (``search.run.run``, what ``strata`` runs) with ``search=evo`` and otherwise the setup's
+config, into a temporary run directory, and reads
 ``metrics.json``: dense, uniform, flap_global and searched held-out perplexity on the same supernet and
 windows (the built-in eval split, 64 x 256 tokens), the searched/uniform and searched/flap_global
 ratios against the floors 0.85 and 0.92, and the run's seconds.
 
-Setups: ``defaults`` (the config a user gets, plus ``search=evo``) and ``best`` (the strongest measured
-criterion + compensation, :data:`BEST`). ``--quick``: keep 0.5, the defaults, 48 trials.
+Setups: ``defaults`` (the config a user gets, plus ``search=evo``), ``head`` (the same with query heads
+as attention units, ``supernet.attn_unit=head``) and ``best`` (the strongest criterion + compensation
+measured on the reference model, :data:`BEST`). ``--quick``: keep 0.5, the defaults, 48 trials.
 Writes ``bench/results/zoo.json`` (``zoo-quick.json``) and prints a markdown table.
 """
 
@@ -27,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import setup, write_result  # noqa: E402
+from bench.common import markdown_table, setup, write_result  # noqa: E402
 from search.config import RunConfig  # noqa: E402
 from search.driver import SearchConfig  # noqa: E402
 from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig  # noqa: E402
@@ -37,7 +39,7 @@ from supernet.reference.recipe import ZOO  # noqa: E402
 log = logging.getLogger("bench.zoo")
 MODELS = ("default", *ZOO)
 BEST = {"criterion": "obs", "compensation": "refit"}  # uniform: 59.4 vs magnitude's 143.1 on the reference
-SETUPS = {"defaults": {}, "best": BEST}
+SETUPS = {"defaults": {}, "head": {"attn_unit": "head"}, "best": BEST}
 FLOORS = {"vs_uniform": 0.85, "vs_flap_global": 0.92}
 
 
@@ -86,17 +88,13 @@ def measure(model: str, keep: float, setup_name: str, trials: int | None) -> dic
 
 
 def table(rows: list[dict]) -> str:
-    lines = [
-        "| model | keep | setup | dense | uniform | flap_global | searched | /uniform | /flap_global | /dense | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['keep']} | {r['setup']} | {r['dense_ppl']:.2f} | {r['uniform_ppl']:.2f} | "
-            f"{r['flap_global_ppl']:.2f} | {r['searched_ppl']:.2f} | {r['vs_uniform']:.3f} | "
-            f"{r['vs_flap_global']:.3f} | {r['vs_dense']:.3f} | {r['seconds']:.0f} |"
-        )
-    return "\n".join(lines)
+    header = ["model", "keep", "setup", "dense", "uniform", "flap_global", "searched", "/uniform", "/flap_global",
+              "/dense", "s"]  # fmt: skip
+    return markdown_table(header, [
+        [r["model"], r["keep"], r["setup"], r["dense_ppl"], r["uniform_ppl"], r["flap_global_ppl"], r["searched_ppl"],
+         f"{r['vs_uniform']:.3f}", f"{r['vs_flap_global']:.3f}", f"{r['vs_dense']:.3f}", f"{r['seconds']:.0f}"]
+        for r in rows
+    ])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,10 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     keeps = args.keeps or ([0.5] if args.quick else [0.5, 0.7])
     setups = args.setups or (["defaults"] if args.quick else list(SETUPS))
     trials = 48 if args.quick else None
-    rows = [measure(m, k, s, trials) for m in args.models for k in keeps for s in setups]
+    # the defaults at every keep first, then the other setups at the first keep; every model in turn
+    combos = [(k, "defaults") for k in keeps] + [(keeps[0], s) for s in setups if s != "defaults"]
     config = {"models": args.models, "keeps": keeps, "setups": {s: SETUPS[s] for s in setups},
               "trials": trials or SearchConfig().trials, "floors": FLOORS}  # fmt: skip
-    path = write_result("zoo", args.quick, {"config": config, "rows": rows})
+    rows = []
+    for k, s in combos:
+        for m in args.models:
+            rows.append(measure(m, k, s, trials))
+            path = write_result("zoo", args.quick, {"config": config, "rows": rows})  # after each: a kill keeps it
     print(table(rows))
     print(f"\n{json.dumps({'written': str(path)})}")
     return 0

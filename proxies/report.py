@@ -316,7 +316,7 @@ def run_report(cfg: ProxyReportConfig, out_dir: Path) -> dict:
     else:
         from supernet.reference.build import reference_model_dir
 
-        model_dir = reference_model_dir(cfg.model.reference)
+        model_dir = reference_model_dir(cfg.model.reference, progress=cfg.progress)
     model, tokenizer, adapter = load_model(model_dir, dtype=cfg.model.dtype, device=cfg.device,
                                            attn_unit=cfg.supernet.attn_unit)  # fmt: skip
     check_positions(model.config, cfg.data)

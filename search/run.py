@@ -42,7 +42,7 @@ def resolve_model_path(cfg: RunConfig) -> tuple[Path, str]:
         return Path(cfg.model.path).expanduser(), str(cfg.model.path)
     from supernet.reference.build import reference_model_dir
 
-    return reference_model_dir(cfg.model.reference), f"strata-reference-{cfg.model.reference}"
+    return reference_model_dir(cfg.model.reference, progress=cfg.progress), f"strata-reference-{cfg.model.reference}"
 
 
 def eval_tokens(cfg: RunConfig, tokenizer) -> torch.Tensor:

@@ -59,8 +59,9 @@ def _matches(directory: Path, key: str) -> bool:
     return json.loads(info_path.read_text()).get("key") == key
 
 
-def reference_model_dir(variant: str = "default") -> Path:
-    """The directory of the reference model ``variant``, trained into the cache on first use."""
+def reference_model_dir(variant: str = "default", *, progress: bool = True) -> Path:
+    """The directory of the reference model ``variant``, trained into the cache on first use
+    (``progress``: the training's progress bar)."""
     recipe = _recipe(variant)
     key = reference_key(recipe)
     committed = ARTIFACTS_DIR / variant
@@ -73,7 +74,7 @@ def reference_model_dir(variant: str = "default") -> Path:
         "no reference model '%s' (key %s) found: training it into %s, about %s minutes on 2 CPU cores",
         variant, key, cached, EXPECTED_MINUTES.get(variant, "a few"),
     )  # fmt: skip
-    train_reference(recipe, cached)
+    train_reference(recipe, cached, progress=progress)
     return cached
 
 

@@ -194,11 +194,11 @@ def _optimizer(recipe: Recipe, model: torch.nn.Module) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=recipe.learning_rate, betas=(recipe.beta1, recipe.beta2))
 
 
-def _train(recipe: Recipe, model: PreTrainedModel, windows: torch.LongTensor) -> None:
+def _train(recipe: Recipe, model: PreTrainedModel, windows: torch.LongTensor, *, progress: bool = True) -> None:
     """Run ``recipe.steps`` AdamW steps on batches of ``windows`` [n, seq_len], cycling through them."""
     optimizer = _optimizer(recipe, model)
     model.train()
-    bar = tqdm(range(recipe.steps), desc=f"training reference '{recipe.name}'")
+    bar = tqdm(range(recipe.steps), desc=f"training reference '{recipe.name}'", disable=not progress)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(recipe, step)
@@ -240,7 +240,7 @@ def _usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _build(recipe: Recipe, out: Path) -> dict[str, Any]:
+def _build(recipe: Recipe, out: Path, *, progress: bool = True) -> dict[str, Any]:
     """Train tokenizer and model, measure held-out perplexity, save everything into ``out``."""
     from transformers import AutoModelForCausalLM
 
@@ -254,7 +254,7 @@ def _build(recipe: Recipe, out: Path) -> dict[str, Any]:
     torch.manual_seed(recipe.seed)
     model = AutoModelForCausalLM.from_config(model_config(recipe, bos_eos_id=tokenizer.eos_token_id)).float()
     start = time.perf_counter()
-    _train(recipe, model, windows)
+    _train(recipe, model, windows, progress=progress)
     train_seconds = time.perf_counter() - start
     info = {
         "key": reference_key(recipe),
@@ -273,7 +273,7 @@ def _build(recipe: Recipe, out: Path) -> dict[str, Any]:
     return info
 
 
-def train_reference(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
+def train_reference(recipe: Recipe, out_dir: Path, *, progress: bool = True) -> dict[str, Any]:
     """Train the reference model of ``recipe`` and save a Hugging Face directory at ``out_dir``.
 
     The directory is built next to ``out_dir`` and renamed into place, so ``out_dir`` is either the old
@@ -287,7 +287,7 @@ def train_reference(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
     threads = torch.get_num_threads()
     torch.set_num_threads(recipe.num_threads or _usable_cores())
     try:
-        info = _build(recipe, building)
+        info = _build(recipe, building, progress=progress)
         _replace_dir(building, out_dir)
     finally:
         torch.set_num_threads(threads)
