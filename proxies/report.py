@@ -307,9 +307,11 @@ def load_windows(cfg: ProxyReportConfig, tokenizer) -> tuple[torch.Tensor, torch
 
 def run_report(cfg: ProxyReportConfig, out_dir: Path) -> dict:
     """Sample, score and compare; write ``proxies.json`` and ``proxies.html`` into ``out_dir``."""
+    from supernet.config import check_device
     from supernet.loading import check_positions, load_model
     from supernet.switch import Switcher
 
+    check_device(cfg.device, available=True)
     torch.manual_seed(cfg.seed)
     if cfg.model.path is not None:
         model_dir = cfg.model.path

@@ -20,6 +20,7 @@ from search.pipeline import run_search
 from supernet.allocators import ALLOCATORS, allocate
 from supernet.budget import budget_grid
 from supernet.build import build_supernet
+from supernet.config import check_device
 from supernet.data import load_texts, pack_tokens
 from supernet.export import save_pruned
 from supernet.files import write_json
@@ -105,6 +106,7 @@ def budget_entry(cfg: RunConfig, grid: LevelGrid, levels: list[int]) -> dict:
 def run(cfg: RunConfig, out_dir: Path) -> dict:
     """Prune by ``cfg`` and write the run's outputs to ``out_dir``; returns metrics.json's content."""
     start = time.time()
+    check_device(cfg.device, available=True)
     torch.manual_seed(cfg.seed)
     if not cfg.progress:  # transformers' own bars (loading weights, writing shards) follow the quiet switch too
         transformers.utils.logging.disable_progress_bar()

@@ -51,14 +51,17 @@ class DataConfig:
                 raise UsageError(f"data.{name}={getattr(self, name)} must be a positive integer")
 
 
-def check_device(device: str) -> None:
-    """Refuse a device torch cannot parse, or CUDA where there is none."""
+def check_device(device: str, *, available: bool = False) -> None:
+    """Refuse a device torch cannot parse; with ``available``, also CUDA where there is none (checked
+    when the run starts, not when a config is composed: a cluster's config is valid on a laptop)."""
     import torch
 
     try:
         parsed = torch.device(device)
     except (RuntimeError, ValueError) as exc:
         raise UsageError(f"device={device!r} is not a torch device: use cpu, cuda or cuda:N") from exc
+    if not available:
+        return
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device={device} but this machine has no CUDA GPU torch can use: use device=cpu")
     if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():

@@ -14,7 +14,7 @@ from supernet.errors import UsageError
 from supernet.perplexity import perplexity
 from supernet.reference import build
 from supernet.reference.corpus import corpus_hash, corpus_texts
-from supernet.reference.recipe import RECIPES, Recipe, learning_rate, model_config, reference_key
+from supernet.reference.recipe import RECIPES, ZOO, Recipe, learning_rate, model_config, reference_key
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,9 +29,24 @@ def test_default_recipe_is_the_documented_model() -> None:
     assert default.tie_word_embeddings and default.max_position_embeddings == 2048
 
 
-def test_recipe_checks_its_geometry() -> None:
-    with pytest.raises(AssertionError, match="head_dim"):
-        Recipe(name="bad", hidden_size=100)
+def test_recipe_checks_its_geometry_and_family() -> None:
+    with pytest.raises(AssertionError, match="num_kv_heads"):
+        Recipe(name="bad", num_kv_heads=3)
+    with pytest.raises(AssertionError, match="family"):
+        Recipe(name="bad", family="gpt2")
+
+
+def test_zoo_recipes_are_in_their_families_layouts() -> None:
+    for name, recipe in ZOO.items():
+        config = model_config(recipe, bos_eos_id=0)
+        assert config.model_type == recipe.family, name
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+        group = (2 * recipe.num_heads // recipe.num_kv_heads + 2) * recipe.head_dim * recipe.hidden_size
+        if name != "zoo-qwen3":  # Qwen3's property is head_dim != hidden / heads; its group is 128 channels
+            assert group % (3 * recipe.hidden_size), f"{name}: a GQA group must cost no whole number of channels"
+        assert model.config.head_dim == recipe.head_dim
+    assert ZOO["zoo-qwen3"].num_heads * ZOO["zoo-qwen3"].head_dim != ZOO["zoo-qwen3"].hidden_size
 
 
 def test_learning_rate_warms_up_then_decays_to_the_minimum() -> None:
