@@ -68,8 +68,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
 def save_tokenizer(tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
     """``save_pretrained``; a plain ``PreTrainedTokenizerFast`` gets its ``tokenizer_class`` pinned, so
     AutoTokenizer reloads exactly this tokenizer and not the model type's own class."""
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer.save_pretrained(out_dir)
-    if type(tokenizer).__name__ != TOKENIZER_CLASS:
+    if type(tokenizer) is not PreTrainedTokenizerFast:  # a model type's own class names itself
         return
     config_path = out_dir / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
