@@ -74,8 +74,8 @@ def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
     for key in cfg:
         if key not in fields:
             out.append(f"{prefix}{key}")
-        elif OmegaConf.is_dict(node := cfg._get_node(key)) and not node._is_missing() and not node._is_none():
-            out.extend(unknown_keys(node, f"{prefix}{key}."))
+        elif not OmegaConf.is_missing(cfg, key) and OmegaConf.is_dict(cfg[key]):
+            out.extend(unknown_keys(cfg[key], f"{prefix}{key}."))
     return out
 
 

@@ -100,12 +100,8 @@ class LevelGrid:
         return sum(self.module_cost(i, lv) for i, lv in enumerate(levels))
 
     def params(self, levels: Sequence[int]) -> int:
-        """Prunable parameters kept by an allocation given as levels."""
-        base = self.base_params or dict.fromkeys(KINDS, 0)
-        return sum(
-            (units := m.units(lv)) * self.unit_params[m.kind] + (base[m.kind] if units else 0)
-            for m, lv in zip(self.modules, levels, strict=True)
-        )
+        """Prunable parameters kept by an allocation given as levels (its cost when parameters are counted)."""
+        return dataclasses.replace(self, unit_cost=None, base_cost=None).cost(levels)
 
     def budget_groups(self) -> list[tuple[list[int], int, int]]:
         """(module indices, budget, slack) of each budget: cost in (budget - slack, budget].
