@@ -147,9 +147,11 @@ def _main_task(cfg, run_dir: Path) -> None:
     from search.run import run
     from search.rundir import clear_outputs
 
+    from search.outcome import outcome_table
+
     if cfg.overwrite:
         clear_outputs(run_dir)
-    run(cfg, run_dir)
+    print(outcome_table(run(cfg, run_dir), run_dir))
 
 
 main = hydra_app("strata", _main_task)

@@ -2,10 +2,10 @@
 
 Evolution (``sampler=evo``) with multi-stage selection (EvoPress, Týr): each generation asks
 ``offspring`` trials of the current parent; an optional zero-shot proxy prescreens them; stage ``s``
-scores the remaining ones on ``stage_tokens[s]`` calibration tokens, reports it as the trial's
-intermediate value at step ``s``, and only the best ``survivors[s]`` go on; the rest are PRUNED.
-Survivors of the last stage COMPLETE with their last-stage value, so every complete value is on the
-same tokens. Free samplers (tpe, cmaes, nsga2, random) propose anywhere; their proposals are
+scores the remaining ones on ``stage_tokens[s]`` fitness tokens (search/fitness.py), reports it as the
+trial's intermediate value at step ``s``, and only the best ``survivors[s]`` go on; the rest are PRUNED.
+The last stage's best ``survivors[-1]`` COMPLETE with their last-stage value (the trials that complete
+per generation), so every complete value is on the same tokens. Free samplers (tpe, cmaes, nsga2, random) propose anywhere; their proposals are
 repaired onto the budget (supernet.levels.repair) and scored on the last stage. Warm starts (the
 no-search allocators) and re-enqueued trials are scored on the last stage directly.
 """
@@ -39,15 +39,20 @@ log = logging.getLogger(__name__)
 SAMPLERS = ("none", "evo", "tpe", "cmaes", "nsga2", "nsga3", "random")
 MULTI_OBJECTIVE_SAMPLERS = ("nsga2", "nsga3", "tpe", "random")  # Optuna samplers with several objectives
 SECOND_OBJECTIVES = ("params", "flops")
+FITNESS_WINDOWS = ("held_apart", "calibration")
 
 
 @dataclass
 class SearchConfig:
-    sampler: str = "none"  # none (the `allocator` alone) | evo | tpe | cmaes | nsga2 | nsga3 | random
+    sampler: str = "evo"  # evo | tpe | cmaes | nsga2 | nsga3 | random | none (the `allocator` alone, no search)
     trials: int = 200  # finished trials (complete + pruned), counted across restarts
     offspring: int = 16  # lambda: trials asked per generation (evo); free samplers ask one at a time
     stage_tokens: list[int] = field(default_factory=lambda: [1024, 2048, 8192])  # tokens per selection stage
-    survivors: list[int] = field(default_factory=lambda: [4, 2, 1])  # kept after each stage; last = completes
+    survivors: list[int] = field(default_factory=lambda: [4, 2, 1])  # kept after each stage; last = trials that
+    # complete per generation (the rest of the last stage are PRUNED)
+    fitness: str = "held_apart"  # windows candidates are scored on: held_apart (train windows the supernet was not
+    # fitted on) | calibration (the calibration windows themselves)
+    resample: bool = False  # stages before the last draw fresh windows every generation (from the last stage's)
     max_pairs: int = 4  # most level switches per offspring (Týr: 4)
     prescreen: str | None = None  # zero-shot proxy ranking offspring before the first stage (e.g. params, flops)
     prescreen_keep: int = 8  # offspring that pass the prescreen
@@ -77,6 +82,10 @@ class SearchConfig:
             raise UsageError(f"search.iterations={self.iterations} must be >= 1")
         if self.workers < 1:
             raise UsageError(f"search.workers={self.workers} must be >= 1 (1 = score in this process)")
+        if self.fitness not in FITNESS_WINDOWS:
+            raise UsageError(f"search.fitness={self.fitness!r} is not one of {', '.join(FITNESS_WINDOWS)}")
+        if self.resample and self.workers > 1:
+            raise UsageError("search.resample=true scores in this process only: use search.workers=1")
         if self.multi_objective is not None:
             if self.multi_objective not in SECOND_OBJECTIVES:
                 raise UsageError(
@@ -186,6 +195,8 @@ class Search:
         return trial, levels, direct
 
     def generation(self, size: int) -> None:
+        if self.cfg.resample:  # the draw is the study's trial count, so a resumed study draws the same
+            self.evaluator.redraw(len(self.study.get_trials(deepcopy=False)))
         asked = [self.ask() for _ in range(size)]
         direct = [(t, lv) for t, lv, d in asked if d]
         staged = [(t, lv) for t, lv, d in asked if not d]
@@ -197,11 +208,10 @@ class Search:
             staged, values = self.kept(staged, self.evaluator.prescreen_many([lv for _, lv in staged]))
             for (trial, _), value in zip(staged, values, strict=True):
                 trial.set_user_attr(f"prescreen_{self.cfg.prescreen}", value)
-            staged = self.select(staged, values, self.cfg.prescreen_keep)
+            staged, _ = self.select(staged, values, self.cfg.prescreen_keep)
         for stage in range(self.evaluator.stages):
             staged, values = self.score(staged, stage)
-            if stage < self.last_stage:
-                staged = self.select(staged, values, self.cfg.survivors[stage])
+            staged, values = self.select(staged, values, self.cfg.survivors[stage])
         for (trial, levels), value in zip(staged, values, strict=True):
             self.complete(trial, levels, value)
 
@@ -237,10 +247,10 @@ class Search:
         else:
             self.study.tell(trial, [value, self.second_objective(levels)])
 
-    def select(self, staged: list, values: list[float], keep: int) -> list:
+    def select(self, staged: list, values: list[float], keep: int) -> tuple[list, list[float]]:
         """Keep the ``keep`` lowest values (ties: lower trial number); prune the others."""
         order = sorted(range(len(staged)), key=lambda i: (values[i], staged[i][0].number))
         kept = sorted(order[:keep])
         for i in order[keep:]:
             self.study.tell(staged[i][0], state=TrialState.PRUNED)
-        return [staged[i] for i in kept]
+        return [staged[i] for i in kept], [values[i] for i in kept]

@@ -65,8 +65,12 @@ def run_search(
     calib: torch.Tensor,
     warm_starts: dict[str, list[int]],
     run_dir: Path,
+    fitness: torch.Tensor | None = None,
 ) -> SearchResult:
     """Search levels on the grid, refined ``search.iterations - 1`` times (Týr's coarse-to-fine).
+
+    ``calib`` are the windows the supernet is fitted on (a refinement fits its new widths on them),
+    ``fitness`` the windows candidates are scored on (None: ``calib``).
 
     Iteration r runs its own study (``SearchConfig.study_name_of(r)``) in the one storage; iteration
     r > 0 re-centres the grid on the best allocation so far with half the step, rebuilds only the
@@ -76,7 +80,8 @@ def run_search(
         raise UsageError("the search space is empty (every module has one level): raise supernet.radius")
     start = time.perf_counter()
     scfg = cfg.search
-    evaluator = make_evaluator(cfg, model=model, switcher=switcher, supernet=supernet, calib=calib)
+    fitness = calib if fitness is None else fitness
+    evaluator = make_evaluator(cfg, model=model, switcher=switcher, supernet=supernet, fitness=fitness)
     try:
         storage = make_storage(scfg.storage, run_dir)
         manifest = start_attrs(cfg, started=time.time(), calib=calib)

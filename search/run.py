@@ -16,14 +16,17 @@ import transformers
 
 # search.pipeline at the top, not in the search branch: optuna.artifacts keeps a failed optional import's
 # traceback in a module global, which would pin the frames (model, evaluator) of the run() that imported it
+from search.fitness import windows_for
 from search.pipeline import run_search
 from supernet.allocators import ALLOCATORS, allocate
 from supernet.budget import budget_grid
 from supernet.build import build_supernet
 from supernet.config import check_device
 from supernet.data import load_texts, pack_tokens
+from supernet.errors import UsageError
 from supernet.export import save_pruned
 from supernet.files import write_json
+from supernet.flap import FLAP_METHOD, flap_baseline
 from supernet.loading import check_positions, load_model
 from supernet.params import block_params, count_params
 from supernet.perplexity import perplexity
@@ -58,35 +61,75 @@ def eval_tokens(cfg: RunConfig, tokenizer) -> torch.Tensor:
                        name="data.eval_seq_len")  # fmt: skip
 
 
-def calibration_tokens(cfg: RunConfig, tokenizer) -> torch.Tensor:
-    """Calibration windows from the train split (builtin) or data.path."""
-    data = cfg.data
+def train_windows(cfg: RunConfig, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """The calibration windows the supernet is fitted on, and the windows a search scores candidates on.
+
+    Both are drawn from the train split (builtin) or ``data.path`` by one seeded permutation of its
+    windows: calibration takes the first ``data.calib_sequences`` (the same windows with or without a
+    search), fitness the next ``ceil(max(search.stage_tokens) / data.seq_len)``, so the two never share
+    a window (``search.fitness=held_apart``). With ``search.fitness=calibration``, or no search, the
+    fitness windows are the calibration windows. Returns ([calib, seq_len], [fitness, seq_len])."""
+    data, scfg = cfg.data, cfg.search
+    held_apart = scfg.sampler != "none" and scfg.fitness == "held_apart"
+    extra = windows_for(max(scfg.stage_tokens), data.seq_len) if held_apart else 0
     texts = load_texts(data.source, path=data.path, text_field=data.text_field, split="train")
-    return pack_tokens(tokenizer, texts, seq_len=data.seq_len, num_sequences=data.calib_sequences, seed=cfg.seed)
+    tokens = pack_tokens(tokenizer, texts, seq_len=data.seq_len, num_sequences=data.calib_sequences + extra,
+                         seed=cfg.seed)  # fmt: skip
+    calib, fitness = tokens[: data.calib_sequences], tokens[data.calib_sequences :]
+    if not held_apart:
+        return calib, calib
+    if len(fitness) == 0:
+        raise UsageError(
+            f"the calibration text gives {len(tokens)} windows of {data.seq_len} tokens, none left to score "
+            "candidates on apart from calibration: add text, lower data.calib_sequences, or search.fitness=calibration"
+        )
+    if len(fitness) < extra:
+        log.warning("fitness: %d held-apart windows, not the %d search.stage_tokens asks", len(fitness), extra)
+    return calib, fitness
+
+
+def calibration_tokens(cfg: RunConfig, tokenizer) -> torch.Tensor:
+    """The calibration windows alone (``train_windows``' first)."""
+    return train_windows(cfg, tokenizer)[0]
 
 
 def dense_bytes(model) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
+def measured(model, adapter, held_out: torch.Tensor, cfg: RunConfig) -> dict:
+    """Parameters, block parameters and held-out perplexity of the model as it stands."""
+    return {
+        "params": count_params(model),
+        "block_params": block_params(model, adapter),
+        "ppl": perplexity(model, held_out, batch_size=cfg.data.batch_size, progress=cfg.progress),
+    }
+
+
 def search_and_baselines(
-    cfg: RunConfig, model, adapter, switcher, net, grid, calib, held_out, *, run_dir: Path
+    cfg: RunConfig, model, adapter, switcher, net, grid, calib, held_out, *, run_dir: Path, fitness=None
 ) -> tuple[SearchResult, dict]:
-    """Search the allocation, and measure the no-search allocators on the same held-out text and supernet."""
+    """Search the allocation, and measure the baselines on the same held-out windows: the uniform
+    allocation on the same supernet, and FLAP's own method (supernet/flap.py: its global allocation,
+    its units and its bias; what the grid approximates is recorded)."""
     starts = {name: allocate(name, net, grid, cfg.budget.keep) for name in ALLOCATORS}
+    flap = flap_baseline(net, switcher)
     result = run_search(
         cfg, model=model, adapter=adapter, switcher=switcher, supernet=net, grid=grid, calib=calib,
-        warm_starts=starts, run_dir=run_dir,
+        warm_starts=starts, run_dir=run_dir, fitness=fitness,
     )  # fmt: skip
     evaluator = result.evaluator
     baselines = {}
     try:
-        evaluator.use(net)  # the baselines live on the first (coarse) grid
-        for name in ("uniform", "flap_global"):
-            fitness = evaluator.score(starts[name], evaluator.stages - 1)
-            net.apply(switcher, starts[name])
-            ppl = perplexity(model, held_out, batch_size=cfg.data.batch_size, progress=cfg.progress)
-            baselines[name] = {"ppl": ppl, cfg.proxy.name: fitness}
+        evaluator.use(net)  # the uniform baseline lives on the first (coarse) grid
+        fitness_value = evaluator.score(starts["uniform"], evaluator.stages - 1)
+        net.apply(switcher, starts["uniform"])
+        baselines["uniform"] = {**measured(model, adapter, held_out, cfg), cfg.proxy.name: fitness_value,
+                                "supernet": f"{cfg.supernet.criterion} + {cfg.supernet.compensation}"}  # fmt: skip
+        flap.install(switcher)
+        baselines["flap_global"] = {**measured(model, adapter, held_out, cfg), "method": FLAP_METHOD,
+                                    "approximated": flap.approximated,
+                                    "allocation": flap.grid.allocation(flap.levels).to_json()}  # fmt: skip
     finally:
         evaluator.close()  # a Ray pool's actors go; the in-process evaluator has nothing to release
     return result, baselines
@@ -115,34 +158,25 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
                                            attn_unit=cfg.supernet.attn_unit)  # fmt: skip
     check_positions(model.config, cfg.data)
     held_out = eval_tokens(cfg, tokenizer).to(cfg.device)
-    bs = cfg.data.batch_size
 
     dense_total = dense_bytes(model)
-    dense = {
-        "params": count_params(model),
-        "block_params": block_params(model, adapter),
-        "ppl": perplexity(model, held_out, batch_size=bs, progress=cfg.progress),
-    }
+    dense = measured(model, adapter, held_out, cfg)
     log.info("dense model: %d parameters, held-out ppl %.3f", dense["params"], dense["ppl"])
 
     grid = budget_grid(model, adapter, cfg.budget, cfg.supernet)
-    calib = calibration_tokens(cfg, tokenizer)
+    calib, fitness = train_windows(cfg, tokenizer)
     net = build_supernet(model, adapter, calib, cfg.supernet, grid, progress=cfg.progress)
     switcher = Switcher(model, adapter)
     levels = allocate(cfg.allocator, net, grid, cfg.budget.keep)
     searched = None
     if cfg.search.sampler != "none":
         searched, baselines = search_and_baselines(
-            cfg, model, adapter, switcher, net, grid, calib, held_out, run_dir=out_dir
+            cfg, model, adapter, switcher, net, grid, calib, held_out, run_dir=out_dir, fitness=fitness
         )
         levels, grid, net = searched.levels, searched.grid, searched.supernet
     allocation = grid.allocation(levels)
     net.apply(switcher, levels)
-    pruned = {
-        "params": count_params(model),
-        "block_params": block_params(model, adapter),
-        "ppl": perplexity(model, held_out, batch_size=bs, progress=cfg.progress),
-    }
+    pruned = measured(model, adapter, held_out, cfg)
     log.info("pruned model: %d parameters, held-out ppl %.3f", pruned["params"], pruned["ppl"])
 
     metrics = {
@@ -164,7 +198,8 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
         "seconds": round(time.time() - start, 2),
     }
     if searched is not None:
-        metrics["search"] = searched.info
+        metrics["search"] = {**searched.info, "fitness": cfg.search.fitness, "resample": cfg.search.resample,
+                             "fitness_windows": int(fitness.shape[0])}  # fmt: skip
         metrics["baselines"] = baselines
     out_dir.mkdir(parents=True, exist_ok=True)
     save_pruned(model, switcher, tokenizer, out_dir / "model")

@@ -3,7 +3,7 @@
 ``search.workers=N`` (N > 1) or ``ray.address`` set puts N :class:`EvaluatorActor` s on Ray (one per GPU
 with ``device=cuda``, else ``ray.num_cpus`` CPUs each). Every actor wraps the same
 :class:`search.fitness.Evaluator` the in-process run uses, built inside the actor from plain data: the
-model directory, the calibration windows and the supernet's cache form (rankings and compensation,
+model directory, the fitness windows and the supernet's cache form (rankings and compensation,
 sent once through the object store as safetensors bytes, so actors never calibrate).
 
 :class:`EvaluatorPool` has the Evaluator's interface (``stages``, ``stage_tokens``, ``proxy_name``,
@@ -133,11 +133,11 @@ class EvaluatorSpec:
     dtype: str
     device: str  # the actor's own device: cpu, or cuda (Ray sets CUDA_VISIBLE_DEVICES to its GPU)
     proxy: ProxyConfig
-    stage_tokens: list[int]  # search.stage_tokens, cut from the calibration windows as the driver does
+    stage_tokens: list[int]  # search.stage_tokens, cut from the fitness windows as the driver does
     batch_size: int
     prescreen: str | None
     attn_unit: str  # supernet.attn_unit: the actor's adapter must slice attention as the driver's does
-    calib: bytes = field(repr=False)  # {"calib": [windows, seq_len] token ids} as safetensors bytes
+    calib: bytes = field(repr=False)  # {"calib": [windows, seq_len] fitness token ids} as safetensors bytes
 
     def state(self, supernet: Supernet) -> SupernetState:
         return SupernetState.of(supernet)
@@ -431,13 +431,15 @@ def uses_ray(cfg: RunConfig) -> bool:
 
 
 def make_evaluator(
-    cfg: RunConfig, *, model: PreTrainedModel, switcher: Switcher, supernet: Supernet, calib: torch.Tensor
+    cfg: RunConfig, *, model: PreTrainedModel, switcher: Switcher, supernet: Supernet, fitness: torch.Tensor
 ) -> Evaluator | EvaluatorPool:
-    """The in-process :class:`Evaluator` (``search.workers=1``), or a pool of Ray actors building the same one."""
+    """The in-process :class:`Evaluator` (``search.workers=1``), or a pool of Ray actors building the same one.
+
+    ``fitness``: [windows, seq_len] the token windows candidates are scored on (search/run.py)."""
     from search.fitness import Evaluator, stage_windows
 
     scfg = cfg.search
-    windows = stage_windows(calib, scfg.stage_tokens)
+    windows = stage_windows(fitness, scfg.stage_tokens)
     if not uses_ray(cfg):
         return Evaluator(model, switcher, supernet, cfg.proxy, windows, batch_size=cfg.data.batch_size,
                          prescreen=scfg.prescreen)  # fmt: skip
@@ -448,7 +450,7 @@ def make_evaluator(
     spec = EvaluatorSpec(
         model_dir=str(model_dir.resolve()), dtype=cfg.model.dtype, device="cuda" if cuda else cfg.device,
         proxy=cfg.proxy, stage_tokens=list(scfg.stage_tokens), batch_size=cfg.data.batch_size,
-        prescreen=scfg.prescreen, attn_unit=cfg.supernet.attn_unit, calib=tensors_to_bytes({"calib": calib}),
+        prescreen=scfg.prescreen, attn_unit=cfg.supernet.attn_unit, calib=tensors_to_bytes({"calib": fitness}),
     )  # fmt: skip
     return EvaluatorPool(
         spec, supernet, workers=scfg.workers, cfg=cfg.ray,

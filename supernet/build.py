@@ -182,6 +182,7 @@ def _fill_module(
     net.scores[key] = scores
     net.rankings[key] = criteria.ranking(scores, adapter.unit_step(kind))
     net.fluctuation[key] = criteria.flap(adapter, module, kind, stats)
+    net.means[key] = stats.mean.float()  # FLAP's bias (supernet/flap.py) and the fine levels' bias
     compensate_levels(net, adapter, module, key, stats, cfg, net.grid.modules[net.index[key]].anchors())
 
 

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "STRATA_CACHE_DIR"
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def default_root() -> Path:

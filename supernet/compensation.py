@@ -10,6 +10,12 @@ K the kept input channels, R the removed ones, H = X^T X (``ChannelStats.gram``)
       W_K = argmin ||X W^T - X_K V^T||^2 = (H_KK^-1 (H W^T)_K)^T,
   H_KK damped by ``damping * mean(diag H_KK)`` (SparseGPT's percdamp). With no channel kept the
   least-squares problem is empty and the variant falls back to ``bias``, its rank-0 special case.
+- ``refit_intercept``: least squares with a bias term, generalising both ``bias`` and ``refit``:
+      (V, c) = argmin ||X W^T - X_K V^T - 1 c^T||^2
+  is solved on centred statistics, Sigma = H/n - mu mu^T (mu the mean input, n the tokens):
+      V^T = Sigma_KK^-1 (Sigma W^T)_K,     c = W mu - V mu_K,
+  Sigma_KK damped as H_KK is above. The fit explains the removed channels' covariance with the kept
+  ones (as ``refit``) and their mean with the bias (as ``bias``); with no channel kept it is ``bias``.
 
 Registry ``COMPENSATIONS``: name -> ``(weight, stats, kept, *, damping) -> (out_bias, out_weight)``,
 where ``kept`` are the kept input channels; ``None`` means nothing to add.
@@ -72,8 +78,33 @@ def refit(
     return None, torch.linalg.solve(h_kk, rhs).T  # [out, K]
 
 
-COMPENSATIONS: dict[str, Callable[..., Compensated]] = {"none": none, "bias": bias, "refit": refit}
-NEEDS_GRAM = ("refit",)
+def refit_intercept(
+    weight: torch.Tensor, stats: ChannelStats | None, kept: torch.Tensor, *, damping: float = 0.01, **_: float
+) -> Compensated:
+    """Least squares with an intercept on centred statistics. -> (out_bias [out], out_weight [out, |K|])."""
+    assert stats is not None and stats.gram is not None, "refit_intercept needs the Gram matrix of the calibration inputs"
+    if kept.numel() == 0:
+        return bias(weight, stats, kept)
+    if kept.numel() == weight.shape[1]:
+        return None, None
+    w = weight.detach().cpu().double()  # [out, in]
+    mu = stats.mean.double()  # [in]
+    sigma = stats.gram.double() / stats.count - torch.outer(mu, mu)  # [in, in] covariance of the inputs
+    s_kk = sigma[kept][:, kept]  # [K, K]
+    diag = torch.diag(s_kk)
+    s_kk = s_kk + torch.diag(torch.where(diag <= 0, torch.ones_like(diag), torch.zeros_like(diag)))  # constant inputs
+    s_kk = s_kk + damping * torch.diag(s_kk).mean() * torch.eye(len(kept), dtype=sigma.dtype)
+    v = torch.linalg.solve(s_kk, (sigma @ w.T)[kept]).T  # [out, K]
+    return w @ mu - v @ mu[kept], v  # c = W mu - V mu_K: [out]
+
+
+COMPENSATIONS: dict[str, Callable[..., Compensated]] = {
+    "none": none,
+    "bias": bias,
+    "refit": refit,
+    "refit_intercept": refit_intercept,
+}
+NEEDS_GRAM = ("refit", "refit_intercept")
 
 
 def get_compensation(name: str) -> Callable[..., Compensated]:

@@ -96,15 +96,17 @@ class BudgetConfig:
 
 
 CRITERIA = ("magnitude", "wanda_sp", "flap", "obs")
-COMPENSATIONS = ("none", "bias", "refit")
+COMPENSATIONS = ("none", "bias", "refit", "refit_intercept")
+OBS_COMPENSATIONS = ("refit_intercept", "refit")  # the OBS update's exact form on the kept columns
 PROPAGATE = ("dense", "expected")
 STORE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
 class SupernetConfig:
-    criterion: str = "magnitude"  # local criterion ranking units in a module: magnitude | wanda_sp | flap | obs
-    compensation: str = "none"  # added to the output projection per level: none | bias (FLAP) | refit (least squares)
+    criterion: str = "obs"  # local criterion ranking units in a module: magnitude | wanda_sp | flap | obs (bench/criteria.py)
+    compensation: str = "refit_intercept"  # added to the output projection per level: none | bias (FLAP) | refit
+    # (least squares) | refit_intercept (least squares with a bias term); obs needs refit or refit_intercept
     propagate: str = "dense"  # next layer's calibration input: dense outputs, or "expected" (target-level variant, Týr)
     radius: int = 4  # coarse levels each module may move around its target: 4 -> 9 levels, +-50% (Týr)
     level_fraction: float = 0.125  # a coarse level's share of its module (Týr: 12.5%); mutations move by it
@@ -132,6 +134,12 @@ class SupernetConfig:
         for name in ("attn_step", "channel_quantum", "obs_rounds", "calib_batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"supernet.{name}={getattr(self, name)} must be >= 1")
+        if self.criterion == "obs" and self.compensation not in OBS_COMPENSATIONS:
+            raise UsageError(
+                f"supernet.criterion=obs ranks units by the loss left after its weight update, which "
+                f"supernet.compensation={self.compensation} does not apply: use supernet.compensation="
+                f"{'|'.join(OBS_COMPENSATIONS)} (or another criterion)"
+            )
         if self.radius < 0:
             raise UsageError(f"supernet.radius={self.radius} must be >= 0")
         if not 0.0 < self.level_fraction <= 1.0:
@@ -142,4 +150,6 @@ class SupernetConfig:
     @property
     def needs_gram(self) -> bool:
         """Whether calibration must accumulate H = X^T X."""
-        return self.criterion == "obs" or self.compensation == "refit"
+        from supernet import compensation, criteria
+
+        return self.criterion in criteria.NEEDS_GRAM or self.compensation in compensation.NEEDS_GRAM

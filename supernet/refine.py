@@ -34,18 +34,20 @@ def carry_over(net: Supernet, grid: LevelGrid) -> tuple[Supernet, dict[tuple[int
     refined = Supernet(grid, net.criterion, net.compensation)
     refined.rankings, refined.scores, refined.fluctuation = dict(net.rankings), dict(net.scores), dict(net.fluctuation)
     refined.means = dict(net.means)
-    by_units: dict[tuple[int, str, int], tuple[str, torch.Tensor]] = {}
-    for (layer, kind, level), bias in net.biases.items():
-        by_units[layer, kind, net.grid.modules[net.index[layer, kind]].units(level)] = ("bias", bias)
-    for (layer, kind, level), weight in net.weights.items():
-        by_units[layer, kind, net.grid.modules[net.index[layer, kind]].units(level)] = ("weight", weight)
+    stored: dict[tuple[int, str, int], dict[str, torch.Tensor]] = {}  # (layer, kind, units) -> bias / weight
+    for name, tensors in (("bias", net.biases), ("weight", net.weights)):
+        for (layer, kind, level), tensor in tensors.items():
+            units = net.grid.modules[net.index[layer, kind]].units(level)
+            stored.setdefault((layer, kind, units), {})[name] = tensor
     missing: dict[tuple[int, str], list[int]] = {}
     for m in grid.modules:
         for level in m.anchors():
-            found = by_units.get((m.layer, m.kind, m.units(level)))
-            if found is not None:
-                (refined.biases if found[0] == "bias" else refined.weights)[m.layer, m.kind, level] = found[1]
-            elif net.compensation != "none":
+            found = stored.get((m.layer, m.kind, m.units(level)), {})
+            if "bias" in found:
+                refined.biases[m.layer, m.kind, level] = found["bias"]
+            if "weight" in found:
+                refined.weights[m.layer, m.kind, level] = found["weight"]
+            if not found and net.compensation != "none":
                 missing.setdefault((m.layer, m.kind), []).append(level)
     return refined, missing
 

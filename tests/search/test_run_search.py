@@ -103,7 +103,7 @@ def test_search_errors_exit_2(tiny_reference_dir: Path, tmp_path: Path, args: li
 
 def test_coarse_to_fine_refines_the_grid_and_never_loses_fitness(tiny_reference_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    args = ["search.trials=8", "search.iterations=3", "supernet.compensation=bias"]
+    args = ["search.trials=8", "search.iterations=3", "supernet.criterion=flap", "supernet.compensation=bias"]
     proc = subprocess.run(command(args, run_dir), capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -45,7 +45,19 @@ def test_evolution_finds_the_optimum_and_prunes_by_stage(grid, optimum, evaluato
     study, _ = run(grid, optimum, "evo", seed=0, trials=400, evaluator_class=evaluator_class)
     assert best_complete(study, grid) == optimum
     pruned = study.get_trials(states=(TrialState.PRUNED,))
-    assert pruned and all(max(t.intermediate_values) < 2 for t in pruned)
+    assert {max(t.intermediate_values) for t in pruned} == {0, 1, 2}  # pruned after every stage, the last too
+
+
+@pytest.mark.parametrize("survivors", [[4, 2, 1], [4, 3, 2], [6, 6, 6]])
+def test_last_survivors_entry_is_the_trials_completing_per_generation(grid, optimum, evaluator_class, survivors):
+    cfg = SearchConfig(sampler="evo", trials=8 * 6, offspring=8, stage_tokens=[64, 128, 256], survivors=survivors)
+    study = optuna.create_study(sampler=make_sampler(cfg, grid, 0))
+    Search(cfg, study, grid, evaluator_class(grid, optimum), progress=False).run()
+    trials = study.get_trials()
+    assert len(trials) == 48
+    for generation in range(6):
+        states = [t.state for t in trials[8 * generation : 8 * generation + 8]]
+        assert states.count(TrialState.COMPLETE) == survivors[-1]
 
 
 def test_evolution_never_proposes_a_duplicate(grid, optimum, evaluator_class) -> None:
@@ -68,6 +80,10 @@ def test_search_config_refuses_bad_values() -> None:
         SearchConfig(sampler="annealing")
     with pytest.raises(UsageError, match="one entry per stage"):
         SearchConfig(stage_tokens=[1, 2], survivors=[1])
+    with pytest.raises(UsageError, match="search.fitness"):
+        SearchConfig(fitness="train")
+    with pytest.raises(UsageError, match="search.workers=1"):
+        SearchConfig(resample=True, workers=2)
 
 
 @pytest.mark.parametrize("sampler", [*SAMPLERS, "nsga3"])

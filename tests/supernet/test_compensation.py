@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from supernet.compensation import bias, get_compensation, none, refit
+from supernet.compensation import bias, get_compensation, none, refit, refit_intercept
 from supernet.errors import UsageError
 from supernet.statistics import StatsAccumulator
 
@@ -85,3 +85,39 @@ def test_refit_with_nothing_kept_falls_back_to_bias(problem):
     out_bias, out_weight = refit(w, stats_for(x), empty)
     assert out_weight is None
     assert_close(out_bias, w @ x.mean(0))
+
+
+def residual(x: torch.Tensor, w: torch.Tensor, kept: torch.Tensor, out_bias, out_weight) -> float:
+    """||X W^T - (X_K V^T + c)||^2 of a compensated variant (V = W_K without refit, c = 0 without bias)."""
+    v = w[:, kept] if out_weight is None else out_weight
+    c = 0.0 if out_bias is None else out_bias
+    return float(((x @ w.T - (x[:, kept] @ v.T + c)) ** 2).sum())
+
+
+def test_refit_intercept_is_least_squares_with_a_bias_column(problem):
+    x, w, kept = problem
+    out_bias, out_weight = refit_intercept(w, stats_for(x), kept, damping=0.0)
+    design = torch.cat([x[:, kept], torch.ones(len(x), 1, dtype=x.dtype)], dim=1)  # [tokens, K + 1]
+    solution = torch.linalg.lstsq(design, x @ w.T).solution  # [K + 1, out]
+    assert_close(out_weight, solution[:-1].T, rtol=1e-8, atol=1e-8)
+    assert_close(out_bias, solution[-1], rtol=1e-8, atol=1e-8)
+
+
+def test_refit_intercept_beats_bias_and_refit_on_the_calibration_inputs(problem):
+    """Its feasible set holds both (V = W_K with FLAP's bias, and refit with c = 0), so its error is the least."""
+    x, w, kept = problem
+    s = stats_for(x)
+    errors = {f.__name__: residual(x, w, kept, *f(w, s, kept, damping=0.0)) for f in (none, bias, refit, refit_intercept)}
+    assert errors["refit_intercept"] < min(errors["bias"], errors["refit"]) < errors["none"]
+
+
+def test_refit_intercept_keeps_the_mean_output(problem):
+    x, w, kept = problem
+    out_bias, out_weight = refit_intercept(w, stats_for(x), kept, damping=0.01)
+    assert_close((x[:, kept] @ out_weight.T + out_bias).mean(0), (x @ w.T).mean(0), rtol=1e-9, atol=1e-9)
+
+
+def test_refit_intercept_with_nothing_kept_is_bias(problem):
+    x, w, _ = problem
+    empty = torch.tensor([], dtype=torch.long)
+    assert_close(refit_intercept(w, stats_for(x), empty)[0], bias(w, stats_for(x), empty)[0])

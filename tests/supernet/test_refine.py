@@ -12,10 +12,12 @@ from supernet.levels import refine_grid, repair
 from supernet.refine import carry_over, refine_supernet
 
 
-@pytest.mark.parametrize("compensation", ["none", "bias", "refit"])
-def test_refined_supernet_equals_a_fresh_build(tiny, calib_tokens, compensation):
+@pytest.mark.parametrize(("criterion", "compensation"),
+                         [("magnitude", "none"), ("flap", "bias"), ("wanda_sp", "refit"), ("obs", "refit_intercept")])
+def test_refined_supernet_equals_a_fresh_build(tiny, calib_tokens, criterion, compensation):
     model, adapter = tiny
-    cfg = SupernetConfig(compensation=compensation, channel_quantum=4, radius=2, level_fraction=0.25)
+    cfg = SupernetConfig(criterion=criterion, compensation=compensation, channel_quantum=4, radius=2,
+                         level_fraction=0.25)  # fmt: skip
     grid = supernet_grid(adapter, 0.5, cfg)
     coarse = build_supernet(model, adapter, calib_tokens, cfg, grid, use_cache=False, progress=False)
     best = repair(grid, [m.hi if m.kind == "mlp" and m.layer == 0 else m.lo for m in grid.modules])
