@@ -27,8 +27,15 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import markdown_table, setup, write_result  # noqa: E402
 from search.config import RunConfig  # noqa: E402
-from supernet.config import COMPENSATIONS, CRITERIA, OBS_COMPENSATIONS, BudgetConfig, DataConfig, ModelConfig  # noqa: E402
-from supernet.config import SupernetConfig  # noqa: E402
+from supernet.config import (  # noqa: E402  # noqa: E402
+    COMPENSATIONS,
+    CRITERIA,
+    OBS_COMPENSATIONS,
+    BudgetConfig,
+    DataConfig,
+    ModelConfig,
+    SupernetConfig,
+)
 from supernet.reference.build import reference_model_dir  # noqa: E402
 from supernet.reference.recipe import ZOO  # noqa: E402
 
@@ -118,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     propagations = args.propagate or (["dense"] if args.quick else ["dense", "expected"])
     combos = setups(propagations)
     config = {"models": models, "keep": args.keep, "setups": combos, "allocation": "uniform",
-              "calibration": "builtin train split, 32 x 256 tokens", "eval": "builtin eval split, 64 x 256 tokens"}  # fmt: skip
+              "calibration": "builtin train split, 32 x 256 tokens",
+              "eval": "builtin eval split, 64 x 256 tokens"}  # fmt: skip
     rows: list[dict] = []
     path = None
     for m in models:

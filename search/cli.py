@@ -48,7 +48,7 @@ def first_of_sweeps(overrides: list[str]) -> list[str]:
 
 # Hydra's own flags that take a value in the next argument
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--config-name", "-cn",
-                     "--config-dir", "-cd", "--config-path", "-cp", "--experimental-rerun"}
+                     "--config-dir", "-cd", "--config-path", "-cp", "--experimental-rerun"}  # fmt: skip
 
 
 def hydra_overrides(argv: list[str]) -> list[str]:
@@ -144,10 +144,9 @@ def hydra_app(config_name: str, task: Callable[[object, Path], object]) -> Calla
 
 
 def _main_task(cfg, run_dir: Path) -> None:
+    from search.outcome import outcome_table
     from search.run import run
     from search.rundir import clear_outputs
-
-    from search.outcome import outcome_table
 
     if cfg.overwrite:
         clear_outputs(run_dir)

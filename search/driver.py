@@ -5,7 +5,8 @@ Evolution (``sampler=evo``) with multi-stage selection (EvoPress, Týr): each ge
 scores the remaining ones on ``stage_tokens[s]`` fitness tokens (search/fitness.py), reports it as the
 trial's intermediate value at step ``s``, and only the best ``survivors[s]`` go on; the rest are PRUNED.
 The last stage's best ``survivors[-1]`` COMPLETE with their last-stage value (the trials that complete
-per generation), so every complete value is on the same tokens. Free samplers (tpe, cmaes, nsga2, random) propose anywhere; their proposals are
+per generation), so every complete value is on the same tokens. Free samplers (tpe, cmaes, nsga2,
+random) propose anywhere; their proposals are
 repaired onto the budget (supernet.levels.repair) and scored on the last stage. Warm starts (the
 no-search allocators) and re-enqueued trials are scored on the last stage directly.
 """

@@ -31,9 +31,11 @@ def outcome_table(metrics: dict, run_dir: Path) -> str:
     dense_ppl = rows[0][2]
     width = max(len(name) for name, _, _ in rows)
     budget = metrics["budget"]
-    lines = [f"{metrics['model']}, keep {budget['keep']:g} of {budget['kind']}; held-out perplexity "
-             f"({metrics['eval']['windows']} windows of {metrics['eval']['seq_len']} tokens)",  # fmt: skip
-             f"{'':<{width}}  {'params':>12}  {'ppl':>9}  {'x dense':>7}"]
+    lines = [
+        f"{metrics['model']}, keep {budget['keep']:g} of {budget['kind']}; held-out perplexity "
+        f"({metrics['eval']['windows']} windows of {metrics['eval']['seq_len']} tokens)",  # fmt: skip
+        f"{'':<{width}}  {'params':>12}  {'ppl':>9}  {'x dense':>7}",
+    ]
     for name, params, ppl in rows:
         lines.append(f"{name:<{width}}  {params:>12,}  {ppl:>9.2f}  {ppl / dense_ppl:>7.3f}")
     lines.append(f"run directory: {run_dir}")

@@ -82,7 +82,7 @@ def refit_intercept(
     weight: torch.Tensor, stats: ChannelStats | None, kept: torch.Tensor, *, damping: float = 0.01, **_: float
 ) -> Compensated:
     """Least squares with an intercept on centred statistics. -> (out_bias [out], out_weight [out, |K|])."""
-    assert stats is not None and stats.gram is not None, "refit_intercept needs the Gram matrix of the calibration inputs"
+    assert stats is not None and stats.gram is not None, "refit_intercept needs the Gram matrix of the inputs"
     if kept.numel() == 0:
         return bias(weight, stats, kept)
     if kept.numel() == weight.shape[1]:

@@ -104,7 +104,7 @@ STORE_DTYPES = ("float32", "bfloat16", "float16")
 
 @dataclass
 class SupernetConfig:
-    criterion: str = "obs"  # local criterion ranking units in a module: magnitude | wanda_sp | flap | obs (bench/criteria.py)
+    criterion: str = "obs"  # local criterion ranking units in a module: magnitude | wanda_sp | flap | obs
     compensation: str = "refit_intercept"  # added to the output projection per level: none | bias (FLAP) | refit
     # (least squares) | refit_intercept (least squares with a bias term); obs needs refit or refit_intercept
     propagate: str = "dense"  # next layer's calibration input: dense outputs, or "expected" (target-level variant, Týr)

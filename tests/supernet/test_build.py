@@ -27,8 +27,10 @@ def built(tiny, tokens, **fields):
 
 
 @pytest.mark.parametrize("attn_unit", ["group", "head"])
-@pytest.mark.parametrize(("criterion", "compensation"), [(a, b) for a, b in itertools.product(CRITERIA, COMPENSATIONS)
-                                                          if a != "obs" or b in OBS_COMPENSATIONS])
+@pytest.mark.parametrize(
+    ("criterion", "compensation"),
+    [(a, b) for a, b in itertools.product(CRITERIA, COMPENSATIONS) if a != "obs" or b in OBS_COMPENSATIONS],
+)
 def test_in_place_equals_materialised(tiny, calib_tokens, criterion, compensation, attn_unit):
     model, _ = tiny
     adapter = adapter_for(model.config, attn_unit=attn_unit)

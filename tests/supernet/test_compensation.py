@@ -107,7 +107,8 @@ def test_refit_intercept_beats_bias_and_refit_on_the_calibration_inputs(problem)
     """Its feasible set holds both (V = W_K with FLAP's bias, and refit with c = 0), so its error is the least."""
     x, w, kept = problem
     s = stats_for(x)
-    errors = {f.__name__: residual(x, w, kept, *f(w, s, kept, damping=0.0)) for f in (none, bias, refit, refit_intercept)}
+    methods = (none, bias, refit, refit_intercept)
+    errors = {f.__name__: residual(x, w, kept, *f(w, s, kept, damping=0.0)) for f in methods}
     assert errors["refit_intercept"] < min(errors["bias"], errors["refit"]) < errors["none"]
 
 

@@ -12,8 +12,10 @@ from supernet.levels import refine_grid, repair
 from supernet.refine import carry_over, refine_supernet
 
 
-@pytest.mark.parametrize(("criterion", "compensation"),
-                         [("magnitude", "none"), ("flap", "bias"), ("wanda_sp", "refit"), ("obs", "refit_intercept")])
+@pytest.mark.parametrize(
+    ("criterion", "compensation"),
+    [("magnitude", "none"), ("flap", "bias"), ("wanda_sp", "refit"), ("obs", "refit_intercept")],
+)
 def test_refined_supernet_equals_a_fresh_build(tiny, calib_tokens, criterion, compensation):
     model, adapter = tiny
     cfg = SupernetConfig(criterion=criterion, compensation=compensation, channel_quantum=4, radius=2,
