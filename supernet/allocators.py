@@ -8,7 +8,9 @@ allocator of the search package plugs into the same interface.
   scores S of every module are standardised separately, z = (S - mean_module S) / std_module S, all
   units of all modules are sorted by z, and units are kept best first while their cost (what the budget
   counts: parameters, (2g + 2)·d·h for a GQA group and 3h for an MLP channel, or FLOPs) fits the budget. The
-  per-module counts are snapped to the nearest level and repaired onto the budget.
+  per-module counts are snapped to the nearest level inside the search grid's radius and repaired onto the
+  budget, and the units kept are the supernet's (its criterion): FLAP's allocation as a search warm start.
+  The baseline a run reports as ``flap_global`` is FLAP's own method, unclipped (:mod:`supernet.flap`).
 - ``depth_linear`` (ATP-style, Huang et al. 2024, https://arxiv.org/abs/2502.14770): sparsity rising
   linearly with depth, s_i = s_m + a (2 i / (L - 1) - 1) around each module's target sparsity s_m,
   a = min(``DEPTH_AMPLITUDE``, s_m, 1 - s_m); so the mean sparsity is the target's; snapped and repaired.

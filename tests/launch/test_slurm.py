@@ -13,7 +13,7 @@ pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs hydra
 
 JOB_KEYS = ("timeout_min", "nodes", "tasks_per_node", "gpus_per_node", "cpus_per_task", "mem_gb")
 TINY = ["model.reference=tiny", "data.seq_len=64", "data.calib_sequences=4", "data.eval_seq_len=64",
-        "data.eval_sequences=4", "progress=false"]  # fmt: skip
+        "data.eval_sequences=4", "progress=false", "search=none"]  # fmt: skip
 
 
 def launcher(preset: str) -> dict:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+# the defaults (search=evo, obs + refit_intercept), with the search cut to a few trials on few tokens
 TINY = ["model.reference=tiny", "data.seq_len=64", "data.calib_sequences=4", "data.eval_seq_len=64",
-        "data.eval_sequences=4", "progress=false"]
+        "data.eval_sequences=4", "progress=false", "search.trials=8", "search.offspring=4",
+        "search.stage_tokens=[128,256,512]", "search.survivors=[2,1,1]"]
 
 
 def strata(args: list[str], run_dir: Path) -> subprocess.CompletedProcess:
@@ -23,12 +25,40 @@ def strata(args: list[str], run_dir: Path) -> subprocess.CompletedProcess:
     )
 
 
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """The rows of the closing table (search/outcome.py): name -> [params, ppl, x dense]."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split() == ["params", "ppl", "x", "dense"]) + 1
+    end = next(i for i, line in enumerate(lines) if line.startswith("run directory: "))
+    return {line.split()[0]: line.split()[1:] for line in lines[start:end]}
+
+
+def test_run_ends_with_the_table_of_dense_baselines_and_searched(finished_run: Path) -> None:
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    stdout = (finished_run / "stdout.txt").read_text()
+    rows = table_rows(stdout)
+    assert list(rows) == ["dense", "uniform", "flap_global", "searched"]
+    assert rows["searched"][:2] == [f"{metrics['pruned']['params']:,}", f"{metrics['pruned']['ppl']:.2f}"]
+    assert rows["flap_global"][1] == f"{metrics['baselines']['flap_global']['ppl']:.2f}"
+    assert f"run directory: {finished_run}" in stdout
+
+
+def test_search_none_is_the_one_flag_way_to_no_search(tiny_reference_dir: Path, tmp_path: Path) -> None:
+    proc = strata([*TINY, "search=none"], tmp_path / "run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["allocation"] == "uniform" and "search" not in metrics and "baselines" not in metrics
+    assert not (tmp_path / "run" / "study.journal").exists()
+    assert list(table_rows(proc.stdout)) == ["dense", "uniform"]
+
+
 @pytest.fixture(scope="module")
 def finished_run(tiny_reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("run")
     proc = strata([*TINY, "budget.keep=0.5"], run_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert str(run_dir) in proc.stdout
+    (run_dir / "stdout.txt").write_text(proc.stdout)
     return run_dir
 
 
@@ -39,7 +69,17 @@ def test_run_writes_metrics_allocation_and_model(finished_run: Path) -> None:
     assert (budget["kind"], budget["keep"]) == ("block_params", 0.5)
     assert budget["target_cost"] - budget["slack"] < budget["cost"] <= budget["target_cost"]
     assert budget["cost"] < metrics["pruned"]["block_params"]  # blocks also hold norms
-    assert metrics["allocation"] == "uniform"
+    assert metrics["allocation"] == "search"  # bare strata searches
+    assert (metrics["supernet"]["criterion"], metrics["supernet"]["compensation"]) == ("obs", "refit_intercept")
+    search = metrics["search"]
+    assert (search["sampler"], search["proxy"], search["fitness"]) == ("evo", "kl", "held_apart")
+    assert search["trials"] >= 8 and search["fitness_windows"] == 512 // 64
+    baselines = metrics["baselines"]
+    assert set(baselines) == {"uniform", "flap_global"}
+    for entry in baselines.values():
+        assert entry["ppl"] > 1.0 and entry["params"] < metrics["dense"]["params"]
+    flap = baselines["flap_global"]
+    assert flap["method"].startswith("FLAP") and set(flap["approximated"]) >= {"rule", "units_moved"}
     for side in ("dense", "pruned"):
         assert set(metrics[side]) >= {"params", "block_params", "ppl"}
         assert metrics[side]["ppl"] > 1.0
