@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -93,6 +94,18 @@ def config_error(exc: Exception) -> str:
     return reason
 
 
+def check_writable(key: str, directory: Path) -> None:
+    """Refuse an output directory that cannot be created or written: its nearest existing ancestor must be a
+    directory this process may write into (Hydra would fail later, configuring its log file)."""
+    existing = directory.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{key}={directory} cannot be created: {existing} is a file; give a writable directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{key}={directory} cannot be written: {existing} is not writable; give a writable directory")
+
+
 def validate(config_name: str, argv: list[str]) -> None:
     """Compose the config once with the given overrides and build the typed object; errors -> exit 2."""
     from hydra import compose, initialize_config_module
@@ -102,14 +115,16 @@ def validate(config_name: str, argv: list[str]) -> None:
         overrides = first_of_sweeps(overrides)
         with initialize_config_module(config_module=CONFIG_MODULE, version_base=None):
             cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        multirun = any(arg in ("-m", "--multirun") for arg in argv)
         run_dir = Path(cfg.hydra.run.dir)
+        check_writable("hydra.sweep.dir" if multirun else "hydra.run.dir",
+                       Path(cfg.hydra.sweep.dir) if multirun else run_dir)  # fmt: skip
         with open_dict(cfg):
             del cfg["hydra"]
         extra = unknown_keys(cfg)
         if extra:
             raise UsageError(f"unknown config key {', '.join(extra)}: the keys are in README.md (strata --cfg job)")
         typed = OmegaConf.to_object(cfg)
-        multirun = any(arg in ("-m", "--multirun") for arg in argv)
         if not multirun and (run_dir / FINISHED).is_file() and not getattr(typed, "overwrite", True):
             raise UsageError(
                 f"hydra.run.dir={run_dir} holds a finished run ({FINISHED}): give another directory, or "

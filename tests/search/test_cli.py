@@ -207,6 +207,15 @@ BAD_INPUTS = {
     "device_cuda_without_gpu": (lambda tmp, ref: ["device=cuda"], "no CUDA"),
     "key_added_with_plus": (lambda tmp, ref: ["+foo.bar=1"], "unknown config key foo"),
     "unknown_search": (lambda tmp, ref: ["search=bogus"], "use one of cmaes, evo, none"),
+    "obs_without_its_update": (lambda tmp, ref: ["supernet.compensation=none"],
+                               "supernet.compensation=refit_intercept|refit"),
+    "unknown_compensation": (lambda tmp, ref: ["supernet.compensation=lora"], "supernet.compensation='lora'"),
+    "unknown_propagation": (lambda tmp, ref: ["supernet.propagate=sideways"], "supernet.propagate"),
+    "unknown_fitness_windows": (lambda tmp, ref: ["search.fitness=train"], "search.fitness='train'"),
+    "resample_with_workers": (lambda tmp, ref: ["search.resample=true", "search.workers=2"], "search.workers=1"),
+    "survivors_per_stage": (lambda tmp, ref: ["search.survivors=[1,1]"], "one entry per stage"),
+    "no_window_for_fitness": (lambda tmp, ref: [*_text(tmp, b"x = 1\n" * 400), "data.calib_sequences=64"],
+                              "search.fitness=calibration"),
 }  # fmt: skip
 
 
@@ -221,6 +230,15 @@ def test_bad_input_is_one_line_error_with_status_2(case: str, tiny_reference_dir
     assert "Traceback" not in proc.stderr
     for output in ("model", "metrics.json", "allocation.json"):
         assert not (run_dir / output).exists()
+
+
+def test_an_output_directory_that_cannot_be_created_is_one_line(tiny_reference_dir: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    proc = strata(TINY, blocker / "run")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and f"{blocker} is a file" in lines[0]
 
 
 def test_a_finished_run_directory_is_refused_unless_overwrite(finished_run: Path, tmp_path: Path) -> None:
