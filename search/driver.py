@@ -8,7 +8,13 @@ The last stage's best ``survivors[-1]`` COMPLETE with their last-stage value (th
 per generation), so every complete value is on the same tokens. Free samplers (tpe, cmaes, nsga2,
 random) propose anywhere; their proposals are
 repaired onto the budget (supernet.levels.repair) and scored on the last stage. Warm starts (the
-no-search allocators) and re-enqueued trials are scored on the last stage directly.
+no-search allocators) are scored on the last stage directly.
+
+A killed search resumes as if it had not stopped (the run's own journal, ``replay``): each generation
+records its index and size in the study (user attribute ``generation``) and each trial its generation;
+on restart the trials the kill left running are re-enqueued with their generation and the last stage they
+reached (search/study.py), and :meth:`Search.finish_interrupted` plays the rest of that generation from
+that stage, filling slots never asked with the proposals they would have had (search/evolution.py).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+GENERATION_KEY = "generation"  # study and trial user attribute: the generation a trial belongs to
 SAMPLERS = ("none", "evo", "tpe", "cmaes", "nsga2", "nsga3", "random")
 MULTI_OBJECTIVE_SAMPLERS = ("nsga2", "nsga3", "tpe", "random")  # Optuna samplers with several objectives
 SECOND_OBJECTIVES = ("params", "flops")
@@ -142,6 +149,7 @@ class Search:
         on_complete: Sequence[CompleteHook] = (),
         second_objective: Callable[[list[int]], float] | None = None,
         desc: str = "search",
+        replay: bool = True,
     ) -> None:
         self.cfg = cfg
         self.study = study
@@ -154,6 +162,7 @@ class Search:
         # multi-objective mode: proposals are not repaired; the second value is e.g. the kept-params fraction
         self.second_objective = second_objective
         self.desc = desc
+        self.replay = replay  # resume a killed generation exactly (one driver per study: the run's own journal)
         self.last_stage = evaluator.stages - 1
         assert len(cfg.survivors) == evaluator.stages, f"{len(cfg.survivors)} survivors for {evaluator.stages} stages"
 
@@ -161,6 +170,8 @@ class Search:
         start = time.perf_counter()
         done = finished_count(self.study)
         with tqdm(total=self.cfg.trials, initial=done, desc=self.desc, unit="trial", disable=not self.progress) as bar:
+            if self.replay:
+                self.finish_interrupted()
             while (done := finished_count(self.study)) < self.cfg.trials or (waiting := self.waiting()):
                 batch = self.cfg.offspring if self.cfg.sampler == "evo" else 1
                 size = min(batch, self.cfg.trials - done) if done < self.cfg.trials else waiting
@@ -172,6 +183,26 @@ class Search:
         log.info("search finished %d trials in %.1f s", finished_count(self.study), time.perf_counter() - start)
         return self.study
 
+    def next_generation(self) -> int:
+        info = self.study.user_attrs.get(GENERATION_KEY)
+        return 0 if info is None else int(info["index"]) + 1
+
+    def finish_interrupted(self) -> None:
+        """Play the rest of the generation a killed run left: its re-enqueued trials from the earliest stage
+        they reached, and the slots it had not asked yet, so the study goes on as an uninterrupted run."""
+        info = self.study.user_attrs.get(GENERATION_KEY)
+        if info is None:
+            return
+        index = int(info["index"])
+        members = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get(GENERATION_KEY) == index]
+        left = int(info["size"]) - sum(1 for t in members if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
+        if left <= 0:
+            return
+        staged = [t for t in members if t.state == TrialState.WAITING and "warm_start" not in t.user_attrs]
+        start = min((int(t.user_attrs.get("resume_stage", 0)) for t in staged), default=0)
+        log.info("finishing generation %d a killed run left: %d trials from stage %d", index, left, start)
+        self.generation(left, index=index, start=start)
+
     def waiting(self) -> int:
         """Enqueued trials not yet asked (re-enqueued after a kill): they run even past the cap."""
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
@@ -180,9 +211,10 @@ class Search:
         done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         return min((t.values[0] for t in done), default=None)
 
-    def ask(self) -> tuple[optuna.Trial, list[int], bool]:
+    def ask(self, generation: int) -> tuple[optuna.Trial, list[int], bool]:
         """One trial, its levels (on budget unless multi-objective), and whether it skips to the last stage."""
         trial = self.study.ask(self.space)
+        trial.set_user_attr(GENERATION_KEY, generation)
         raw = [int(trial.params[name]) for name in self.names]
         free = self.second_objective is not None or self.grid.on_budget(raw)
         levels = raw if free else repair(self.grid, raw)
@@ -191,26 +223,33 @@ class Search:
         trial.set_user_attr("feasible", self.grid.cost(levels) <= self.grid.budget)
         if levels != raw:
             trial.set_user_attr("raw_levels", raw)
-        enqueued = "warm_start" in trial.user_attrs or "requeued_from" in trial.user_attrs
+        attrs = trial.user_attrs
+        # warm starts, and trials a lost Ray worker left (re-enqueued in this process, no stage to resume from)
+        enqueued = "warm_start" in attrs or ("requeued_from" in attrs and "resume_stage" not in attrs)
         direct = enqueued or self.cfg.sampler != "evo"
         return trial, levels, direct
 
-    def generation(self, size: int) -> None:
-        if self.cfg.resample:  # the draw is the study's trial count, so a resumed study draws the same
-            self.evaluator.redraw(len(self.study.get_trials(deepcopy=False)))
-        asked = [self.ask() for _ in range(size)]
+    def generation(self, size: int, *, index: int | None = None, start: int = 0) -> None:
+        """Ask ``size`` trials and select them stage by stage from stage ``start``; ``index`` None starts
+        a new generation (recorded in the study before its first trial), else replays generation ``index``."""
+        if index is None:
+            index = self.next_generation()
+            self.study.set_user_attr(GENERATION_KEY, {"index": index, "size": size})
+        if self.cfg.resample:  # the draw is the generation's index: a replayed generation draws the same
+            self.evaluator.redraw(index)
+        asked = [self.ask(index) for _ in range(size)]
         direct = [(t, lv) for t, lv, d in asked if d]
         staged = [(t, lv) for t, lv, d in asked if not d]
         if direct:
             direct, values = self.score(direct, self.last_stage)
             for (trial, levels), value in zip(direct, values, strict=True):
                 self.complete(trial, levels, value)
-        if staged and self.evaluator.prescreener is not None and len(staged) > self.cfg.prescreen_keep:
+        if start == 0 and staged and self.evaluator.prescreener is not None and len(staged) > self.cfg.prescreen_keep:
             staged, values = self.kept(staged, self.evaluator.prescreen_many([lv for _, lv in staged]))
             for (trial, _), value in zip(staged, values, strict=True):
                 trial.set_user_attr(f"prescreen_{self.cfg.prescreen}", value)
             staged, _ = self.select(staged, values, self.cfg.prescreen_keep)
-        for stage in range(self.evaluator.stages):
+        for stage in range(start, self.evaluator.stages):
             staged, values = self.score(staged, stage)
             staged, values = self.select(staged, values, self.cfg.survivors[stage])
         for (trial, levels), value in zip(staged, values, strict=True):

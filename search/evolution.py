@@ -7,8 +7,9 @@ Offspring already proposed in the study are rejected and drawn again.
 State lives in the study's storage, so the sampler resumes and works across processes: the levels of
 each proposal are written to the trial's system attrs under ``"EvolutionSampler:levels"`` (a JSON list
 of ints) as soon as it is proposed, and the parent is read back from the trials. Randomness is drawn
-from ``numpy.random.default_rng([seed, trial.number])``, so the same seed gives the same proposals
-whatever the number of workers, provided trials are asked in the same order.
+from ``numpy.random.default_rng([seed, index])``, index = the trial's number less the failed trials
+before it, so the same seed gives the same proposals whatever the number of workers, provided trials are
+asked in the same order, and a search resumed after a kill proposes what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -96,8 +97,12 @@ class EvolutionSampler(BaseSampler):
         if "fixed_params" in trial.system_attrs:  # an enqueued warm start or re-run: keep it as given
             return {}
         parent = best_complete(study, self._grid) or list(self._grid.target)
-        seen = {tuple(lv) for t in study.get_trials(deepcopy=False) if (lv := trial_levels(t, self._grid))}
-        rng = np.random.default_rng([self._seed, trial.number])
+        trials = study.get_trials(deepcopy=False)
+        # a failed trial (a killed run's) is replayed by its re-enqueued copy: it neither counts as seen nor
+        # shifts the random stream, so a resumed search proposes what an uninterrupted one would
+        failed = sum(1 for t in trials if t.state == TrialState.FAIL and t.number < trial.number)
+        seen = {tuple(lv) for t in trials if t.state != TrialState.FAIL and (lv := trial_levels(t, self._grid))}
+        rng = np.random.default_rng([self._seed, trial.number - failed])
         child = parent
         for _ in range(self._max_tries):
             child = level_switch(rng, parent, self._grid, max_pairs=self._max_pairs)

@@ -116,7 +116,7 @@ def run_search(
             desc = "search" if scfg.iterations == 1 else f"search {iteration + 1}/{scfg.iterations}"
             hooks = [TrialArtifacts(run_dir, grid)]
             Search(scfg, study, grid, evaluator, progress=cfg.progress, on_complete=hooks, second_objective=second,
-                   desc=desc).run()  # fmt: skip
+                   desc=desc, replay=scfg.storage is None).run()  # fmt: skip
             if second is None:
                 best = best_complete(study, grid)
             else:

@@ -103,12 +103,24 @@ def requeue_running(study: optuna.Study, *, older_than: float | None = None) -> 
     for trial in stale:
         study.tell(trial.number, state=TrialState.FAIL)
         if trial.params:
-            study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
+            study.enqueue_trial(trial.params, user_attrs=requeue_attrs(trial))
             requeued += 1
     if stale:
         log.warning("failed %d trials left running by an earlier run, re-enqueued the %d with parameters",
                     len(stale), requeued)  # fmt: skip
     return requeued
+
+
+def requeue_attrs(trial: optuna.trial.FrozenTrial) -> dict:
+    """What a re-enqueued trial carries of the failed one: its number, its generation and warm-start name
+    (search/driver.py replays the generation), and the last selection stage it reached (its last reported
+    intermediate value's step), from which the replay scores it again."""
+    attrs = {"requeued_from": trial.number}
+    for key in ("generation", "warm_start"):
+        if key in trial.user_attrs:
+            attrs[key] = trial.user_attrs[key]
+    attrs["resume_stage"] = max(trial.intermediate_values, default=0)
+    return attrs
 
 
 def finished_count(study: optuna.Study) -> int:
