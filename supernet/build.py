@@ -146,8 +146,8 @@ class Supernet:
         for layer, kind in self.rankings:
             out[f"layer{layer}.{kind}"] = {
                 "ranking": self.rankings[layer, kind].to(torch.int32),
-                "scores": self.scores[layer, kind].float(),
-                "fluctuation": self.fluctuation[layer, kind].float(),
+                "scores": self.scores[layer, kind].double(),  # float64: a cached supernet ranks and
+                "fluctuation": self.fluctuation[layer, kind].double(),  # allocates exactly as a fresh one
             }
             if (layer, kind) in self.means:
                 out[f"layer{layer}.{kind}"]["mean"] = self.means[layer, kind]

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "STRATA_CACHE_DIR"
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: scores and fluctuation in float64; 2: every module's mean input
 
 
 def default_root() -> Path:

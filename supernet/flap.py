@@ -61,7 +61,9 @@ def full_range(grid: LevelGrid) -> LevelGrid:
 
 def global_counts(fluctuation: dict[ModuleKey, torch.Tensor], grid: LevelGrid) -> tuple[list[int], list[torch.Tensor]]:
     """FLAP's kept units per module (grid order) under one global z threshold, and each module's z."""
-    zs = [standardise(fluctuation[m.layer, m.kind]) for m in grid.modules]
+    # z rounded to 1e-9: float noise must not order ties (a module of two units has z = -1 and +1 exactly);
+    # the stable sort keeps ties in grid order, shallow layers first
+    zs = [torch.round(standardise(fluctuation[m.layer, m.kind]), decimals=9) for m in grid.modules]
     z = torch.cat(zs)  # [all units]
     module_of = torch.cat([torch.full((len(zi),), i) for i, zi in enumerate(zs)])  # [all units]
     cost = torch.tensor([grid.costs[grid.modules[i].kind] for i in module_of.tolist()], dtype=torch.long)

@@ -11,6 +11,7 @@ memory. :func:`mapped_bytes` says which happened (logged at load).
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,6 +50,12 @@ def check_model_dir(path: Path) -> None:
         raise UsageError(f"model.path={path} is not a directory: give a local Hugging Face model directory")
     if not (path / "config.json").is_file():
         raise UsageError(f"{path} has no config.json: give a directory written by save_pretrained")
+    try:
+        pruned = "layer_shapes" in json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return  # load_model says what is wrong with it
+    if pruned:
+        raise UsageError(f"{path} is a model strata already pruned (its layers differ in width): prune the dense model")
 
 
 def check_weights(path: Path) -> None:

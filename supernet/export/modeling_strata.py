@@ -28,6 +28,10 @@ class StrataConfig(PreTrainedConfig):
 
     ``layer_shapes``: one dict per layer with ``num_attention_heads``, ``num_key_value_heads``,
     ``intermediate_size``, ``attn_out_bias`` and ``mlp_out_bias``.
+
+    ``config.json`` names the dense family's ``model_type`` (``to_dict``): ``AutoConfig`` then reads it
+    without remote code and without asking (what ``AutoTokenizer.from_pretrained`` does first), while
+    ``auto_map`` still sends ``AutoModelForCausalLM(..., trust_remote_code=True)`` here.
     """
 
     model_type = "strata"
@@ -36,6 +40,19 @@ class StrataConfig(PreTrainedConfig):
         self.base_model_type = base_model_type
         self.layer_shapes = list(layer_shapes or [])
         super().__init__(**kwargs)
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        out["model_type"] = self.base_model_type
+        return out
+
+    @classmethod
+    def get_config_dict(cls, *args, **kwargs) -> tuple[dict, dict]:
+        """config.json's ``model_type`` is the family's: read it as ours (no mismatch warning)."""
+        config_dict, kwargs = super().get_config_dict(*args, **kwargs)
+        if "base_model_type" in config_dict:
+            config_dict["model_type"] = cls.model_type
+        return config_dict, kwargs
 
     def base_config(self) -> PreTrainedConfig:
         """The dense family's config with the global (unpruned) sizes."""

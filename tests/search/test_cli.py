@@ -117,6 +117,28 @@ def test_tokenizer_reloads_with_the_training_ids(finished_run: Path, tiny_refere
         assert AutoTokenizer.from_pretrained(directory)(text)["input_ids"] == trained
 
 
+def test_tokenizer_and_config_load_without_remote_code_or_a_prompt(finished_run: Path) -> None:
+    """AutoTokenizer reads config.json first: it names the family, so nothing asks to run custom code."""
+    code = (
+        "import sys; from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer;"
+        "d = sys.argv[1]; t = AutoTokenizer.from_pretrained(d); c = AutoConfig.from_pretrained(d);"
+        "m = AutoModelForCausalLM.from_pretrained(d, trust_remote_code=True);"
+        "print(type(c).__name__, type(m).__name__, len(t('def f(): pass')['input_ids']) > 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(finished_run / "model")], capture_output=True, text=True,
+                          check=False, stdin=subprocess.DEVNULL, cwd="/", timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-3:] == ["LlamaConfig", "StrataForCausalLM", "True"]
+    assert "custom code" not in proc.stdout + proc.stderr and "instantiate a model of type" not in proc.stderr
+
+
+def test_a_pruned_model_is_refused_as_input(finished_run: Path, tmp_path: Path) -> None:
+    proc = strata([*TINY, "data.source=builtin", f"model.path={finished_run / 'model'}"], tmp_path / "run")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "already pruned" in lines[0]
+
+
 def _corrupt_copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     weights = next(dst.glob("*.safetensors"))

@@ -91,3 +91,22 @@ def test_baseline_keeps_flaps_units_with_flaps_bias_and_exports_exactly(tiny, ca
     baseline.install(switcher)
     live = model(calib_tokens).logits
     assert (live - materialize(model, switcher)(calib_tokens).logits).abs().max().item() <= 1e-4
+
+
+def test_a_cached_supernet_gives_the_same_flap_baseline(tiny, calib_tokens, tmp_path) -> None:
+    """Scores survive the cache bit for bit, so the baseline of a rerun is the baseline of the first run."""
+    model, adapter = tiny
+    cfg = SupernetConfig(criterion="flap", compensation="bias")
+    grid = supernet_grid(adapter, 0.5, cfg)
+    fresh = build_supernet(model, adapter, calib_tokens, cfg, grid, cache_dir=tmp_path, progress=False)
+    cached = build_supernet(model, adapter, calib_tokens, cfg, grid, cache_dir=tmp_path, progress=False)
+    assert cached.from_cache and not fresh.from_cache
+    assert all(torch.equal(fresh.fluctuation[k], cached.fluctuation[k]) for k in fresh.fluctuation)
+    switcher = Switcher(model, adapter)
+    a, b = flap_baseline(fresh, switcher), flap_baseline(cached, switcher)
+    assert a.levels == b.levels
+    for key, variant in a.variants.items():
+        other = b.variants[key]
+        assert (variant is None) == (other is None)
+        if variant is not None:
+            assert torch.equal(variant.units, other.units) and torch.equal(variant.out_bias, other.out_bias)
