@@ -13,8 +13,9 @@ and the run's seconds.
 
 Setups (:data:`SETUPS`): ``defaults``; ``fitness_on_calibration`` (candidates scored on the windows the
 supernet was fitted on, ``search.fitness=calibration``); ``resample`` (early stages redraw their windows
-every generation, ``search.resample=true``). ``--quick``: keep 0.5, the defaults, 48 trials. Writes
-``bench/results/zoo.json`` (``zoo-quick.json``) and prints a markdown table.
+every generation, ``search.resample=true``); ``head`` (query heads as attention units). ``--quick``: keep
+0.5, the defaults, 48 trials. Writes ``bench/results/<--name>.json`` (default ``zoo.json``;
+``zoo-quick.json``) and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keeps", nargs="+", type=float, default=None)
     parser.add_argument("--setups", nargs="+", default=None, choices=list(SETUPS))
     parser.add_argument("--threads", type=int, default=2, help="torch threads (quality, not timing)")
+    parser.add_argument("--name", default="zoo", help="results file bench/results/<name>.json")
     args = parser.parse_args(argv)
     setup(args.threads)
     keeps = args.keeps or ([0.5] if args.quick else [0.5, 0.7])
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, s in combos:
         for m in args.models:
             rows.append(measure(m, k, s, trials))
-            path = write_result("zoo", args.quick, {"config": config, "rows": rows})  # after each: a kill keeps it
+            path = write_result(args.name, args.quick, {"config": config, "rows": rows})  # after each: a kill keeps it
     print(table(rows))
     print(f"\n{json.dumps({'written': str(path)})}")
     return 0

@@ -59,23 +59,25 @@ def bias(weight: torch.Tensor, stats: ChannelStats | None, kept: torch.Tensor, *
     return w[:, removed] @ stats.mean[removed], None  # [out, |R|] @ [|R|] -> [out]
 
 
+def least_squares(m: torch.Tensor, w: torch.Tensor, kept: torch.Tensor, damping: float) -> torch.Tensor:
+    """V = ((M_KK + dead + damping * mean(diag M_KK) I)^-1 (M W^T)_K)^T, the refit of the kept columns for a
+    second-moment matrix M (H or the covariance); inputs with no energy (diag <= 0) get 1 on the diagonal.
+    m: [in, in], w: [out, in] float64 -> [out, |K|]."""
+    m_kk = m[kept][:, kept]  # [K, K]
+    diag = torch.diag(m_kk)
+    m_kk = m_kk + torch.diag((diag <= 0).to(m_kk.dtype))  # dead (or constant) inputs
+    m_kk = m_kk + damping * torch.diag(m_kk).mean() * torch.eye(len(kept), dtype=m.dtype)
+    return torch.linalg.solve(m_kk, (m @ w.T)[kept]).T  # ([in, in] @ [in, out])_K -> [K, out] -> [out, K]
+
+
 def refit(
     weight: torch.Tensor, stats: ChannelStats | None, kept: torch.Tensor, *, damping: float = 0.01, **_: float
 ) -> Compensated:
     """Least-squares refit W_K = (H_KK^-1 (H W^T)_K)^T with damped H_KK. -> out_weight [out, |K|]."""
     assert stats is not None and stats.gram is not None, "refit needs the Gram matrix of the calibration inputs"
-    if kept.numel() == 0:
-        return bias(weight, stats, kept)
-    if kept.numel() == weight.shape[1]:
-        return None, None
-    w = weight.detach().cpu().double()  # [out, in]
-    h = stats.gram.double()  # [in, in]
-    h_kk = h[kept][:, kept]  # [K, K]
-    diag = torch.diag(h_kk)
-    h_kk = h_kk + torch.diag(torch.where(diag == 0, torch.ones_like(diag), torch.zeros_like(diag)))  # dead inputs
-    h_kk = h_kk + damping * torch.diag(h_kk).mean() * torch.eye(len(kept), dtype=h.dtype)
-    rhs = (h @ w.T)[kept]  # ([in, in] @ [in, out])_K -> [K, out]
-    return None, torch.linalg.solve(h_kk, rhs).T  # [out, K]
+    if kept.numel() in (0, weight.shape[1]):  # nothing kept: FLAP's bias; everything kept: nothing to add
+        return bias(weight, stats, kept) if kept.numel() == 0 else (None, None)
+    return None, least_squares(stats.gram.double(), weight.detach().cpu().double(), kept, damping)
 
 
 def refit_intercept(
@@ -83,18 +85,12 @@ def refit_intercept(
 ) -> Compensated:
     """Least squares with an intercept on centred statistics. -> (out_bias [out], out_weight [out, |K|])."""
     assert stats is not None and stats.gram is not None, "refit_intercept needs the Gram matrix of the inputs"
-    if kept.numel() == 0:
-        return bias(weight, stats, kept)
-    if kept.numel() == weight.shape[1]:
-        return None, None
+    if kept.numel() in (0, weight.shape[1]):
+        return bias(weight, stats, kept) if kept.numel() == 0 else (None, None)
     w = weight.detach().cpu().double()  # [out, in]
     mu = stats.mean.double()  # [in]
     sigma = stats.gram.double() / stats.count - torch.outer(mu, mu)  # [in, in] covariance of the inputs
-    s_kk = sigma[kept][:, kept]  # [K, K]
-    diag = torch.diag(s_kk)
-    s_kk = s_kk + torch.diag(torch.where(diag <= 0, torch.ones_like(diag), torch.zeros_like(diag)))  # constant inputs
-    s_kk = s_kk + damping * torch.diag(s_kk).mean() * torch.eye(len(kept), dtype=sigma.dtype)
-    v = torch.linalg.solve(s_kk, (sigma @ w.T)[kept]).T  # [out, K]
+    v = least_squares(sigma, w, kept, damping)  # [out, K]
     return w @ mu - v @ mu[kept], v  # c = W mu - V mu_K: [out]
 
 
