@@ -61,13 +61,15 @@ def full_range(grid: LevelGrid) -> LevelGrid:
 
 def global_counts(fluctuation: dict[ModuleKey, torch.Tensor], grid: LevelGrid) -> tuple[list[int], list[torch.Tensor]]:
     """FLAP's kept units per module (grid order) under one global z threshold, and each module's z."""
-    # z rounded to 1e-9: float noise must not order ties (a module of two units has z = -1 and +1 exactly);
-    # the stable sort keeps ties in grid order, shallow layers first
+    # z rounded to 1e-9, so float noise does not order ties (a module of two units has z = -1 and +1
+    # exactly); ties go to the higher fluctuation itself, then to the shallower module (stable sorts)
     zs = [torch.round(standardise(fluctuation[m.layer, m.kind]), decimals=9) for m in grid.modules]
     z = torch.cat(zs)  # [all units]
+    raw = torch.cat([fluctuation[m.layer, m.kind].double() for m in grid.modules])  # [all units]
     module_of = torch.cat([torch.full((len(zi),), i) for i, zi in enumerate(zs)])  # [all units]
     cost = torch.tensor([grid.costs[grid.modules[i].kind] for i in module_of.tolist()], dtype=torch.long)
-    order = torch.argsort(z, descending=True, stable=True)
+    by_raw = torch.argsort(raw, descending=True, stable=True)
+    order = by_raw[torch.argsort(z[by_raw], descending=True, stable=True)]
     kept = order[torch.cumsum(cost[order], dim=0) <= grid.budget]
     return torch.bincount(module_of[kept], minlength=len(grid.modules)).tolist(), zs
 
