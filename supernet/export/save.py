@@ -65,5 +65,31 @@ def save_pruned(
     with atomic_path(out_dir, directory=True) as tmp:
         pruned.save_pretrained(tmp)
         save_tokenizer(tokenizer, tmp)
+        keep_tokenizer_ids(tmp, tokenizer)
     log.info("saved the pruned model to %s", out_dir)
     return out_dir
+
+
+def keep_tokenizer_ids(directory: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    """config.json names the family's model_type (no remote-code prompt); where AutoTokenizer would then
+    rebuild that family's tokenizer class and tokenize differently (a Qwen2 model shipping another
+    tokenizer: transformers 5 overrides the declared class for some families), it names ``strata``
+    instead, so the ids stay those the model was trained on (AutoTokenizer then asks about remote code
+    on a terminal before it falls back to the declared class)."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from supernet.loading import FIDELITY_SAMPLE
+
+    if not callable(tokenizer) or not (Path(directory) / "tokenizer.json").is_file():
+        return  # nothing AutoTokenizer could rebuild
+    expected = tokenizer(FIDELITY_SAMPLE, add_special_tokens=False)["input_ids"]
+    if AutoTokenizer.from_pretrained(directory)(FIDELITY_SAMPLE, add_special_tokens=False)["input_ids"] == expected:
+        return
+    path = Path(directory) / "config.json"
+    config = json.loads(path.read_text())
+    family, config["model_type"] = config["model_type"], StrataConfig.model_type
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    log.warning("model/config.json names model_type 'strata': with %r AutoTokenizer would rebuild another "
+                "tokenizer than this model's", family)  # fmt: skip
