@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {  # name -> (full argument
     "search": ([], ["--quick", "--model", "tiny", "--out", str(RESULTS / "search-quick.json")]),
     "workers": ([], ["--quick", "--out", str(RESULTS / "workers-quick.json")]),
     "zoo": ([], ["--quick", "--models", "zoo-llama3"]),
+    "default_run": ([], ["--quick"]),
 }
 
 
