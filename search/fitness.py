@@ -72,17 +72,16 @@ class Evaluator:
         self.draw = 0  # which random draw the stages before the last are on (redraw)
         switcher.apply(dict.fromkeys(switcher.current))  # the dense model, for what proxies cache
         self.proxies = [self._prepared(batches) for batches in self.batches]
-        self.prescreener = None
         self.prescreen_name = prescreen
-        if prescreen is not None:
-            self.prescreener = make_proxy(prescreen, switcher, **proxy.options(prescreen))
-            self.prescreener.prepare(model, self.batches[0])
+        self.prescreener = self._prepared(self.batches[0], prescreen) if prescreen is not None else None
         self.cache: dict[tuple[tuple[int, ...], int, int], float] = {}  # (levels, stage, draw) -> value
         self.evaluations = 0  # proxy calls actually made (cache hits excluded)
         self.forward_tokens = 0  # tokens the proxy calls pushed through the model
 
-    def _prepared(self, batches):
-        scorer = make_proxy(self.proxy.name, self.switcher, **self.proxy.options())
+    def _prepared(self, batches, name: str | None = None):
+        """Proxy ``name`` (default: the fitness proxy) prepared on ``batches`` with the model as it stands."""
+        name = name or self.proxy.name
+        scorer = make_proxy(name, self.switcher, **self.proxy.options(name))
         scorer.prepare(self.model, batches)
         return scorer
 
@@ -101,8 +100,7 @@ class Evaluator:
             self.batches[stage] = as_batches(picked, self.batch_size)
             self.proxies[stage] = self._prepared(self.batches[stage])
         if self.prescreener is not None:  # it scores the first stage's windows
-            self.prescreener = make_proxy(self.prescreen_name, self.switcher, **self.proxy.options(self.prescreen_name))
-            self.prescreener.prepare(self.model, self.batches[0])
+            self.prescreener = self._prepared(self.batches[0], self.prescreen_name)
         self.draw = draw
 
     def score(self, levels: Sequence[int], stage: int) -> float:

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import torch
-
 from supernet.errors import UsageError
+from supernet.flap import global_counts, nearest_on_budget
 from supernet.levels import LevelGrid, repair
 
 if TYPE_CHECKING:
@@ -38,31 +37,10 @@ def uniform(supernet: Supernet | None, grid: LevelGrid, keep: float) -> list[int
     return list(grid.target)
 
 
-def standardise(scores: torch.Tensor) -> torch.Tensor:
-    """z = (S - mean S) / std S over one module's units (population std; all-equal scores give 0)."""
-    scores = scores.double()
-    std = scores.std(unbiased=False)
-    return (scores - scores.mean()) / std if std > 0 else torch.zeros_like(scores)
-
-
 def flap_global(supernet: Supernet, grid: LevelGrid, keep: float) -> list[int]:
-    """FLAP's global standardised ranking of units, kept by cost until the grid's budget is spent."""
-    budget = grid.cost(grid.target)
-    zs = [standardise(supernet.fluctuation[m.layer, m.kind]) for m in grid.modules]
-    z = torch.cat(zs)  # [all units]
-    module_of = torch.cat([torch.full((len(zi),), i) for i, zi in enumerate(zs)])  # [all units]
-    cost = torch.tensor([grid.costs[grid.modules[i].kind] for i in module_of.tolist()], dtype=torch.long)
-    order = torch.argsort(z, descending=True, stable=True)
-    spent = torch.cumsum(cost[order], dim=0)
-    kept = order[spent <= budget]
-    counts = torch.bincount(module_of[kept], minlength=len(grid.modules)).tolist()
-    levels = [round(c / m.step) for c, m in zip(counts, grid.modules, strict=True)]
-    # priority: z of the best unit the module would gain with one more level (higher = keep more)
-    priority = []
-    for zi, m, lv in zip(zs, grid.modules, levels, strict=True):
-        sorted_z = zi.sort(descending=True).values
-        priority.append(float(sorted_z[min(lv * m.step, len(sorted_z) - 1)]))
-    return repair(grid, levels, priority)
+    """FLAP's global standardised ranking of units (supernet/flap.py), snapped into the grid's range."""
+    counts, zs = global_counts(supernet.fluctuation, grid)
+    return nearest_on_budget(grid, counts, zs)
 
 
 def depth_linear(supernet: Supernet | None, grid: LevelGrid, keep: float) -> list[int]:

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from supernet import criteria
-from supernet.allocators import standardise
 from supernet.levels import LevelGrid, repair
 from supernet.switch import Variant, kept_units
 
@@ -51,6 +50,13 @@ class FlapBaseline:
 
     def install(self, switcher: Switcher) -> int:
         return switcher.apply(self.variants)
+
+
+def standardise(scores: torch.Tensor) -> torch.Tensor:
+    """z = (S - mean S) / std S over one module's units (population std; all-equal scores give 0)."""
+    scores = scores.double()
+    std = scores.std(unbiased=False)
+    return (scores - scores.mean()) / std if std > 0 else torch.zeros_like(scores)
 
 
 def full_range(grid: LevelGrid) -> LevelGrid:
@@ -81,12 +87,18 @@ def flap_levels(fluctuation: dict[ModuleKey, torch.Tensor], grid: LevelGrid) -> 
     has the highest z up first (and the lowest down first). Returns (full grid, levels, exact counts)."""
     full = full_range(grid)
     counts, zs = global_counts(fluctuation, full)
-    levels = [m.top if c == m.total else round(c / m.step) for c, m in zip(counts, full.modules, strict=True)]
+    return full, nearest_on_budget(full, counts, zs), counts
+
+
+def nearest_on_budget(grid: LevelGrid, counts: list[int], zs: list[torch.Tensor]) -> list[int]:
+    """FLAP's unit counts as levels of ``grid``: each rounded to its step (clipped into the grid's range by
+    ``repair``), then repaired onto the budget, the module whose next unit has the highest z first."""
+    levels = [m.top if c == m.total else round(c / m.step) for c, m in zip(counts, grid.modules, strict=True)]
     priority = []  # z of the best unit a module would gain with one more level (higher = keep more)
-    for zi, m, lv in zip(zs, full.modules, levels, strict=True):
+    for zi, m, lv in zip(zs, grid.modules, levels, strict=True):
         ordered = zi.sort(descending=True).values
         priority.append(float(ordered[min(lv * m.step, len(ordered) - 1)]))
-    return full, repair(full, levels, priority), counts
+    return repair(grid, levels, priority)
 
 
 def flap_baseline(net: Supernet, switcher: Switcher) -> FlapBaseline:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from supernet.allocators import ALLOCATORS, allocate, depth_linear, flap_global, standardise
+from supernet.allocators import ALLOCATORS, allocate, depth_linear, flap_global
 from supernet.build import Supernet, supernet_grid
 from supernet.config import SupernetConfig
 from supernet.errors import UsageError
+from supernet.flap import standardise
 
 
 def fake_supernet(grid, seed: int = 0) -> Supernet:
