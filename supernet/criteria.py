@@ -41,7 +41,7 @@ def unit_weight_sq_norms(adapter: DecoderAdapter, module: nn.Module, kind: str) 
     for proj in (p for p in plan if adapter.owns(p, kind)):
         weight = getattr(module, proj.name).weight.detach().double()
         per_row = weight.pow(2).sum(dim=1 if proj.side == "out" else 0)  # [rows or cols]
-        total += per_row.reshape(units, -1).sum(dim=1)  # rows are contiguous per unit
+        total += adapter.unit_sums(proj, per_row, kind)  # [units], over every block of a fused projection
     return total
 
 

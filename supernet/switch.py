@@ -4,7 +4,9 @@ A variant (DESIGN.md) is a module at one level: the units it keeps and its compe
 touches only the module asked for: its projections get new parameters sliced from the dense tensors
 (kept by reference, not copied), the output projection's bias gets the compensation, and a module
 with no unit left is replaced by ``RemovedAttention`` / ``RemovedMLP``. The dense modules come back
-bit-for-bit when a module is switched to ``None``.
+bit-for-bit when a module is switched to ``None``. Weight vectors units own (the adapter's
+``attention_norms``) are sliced with the same rows, and the adapter sets the sizes an attention's
+forward reads from itself (``resize_attention``).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Switcher:
         self.layers = adapter.decoder_layers(model)
         self.dense_modules: dict[tuple[int, str], nn.Module] = {}
         self.dense_params: dict[tuple[int, str], dict[str, tuple[nn.Parameter, nn.Parameter | None]]] = {}
+        self.dense_norms: dict[int, dict[str, nn.Parameter]] = {}  # the adapter's attention_norms per layer
         self.current: dict[tuple[int, str], Variant | None] = {}
         for i, layer in enumerate(self.layers):
             for kind in KINDS:
@@ -71,6 +74,8 @@ class Switcher:
                     p.name: (getattr(module, p.name).weight, getattr(module, p.name).bias) for p in self._plan(kind)
                 }
                 self.current[i, kind] = None
+            attention = self.dense_modules[i, "attn"]
+            self.dense_norms[i] = {p.name: getattr(attention, p.name).weight for p in adapter.attention_norms}
 
     def _plan(self, kind: str):
         return self.adapter.attention_plan if kind == "attn" else self.adapter.mlp_plan
@@ -93,6 +98,11 @@ class Switcher:
             self._install(layer_idx, kind, dense)
             for name, (weight, bias) in self.dense_params[key].items():
                 _assign(getattr(dense, name), weight, bias)
+            if kind == "attn":
+                for name, weight in self.dense_norms[layer_idx].items():
+                    _assign_vector(getattr(dense, name), weight)
+                geo = self.adapter.geometry
+                self.adapter.resize_attention(dense, geo.num_heads, geo.num_kv_heads)
         elif variant.units.numel() == 0:
             self._install(layer_idx, kind, self._removed(layer_idx, kind, variant, dense))
         else:
@@ -156,6 +166,12 @@ class Switcher:
                     new_weight = weight.index_select(1, index)  # [out, kept cols]
                     new_bias = bias
             _assign(getattr(module, proj.name), new_weight, new_bias)
+        if kind == "attn":
+            for norm in self.adapter.attention_norms:
+                weight = self.dense_norms[key[0]][norm.name]
+                index = self.adapter.block_index(variant.units, norm.block, kind=kind).to(weight.device)
+                _assign_vector(getattr(module, norm.name), weight.index_select(0, index))  # [kept rows]
+            self.adapter.resize_attention(module, *self.adapter.attention_shape(variant.units.numel()))
 
     def apply(self, variants: dict[tuple[int, str], Variant | None]) -> int:
         """Install many variants, touching only modules whose variant changed; returns how many did."""
@@ -170,8 +186,10 @@ class Switcher:
         shapes = []
         for i in range(len(self.layers)):
             attn, mlp = self.current[i, "attn"], self.current[i, "mlp"]
-            heads, kv_heads = (geo.num_heads, geo.num_kv_heads) if attn is None else (
-                self.adapter.attention_shape(attn.units.numel())
+            heads, kv_heads = (
+                (geo.num_heads, geo.num_kv_heads)
+                if attn is None
+                else (self.adapter.attention_shape(attn.units.numel()))
             )
             channels = geo.intermediate if mlp is None else mlp.units.numel()
             shapes.append(
@@ -191,6 +209,12 @@ class Switcher:
         if variant is not None and variant.units.numel() == 0:
             return variant.adds_bias
         return dense_bias is not None or (variant is not None and variant.adds_bias)
+
+
+def _assign_vector(norm: nn.Module, weight: torch.Tensor) -> None:
+    """Point a norm at a new weight vector (the dense parameter itself when it is the dense one)."""
+    grad = norm.weight.requires_grad
+    norm.weight = weight if isinstance(weight, nn.Parameter) else nn.Parameter(weight, requires_grad=grad)
 
 
 def _assign(linear: nn.Linear, weight: torch.Tensor, bias: torch.Tensor | None) -> None:

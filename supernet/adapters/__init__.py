@@ -5,8 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from supernet.adapters.base import DecoderAdapter, Geometry, Projection
+from supernet.adapters.gemma2 import Gemma2Adapter
+from supernet.adapters.gemma3 import Gemma3TextAdapter
+from supernet.adapters.granite import GraniteAdapter
 from supernet.adapters.llama import LlamaAdapter
 from supernet.adapters.mistral import MistralAdapter
+from supernet.adapters.olmo2 import Olmo2Adapter
+from supernet.adapters.phi3 import Phi3Adapter
 from supernet.adapters.qwen2 import Qwen2Adapter
 from supernet.adapters.qwen3 import Qwen3Adapter
 from supernet.errors import UsageError
@@ -16,7 +21,17 @@ if TYPE_CHECKING:
 
 ADAPTERS: dict[str, type[DecoderAdapter]] = {
     model_type: cls
-    for cls in (LlamaAdapter, MistralAdapter, Qwen2Adapter, Qwen3Adapter)
+    for cls in (
+        LlamaAdapter,
+        MistralAdapter,
+        Qwen2Adapter,
+        Qwen3Adapter,
+        Gemma2Adapter,
+        Gemma3TextAdapter,
+        Phi3Adapter,
+        Olmo2Adapter,
+        GraniteAdapter,
+    )  # fmt: skip
     for model_type in cls.model_types
 }
 

@@ -12,10 +12,16 @@ Units (DESIGN.md): an MLP unit is one intermediate channel. An attention unit is
   step is one head per group), and the K/V heads stay while any query head does: they are the module's
   base (:meth:`DecoderAdapter.base_params`), paid once when the attention is present. A layer with few
   K/V heads (Qwen2.5-0.5B: 2) then offers 7 widths per group instead of 0, 1 or 2 groups.
+
+A fused projection (Phi-3's ``qkv_proj``: query rows, then key rows, then value rows) lists its blocks
+in row order; a unit owns one block of rows in each, and a sliced fused matrix keeps the same order.
+Weight vectors that units own besides the projections (OLMo 2's q/k norms over the whole projection)
+are listed in ``attention_norms`` and sliced with the same rows.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -29,15 +35,22 @@ if TYPE_CHECKING:
 
 
 ATTN_UNITS = ("group", "head")
+Block = Literal["query", "kv", "channel"]
 
 
 @dataclass(frozen=True)
 class Projection:
-    """One linear layer of a module and how units map onto it."""
+    """One linear layer (or weight vector) of a module and how units map onto it."""
 
     name: str  # attribute name on the attention / MLP module
     side: Literal["out", "in"]  # unit = block of output rows ("out") or input columns ("in")
-    block: Literal["query", "kv", "channel"]  # block size: query heads, K/V heads, or 1 channel
+    # block size: query heads, K/V heads, or 1 channel; a fused projection lists its blocks in row order
+    block: Block | tuple[Block, ...]
+
+    @property
+    def blocks(self) -> tuple[Block, ...]:
+        """The blocks of rows in order (one for an unfused projection)."""
+        return self.block if isinstance(self.block, tuple) else (self.block,)
 
 
 @dataclass(frozen=True)
@@ -82,6 +95,8 @@ class DecoderAdapter:
     )
     # parameters of the attention module that belong to no unit and are never sliced (Qwen3's q/k norms)
     attention_shared: ClassVar[tuple[str, ...]] = ()
+    # weight vectors of the attention (modules with a ``weight`` [rows]) whose rows units own (OLMo 2)
+    attention_norms: ClassVar[tuple[Projection, ...]] = ()
 
     def __init__(self, config: PreTrainedConfig, *, attn_unit: str = "group") -> None:
         if attn_unit not in ATTN_UNITS:
@@ -157,9 +172,17 @@ class DecoderAdapter:
             masks["sliding_attention"] = create_sliding_window_causal_mask(**kwargs)
         return {
             "position_ids": position_ids,
-            "position_embeddings": base.rotary_emb(hidden_states, position_ids=position_ids),
+            "position_embeddings": self.rotary(model, hidden_states, position_ids),
             "masks": masks,
         }
+
+    def rotary(self, model: PreTrainedModel, hidden_states: torch.Tensor, position_ids: torch.Tensor):
+        """The rotary (cos, sin) of positions ``position_ids`` [1, T], as the family's model computes them."""
+        return model.model.rotary_emb(hidden_states, position_ids=position_ids)
+
+    def layer_position_embeddings(self, layer: nn.Module, context: dict):
+        """The rotary (cos, sin) a decoder layer gets (one for all layers in most families)."""
+        return context["position_embeddings"]
 
     def attention_type(self, layer: nn.Module) -> str:
         """Which mask a layer uses: ``full_attention`` or ``sliding_attention`` (per-layer in Qwen2/3)."""
@@ -172,18 +195,30 @@ class DecoderAdapter:
             hidden_states,
             attention_mask=context["masks"].get(self.attention_type(layer), context["masks"]["full_attention"]),
             position_ids=context["position_ids"],
-            position_embeddings=context["position_embeddings"],
+            position_embeddings=self.layer_position_embeddings(layer, context),
         )
         return out[0] if isinstance(out, tuple) else out
 
     # ---- units -> rows / columns -----------------------------------------------------------------
-    def block_index(self, units: torch.Tensor, block: str, *, kind: str) -> torch.Tensor:
+    def block_rows(self, block: str) -> int:
+        """Rows of one block type in the dense module: heads * head_dim, K/V heads * head_dim, channels."""
+        geo = self.geometry
+        return {"query": geo.num_heads * geo.head_dim, "kv": geo.num_kv_heads * geo.head_dim,
+                "channel": geo.intermediate}[block]  # fmt: skip
+
+    def block_index(self, units: torch.Tensor, block: str | tuple[str, ...], *, kind: str) -> torch.Tensor:
         """Row or column indices a set of units owns in a projection of the given block type.
 
         GQA groups: group u owns query heads [u*g, (u+1)*g) and K/V head u. Query heads (``attn_unit=head``):
         unit u is query head u, and the K/V heads are all kept while any query head is. Each head is
-        ``head_dim`` consecutive rows. For the MLP, unit u is channel u.
+        ``head_dim`` consecutive rows. For the MLP, unit u is channel u. A fused projection's blocks
+        (a tuple) follow each other: the indices of each block, offset by the dense rows of those before.
         """
+        if isinstance(block, tuple):
+            offsets = [0]
+            for b in block[:-1]:
+                offsets.append(offsets[-1] + self.block_rows(b))
+            return torch.cat([self.block_index(units, b, kind=kind) + o for b, o in zip(block, offsets, strict=True)])
         geo = self.geometry
         if kind == "mlp":
             return units
@@ -193,6 +228,20 @@ class DecoderAdapter:
             per_unit = geo.group_size if block == "query" else 1
             heads = (units[:, None] * per_unit + torch.arange(per_unit)).reshape(-1)  # [units * per_unit]
         return (heads[:, None] * geo.head_dim + torch.arange(geo.head_dim)).reshape(-1)
+
+    def unit_sums(self, proj: Projection, per_row: torch.Tensor, kind: str) -> torch.Tensor:
+        """Sum a per-row (per-column for ``side="in"``) quantity of ``proj`` over each unit's rows, in
+        the blocks units own. per_row: [rows] -> [units]"""
+        total = torch.zeros(self.units_total(kind), dtype=per_row.dtype, device=per_row.device)
+        start = 0
+        for block in proj.blocks:
+            rows = self.block_rows(block)
+            if self._owned(block, kind):
+                total += (
+                    per_row[start : start + rows].reshape(len(total), -1).sum(dim=1)
+                )  # a unit's rows are contiguous
+            start += rows
+        return total
 
     def output_columns(self, units: torch.Tensor, kind: str) -> torch.Tensor:
         """Input columns of the output projection (o_proj / down_proj) that ``units`` own."""
@@ -209,9 +258,13 @@ class DecoderAdapter:
         """The fewest units a level may add: one query head from every group with ``attn_unit=head``."""
         return self.geometry.num_kv_heads if kind == "attn" and self.attn_unit == "head" else 1
 
+    def _owned(self, block: str, kind: str) -> bool:
+        """Whether units own a block's rows (K/V rows are the base with head units)."""
+        return not (kind == "attn" and self.attn_unit == "head" and block == "kv")
+
     def owns(self, proj: Projection, kind: str) -> bool:
         """Whether units own rows/columns of ``proj`` (K/V projections are the base with head units)."""
-        return not (kind == "attn" and self.attn_unit == "head" and proj.block == "kv")
+        return any(self._owned(block, kind) for block in proj.blocks)
 
     def attention_shape(self, units: int) -> tuple[int, int]:
         """(query heads, K/V heads) of an attention that keeps ``units`` units."""
@@ -220,24 +273,33 @@ class DecoderAdapter:
         return units * self.geometry.group_size, units
 
     def unit_params(self, kind: str) -> int:
-        """Parameters one unit holds (weights and the biases of row-sliced projections).
+        """Parameters one unit holds (weights, the biases of row-sliced projections, its norm rows).
 
         GQA group: (2g + 2) * head_dim * hidden weights (REFERENCES: FLAP's cost, corrected for GQA);
         query head: 2 * head_dim * hidden.
         """
-        plan = self.attention_plan if kind == "attn" else self.mlp_plan
-        return sum(self._rows_params(proj, kind) for proj in plan if self.owns(proj, kind))
+        return sum(
+            self._rows_params(proj, block, kind) for proj, block in self._blocks(kind) if self._owned(block, kind)
+        )
 
     def base_params(self, kind: str) -> int:
         """Parameters a module holds while it keeps any unit, beyond its units' (K/V with head units)."""
-        plan = self.attention_plan if kind == "attn" else self.mlp_plan
-        return sum(self.geometry.num_kv_heads * self._rows_params(p, kind) for p in plan if not self.owns(p, kind))
+        return sum(self.geometry.num_kv_heads * self._rows_params(proj, block, kind)
+                   for proj, block in self._blocks(kind) if not self._owned(block, kind))  # fmt: skip
 
-    def _rows_params(self, proj: Projection, kind: str) -> int:
-        """Weights (and bias) of one block of ``proj``: a group's or a head's rows/columns, or a channel's."""
+    def _blocks(self, kind: str) -> list[tuple[Projection, str]]:
+        """Every (projection or norm, block) of a module's plan."""
+        plan = (*self.attention_plan, *self.attention_norms) if kind == "attn" else self.mlp_plan
+        return [(proj, block) for proj in plan for block in proj.blocks]
+
+    def _rows_params(self, proj: Projection, block: str, kind: str) -> int:
+        """Weights (and bias) of one block of ``proj``: a group's or a head's rows/columns, or a channel's;
+        a norm's rows are one weight each."""
         geo = self.geometry
         per_group = geo.group_size if self.attn_unit == "group" else 1
-        rows = {"query": per_group * geo.head_dim, "kv": geo.head_dim, "channel": 1}[proj.block]
+        rows = {"query": per_group * geo.head_dim, "kv": geo.head_dim, "channel": 1}[block]
+        if proj in self.attention_norms:
+            return rows
         bias = rows if proj.side == "out" and self.has_bias(kind, proj.name) else 0
         return rows * geo.hidden + bias
 
@@ -248,3 +310,20 @@ class DecoderAdapter:
     def fixed_params(self, kind: str) -> int:
         """Parameters of a module that no unit owns (norms inside attention, dense output biases)."""
         return 0
+
+    # ---- the live module's own sizes ---------------------------------------------------------------
+    def resize_attention(self, module: nn.Module, heads: int, kv_heads: int) -> None:
+        """Set the sizes an attention's forward reads from itself to the live (sliced) widths.
+
+        transformers 5 reshapes with -1 heads; what it still reads is ``num_key_value_groups`` (query
+        heads per K/V head, for ``repeat_kv`` in eager attention), which head units change."""
+        if hasattr(module, "num_key_value_groups") and kv_heads:
+            module.num_key_value_groups = heads // kv_heads
+
+    @staticmethod
+    def sized_config(config: PreTrainedConfig, **sizes: int) -> PreTrainedConfig:
+        """A shallow copy of a module's config with other sizes (for forwards that read them there)."""
+        sized = copy.copy(config)
+        for name, value in sizes.items():
+            setattr(sized, name, value)
+        return sized

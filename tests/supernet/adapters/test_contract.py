@@ -11,7 +11,18 @@ import textwrap
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma2Config,
+    Gemma3TextConfig,
+    GraniteConfig,
+    LlamaConfig,
+    MistralConfig,
+    Olmo2Config,
+    Phi3Config,
+    Qwen2Config,
+    Qwen3Config,
+)
 
 from supernet.adapters import adapter_for
 from supernet.export import materialize, save_pruned
@@ -23,7 +34,24 @@ FAMILIES = {
     "mistral": MistralConfig,
     "qwen2": Qwen2Config,
     "qwen3": Qwen3Config,
+    "gemma2": Gemma2Config,
+    "gemma3_text": Gemma3TextConfig,
+    "phi3": Phi3Config,
+    "olmo2": Olmo2Config,
+    "granite": GraniteConfig,
 }
+# what sets the family apart, at values that make a mistake visible: soft-capping small enough to bend
+# the logits, a window shorter than the inputs on alternating layers, multipliers far from 1
+QUIRKS = {
+    "gemma2": dict(final_logit_softcapping=2.0, attn_logit_softcapping=5.0, query_pre_attn_scalar=12,
+                   sliding_window=4, layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
+    "gemma3_text": dict(final_logit_softcapping=3.0, query_pre_attn_scalar=12, sliding_window=4,
+                        layer_types=["sliding_attention", "full_attention", "sliding_attention"]),
+    "phi3": dict(sliding_window=5),
+    "granite": dict(embedding_multiplier=6.0, residual_multiplier=0.3, attention_multiplier=0.05,
+                    logits_scaling=4.0),
+}  # fmt: skip
+TIED = ("qwen2", "gemma2", "gemma3_text")  # tied, as the released checkpoints
 
 
 def tiny_model(family: str, *, tied: bool = False):
@@ -37,8 +65,17 @@ def tiny_model(family: str, *, tied: bool = False):
         head_dim=8,
         vocab_size=97,
         tie_word_embeddings=tied,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        **QUIRKS.get(family, {}),
     )
-    return AutoModelForCausalLM.from_config(config).eval()
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():  # norms start at 1 (Gemma's at 0): random ones make a wrongly sliced norm visible
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.uniform_(0.5, 1.5)
+    return model
 
 
 def prune_candidate(model, attn_unit: str = "group") -> Switcher:
@@ -62,7 +99,7 @@ def prune_candidate(model, attn_unit: str = "group") -> Switcher:
 @pytest.mark.parametrize("attn_unit", ["group", "head"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_applied_candidate_equals_materialised(family: str, attn_unit: str) -> None:
-    model = tiny_model(family, tied=family == "qwen2")
+    model = tiny_model(family, tied=family in TIED)
     switcher = prune_candidate(model, attn_unit)
     x = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -73,8 +110,9 @@ def test_applied_candidate_equals_materialised(family: str, attn_unit: str) -> N
     assert count_params(pruned) < count_params(tiny_model(family))
 
 
-def test_switching_back_restores_dense_exactly() -> None:
-    model = tiny_model("llama")
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_switching_back_restores_dense_exactly(family: str) -> None:
+    model = tiny_model(family)
     x = torch.randint(0, 97, (1, 9))
     with torch.no_grad():
         dense = model(x).logits
@@ -119,7 +157,7 @@ class _NoTokenizer:
 @pytest.mark.parametrize("attn_unit", ["group", "head"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_saved_model_reloads_without_strata(family: str, attn_unit: str, tmp_path) -> None:
-    model = tiny_model(family, tied=family == "qwen2")
+    model = tiny_model(family, tied=family in TIED)
     switcher = prune_candidate(model, attn_unit)
     x = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -145,3 +183,36 @@ def test_saved_model_reloads_without_strata(family: str, attn_unit: str, tmp_pat
     result = load_file(str(tmp_path / "out.safetensors"))
     torch.testing.assert_close(result["logits"], live, atol=1e-4, rtol=0)
     assert torch.equal(result["generated"], generated)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_layer_by_layer_equals_the_model_forward(family: str) -> None:
+    """embed -> run_layer (with layer_context) -> logits, as calibration and the prefix cache call them,
+    equals the family's own forward on the live candidate (embedding scale, rotary per layer type,
+    sliding masks, soft-capped or scaled logits)."""
+    model = tiny_model(family, tied=family in TIED)
+    switcher = prune_candidate(model)
+    adapter = switcher.adapter
+    x = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        hidden = adapter.embed(model, x)  # [2, 11, hidden]
+        context = adapter.layer_context(model, hidden)
+        for layer in adapter.decoder_layers(model):
+            hidden = adapter.run_layer(layer, hidden, context)
+        torch.testing.assert_close(adapter.logits(model, hidden), model(x).logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("attn_unit", ["group", "head"])
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_unit_params_is_what_a_unit_holds(family: str, attn_unit: str) -> None:
+    """Dense module minus the module keeping k units = (total - k) * unit_params; the module keeping
+    k units = k * unit_params + base_params + fixed_params."""
+    model = tiny_model(family)
+    adapter = adapter_for(model.config, attn_unit=attn_unit)
+    switcher = Switcher(model, adapter)
+    for kind, kept in (("attn", torch.tensor([0, 1]) if attn_unit == "head" else torch.tensor([1])),
+                       ("mlp", torch.tensor([3, 7, 20]))):  # fmt: skip
+        switcher.set(0, kind, Variant(kept))
+        module = adapter.attention(switcher.layers[0]) if kind == "attn" else adapter.mlp(switcher.layers[0])
+        expected = kept.numel() * adapter.unit_params(kind) + adapter.base_params(kind) + adapter.fixed_params(kind)
+        assert count_params(module) == expected, (family, kind)

@@ -11,12 +11,24 @@ from supernet.errors import UsageError
 
 
 def test_unknown_architecture_names_the_supported_ones() -> None:
-    with pytest.raises(UsageError, match="unsupported architecture 'gpt2'.*llama, mistral, qwen2, qwen3"):
+    with pytest.raises(
+        UsageError, match="unsupported architecture 'gpt2'.*gemma2, gemma3_text, granite, llama, mistral, olmo2, phi3"
+    ):
         adapter_for(GPT2Config())
 
 
 def test_every_family_is_registered() -> None:
-    assert sorted(ADAPTERS) == ["llama", "mistral", "qwen2", "qwen3"]
+    assert sorted(ADAPTERS) == [
+        "gemma2",
+        "gemma3_text",
+        "granite",
+        "llama",
+        "mistral",
+        "olmo2",
+        "phi3",
+        "qwen2",
+        "qwen3",
+    ]
 
 
 def test_gqa_group_cost_is_2g_plus_2_heads() -> None:
