@@ -3,11 +3,27 @@
 A GQA group's parameters are rarely a whole number of MLP channels on these: 426.7 channels for
 Llama-3.1-8B, 341.5 for Qwen2.5-0.5B. ``layers`` and ``vocab`` shrink a layout for an end-to-end run;
 the ratio of a group's cost to a channel's ((2g + 2) d / 3) does not depend on them.
+
+``LAYOUTS`` are the Llama-like families (pruned end to end in tests/search/app/test_real_layouts_run.py);
+``FAMILY_LAYOUTS`` the families with their own quirks (pruned end to end in
+tests/search/test_families_run.py); ``REAL_LAYOUTS`` both. Values from each checkpoint's config.json on
+the Hugging Face Hub (google/gemma-2-2b, google/gemma-3-1b-pt, microsoft/Phi-3-mini-4k-instruct,
+allenai/OLMo-2-1124-7B, ibm-granite/granite-3.1-2b-base).
 """
 
 from __future__ import annotations
 
-from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+from transformers import (
+    Gemma2Config,
+    Gemma3TextConfig,
+    GraniteConfig,
+    LlamaConfig,
+    MistralConfig,
+    Olmo2Config,
+    Phi3Config,
+    Qwen2Config,
+    Qwen3Config,
+)
 
 LAYOUTS = {
     # name: (config class, hidden, intermediate, heads, KV heads, head_dim, layers, vocab, tied)
@@ -20,11 +36,28 @@ LAYOUTS = {
     "qwen3-8b": (Qwen3Config, 4096, 12288, 32, 8, 128, 36, 151936, False),
     "llama-2-7b-mha": (LlamaConfig, 4096, 11008, 32, 32, 128, 32, 32000, False),
 }
+FAMILY_LAYOUTS = {
+    "gemma-2-2b": (Gemma2Config, 2304, 9216, 8, 4, 256, 26, 256000, True),
+    "gemma-3-1b": (Gemma3TextConfig, 1152, 6912, 4, 1, 256, 26, 262144, True),
+    "phi-3-mini": (Phi3Config, 3072, 8192, 32, 32, 96, 32, 32064, False),
+    "olmo-2-7b": (Olmo2Config, 4096, 11008, 32, 32, 128, 32, 100352, False),
+    "granite-3.1-2b": (GraniteConfig, 2048, 8192, 32, 8, 64, 40, 49155, True),
+}
+REAL_LAYOUTS = LAYOUTS | FAMILY_LAYOUTS
+# the rest of what sets a family apart, as in its checkpoint's config.json
+QUIRKS = {
+    "gemma-2-2b": dict(query_pre_attn_scalar=256, attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+                       sliding_window=4096),
+    "gemma-3-1b": dict(query_pre_attn_scalar=256, sliding_window=512),
+    "phi-3-mini": dict(sliding_window=2047),
+    "granite-3.1-2b": dict(embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.015625,
+                           logits_scaling=8.0),
+}  # fmt: skip
 
 
 def layout_config(name: str, *, layers: int | None = None, vocab: int | None = None, hidden: int | None = None):
     """The transformers config of a real layout (optionally fewer layers, a smaller vocabulary or residual)."""
-    cls, d_model, inter, heads, kv, head_dim, n_layers, n_vocab, tied = LAYOUTS[name]
+    cls, d_model, inter, heads, kv, head_dim, n_layers, n_vocab, tied = REAL_LAYOUTS[name]
     return cls(
         hidden_size=hidden or d_model,
         intermediate_size=inter,
@@ -35,4 +68,5 @@ def layout_config(name: str, *, layers: int | None = None, vocab: int | None = N
         vocab_size=vocab or n_vocab,
         tie_word_embeddings=tied,
         max_position_embeddings=512,
+        **QUIRKS.get(name, {}),
     )

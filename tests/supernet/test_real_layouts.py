@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from layouts import LAYOUTS, layout_config
+from layouts import REAL_LAYOUTS, layout_config
 from transformers import AutoModelForCausalLM
 
 from search.mutation import level_switch
@@ -43,7 +43,7 @@ def assert_rule(grid, levels):
     assert grid.budget - grid.step_cost("mlp") < grid.cost(levels) <= grid.budget
 
 
-@pytest.fixture(scope="module", params=sorted(LAYOUTS))
+@pytest.fixture(scope="module", params=sorted(REAL_LAYOUTS))
 def layout(request):
     return request.param, *meta_model(request.param)
 
@@ -92,7 +92,7 @@ def test_depth_linear_spreads_the_mlp_by_a_fifth_of_the_module(layout):
     assert abs(first.mlp_units - last.mlp_units - 0.2 * first.mlp_units_total) <= 2 * grid.step("mlp")
 
 
-@pytest.mark.parametrize("name", sorted(LAYOUTS))
+@pytest.mark.parametrize("name", sorted(REAL_LAYOUTS))
 def test_depth_linear_on_two_layers_differs_by_a_fifth(name):
     config = layout_config(name, layers=2)
     with torch.device("meta"):
