@@ -58,7 +58,7 @@ QUIRKS = {
 def layout_config(name: str, *, layers: int | None = None, vocab: int | None = None, hidden: int | None = None):
     """The transformers config of a real layout (optionally fewer layers, a smaller vocabulary or residual)."""
     cls, d_model, inter, heads, kv, head_dim, n_layers, n_vocab, tied = REAL_LAYOUTS[name]
-    return cls(
+    config = cls(
         hidden_size=hidden or d_model,
         intermediate_size=inter,
         num_attention_heads=heads,
@@ -70,3 +70,7 @@ def layout_config(name: str, *, layers: int | None = None, vocab: int | None = N
         max_position_embeddings=512,
         **QUIRKS.get(name, {}),
     )
+    for token in ("pad_token_id", "bos_token_id", "eos_token_id"):  # a shrunk vocabulary: ids inside it
+        if isinstance(getattr(config, token, None), int) and getattr(config, token) >= config.vocab_size:
+            setattr(config, token, 0)
+    return config

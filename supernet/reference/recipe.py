@@ -8,8 +8,9 @@ It gives strata a real, trained model to prune with nothing downloaded.
 Presets: ``default`` (5.5M parameters, about 8 minutes on 2 CPU cores), ``tiny`` (seconds, tests), and
 the zoo (``zoo-*``, :data:`ZOO`): models of the same recipe in the layouts of real families, each with
 the property that breaks pruners built around one shape (Qwen2.5-0.5B's 7:1 GQA with q/k/v biases,
-Qwen3's head_dim != hidden / heads with q/k norms, Llama-3's 4:1 GQA, an untied MHA Llama), so that a
-GQA group is no whole number of MLP channels.
+Qwen3's head_dim != hidden / heads with q/k norms, Llama-3's 4:1 GQA, an untied MHA Llama, Gemma 2's
+head_dim 256 with soft-capping, sandwich norms and alternating sliding/global layers, Phi-3's fused
+projections), so that a GQA group is no whole number of MLP channels.
 The weights are saved in bfloat16 to stay small, while ``config.json`` says float32, so
 ``from_pretrained`` loads (and strata computes) in float32.
 """
@@ -49,7 +50,7 @@ class Recipe:
     """Every choice that shapes the reference model; its hash keys the cache."""
 
     name: str  # preset name, also the cache directory prefix
-    family: str = "llama"  # transformers model type: llama | qwen2 | qwen3
+    family: str = "llama"  # transformers model type: llama | qwen2 | qwen3 | gemma2 | phi3
     # tokenizer
     vocab_size: int = 4096  # byte-level BPE entries: 256 bytes + <|endoftext|> + merges
     # architecture (LlamaConfig)
@@ -81,6 +82,8 @@ class Recipe:
     seed: int = 0  # torch.manual_seed for init, and the window shuffle
     num_threads: int | None = None  # torch threads while training (None: every usable core)
     save_dtype: str = "bfloat16"  # dtype of the saved weights; loading is float32 (config.json says so)
+    # the family's own config fields beyond the shared ones, as (name, value) pairs (Gemma 2's window)
+    family_config: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         assert self.family in CONFIG_CLASSES, f"family {self.family!r} is not one of {', '.join(CONFIG_CLASSES)}"
@@ -90,7 +93,13 @@ class Recipe:
         assert self.warmup_steps < self.steps, f"warmup_steps {self.warmup_steps} >= steps {self.steps}"
 
 
-CONFIG_CLASSES = {"llama": "LlamaConfig", "qwen2": "Qwen2Config", "qwen3": "Qwen3Config"}
+CONFIG_CLASSES = {
+    "llama": "LlamaConfig",
+    "qwen2": "Qwen2Config",
+    "qwen3": "Qwen3Config",
+    "gemma2": "Gemma2Config",
+    "phi3": "Phi3Config",
+}
 ZOO_TRAINING = dict(steps=200, warmup_steps=20)  # ~7 minutes each on 2 cores, 0.8M tokens
 
 ZOO: dict[str, Recipe] = {
@@ -106,6 +115,18 @@ ZOO: dict[str, Recipe] = {
     # multi-head attention (every head its own group) with untied embeddings, as Llama-2
     "zoo-mha": Recipe(name="zoo-mha", hidden_size=256, num_heads=8, num_kv_heads=8, head_dim=32,
                       intermediate_size=688, tie_word_embeddings=False, **ZOO_TRAINING),
+    # Gemma 2: head_dim free of hidden / heads (4 x 128 = 512 on a 256-wide residual; 256 as in Gemma-2-2B
+    # would double the attention and the ~7 minutes of training) and 2:1 GQA, GeGLU, four norms per layer,
+    # scaled tied embeddings, attention (50) and final (30) soft-capping, query_pre_attn_scalar = head_dim,
+    # sliding (window 128 < the 256-token windows) and global layers alternating
+    "zoo-gemma2": Recipe(name="zoo-gemma2", family="gemma2", hidden_size=256, num_heads=4, num_kv_heads=2,
+                         head_dim=128, intermediate_size=768, family_config=(
+                             ("attn_logit_softcapping", 50.0), ("final_logit_softcapping", 30.0),
+                             ("query_pre_attn_scalar", 128), ("sliding_window", 128),
+                             ("hidden_activation", "gelu_pytorch_tanh")), **ZOO_TRAINING),
+    # Phi-3-mini's fused qkv_proj and gate_up_proj, multi-head attention (32/32), MLP 2.67x hidden, untied
+    "zoo-phi3": Recipe(name="zoo-phi3", family="phi3", hidden_size=256, num_heads=8, num_kv_heads=8, head_dim=32,
+                       intermediate_size=688, tie_word_embeddings=False, **ZOO_TRAINING),
 }  # fmt: skip
 
 RECIPES: dict[str, Recipe] = {
@@ -134,7 +155,10 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-LATER_FIELDS = {"family": "llama"}  # fields added after presets were built: hashed only when not this default
+LATER_FIELDS = {
+    "family": "llama",
+    "family_config": (),
+}  # fields added after presets were built: hashed only when not this default
 
 
 def recipe_hash(recipe: Recipe) -> str:
@@ -169,6 +193,7 @@ def model_config(recipe: Recipe, *, bos_eos_id: int) -> PreTrainedConfig:
         bos_token_id=bos_eos_id,
         eos_token_id=bos_eos_id,
         pad_token_id=bos_eos_id,
+        **dict(recipe.family_config),
     )
 
 
