@@ -136,17 +136,18 @@ RELOAD = textwrap.dedent(
     import json, sys, torch
     from safetensors.torch import load_file, save_file
     from transformers import AutoModelForCausalLM
-    model_dir, io_dir = sys.argv[1], sys.argv[2]
-    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
-    x = load_file(io_dir + "/in.safetensors")["x"]
-    with torch.no_grad():
-        logits = model(x).logits
-        generated = model.generate(x[:1], max_new_tokens=6, do_sample=False)
-    save_file({"logits": logits.contiguous(), "generated": generated}, io_dir + "/out.safetensors")
-    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("supernet", "search", "proxies"))
-    print(json.dumps({"params": sum(p.numel() for p in model.parameters()), "strata_modules": loaded}))
+    for case_dir in sys.argv[1:]:
+        model = AutoModelForCausalLM.from_pretrained(case_dir + "/model", trust_remote_code=True).eval()
+        x = load_file(case_dir + "/in.safetensors")["x"]
+        with torch.no_grad():
+            logits = model(x).logits
+            generated = model.generate(x[:1], max_new_tokens=6, do_sample=False)
+        save_file({"logits": logits.contiguous(), "generated": generated}, case_dir + "/out.safetensors")
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("supernet", "search", "proxies"))
+        print(json.dumps({"params": sum(p.numel() for p in model.parameters()), "strata_modules": loaded}))
     """
 )
+CASES = [(family, attn_unit) for family in sorted(FAMILIES) for attn_unit in ("group", "head")]
 
 
 class _NoTokenizer:
@@ -154,35 +155,44 @@ class _NoTokenizer:
         pass
 
 
-@pytest.mark.parametrize("attn_unit", ["group", "head"])
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_saved_model_reloads_without_strata(family: str, attn_unit: str, tmp_path) -> None:
-    model = tiny_model(family, tied=family in TIED)
-    switcher = prune_candidate(model, attn_unit)
-    x = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        live = model(x).logits
-        generated = model.generate(x[:1], max_new_tokens=6, do_sample=False)
-    out = save_pruned(model, switcher, _NoTokenizer(), tmp_path / "model")
+@pytest.fixture(scope="module")
+def reloaded(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict]:
+    """Every family and unit pruned, saved, and reloaded in one process that never imports strata."""
+    root = tmp_path_factory.mktemp("reload")
+    cases = {}
+    for family, attn_unit in CASES:
+        model = tiny_model(family, tied=family in TIED)
+        switcher = prune_candidate(model, attn_unit)
+        x = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            live = model(x).logits
+            generated = model.generate(x[:1], max_new_tokens=6, do_sample=False)
+        case_dir = root / f"{family}-{attn_unit}"
+        out = save_pruned(model, switcher, _NoTokenizer(), case_dir / "model")
+        save_file({"x": x}, str(case_dir / "in.safetensors"))
+        cases[family, attn_unit] = {"dir": case_dir, "model_dir": out, "live": live, "generated": generated,
+                                    "params": count_params(materialize(model, switcher))}  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", RELOAD, *(str(c["dir"]) for c in cases.values())],
+                          capture_output=True, text=True, cwd=root, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for case, line in zip(cases.values(), proc.stdout.strip().splitlines(), strict=True):
+        case["report"] = json.loads(line)
+        case["result"] = load_file(str(case["dir"] / "out.safetensors"))
+    return cases
+
+
+@pytest.mark.parametrize(("family", "attn_unit"), CASES)
+def test_saved_model_reloads_without_strata(family: str, attn_unit: str, reloaded) -> None:
+    case = reloaded[family, attn_unit]
+    out = case["model_dir"]
     assert (out / "modeling_strata.py").is_file()
     assert json.loads((out / "config.json").read_text())["auto_map"]["AutoModelForCausalLM"].startswith(
         "modeling_strata."
     )
-    save_file({"x": x}, str(tmp_path / "in.safetensors"))
-    proc = subprocess.run(
-        [sys.executable, "-c", RELOAD, str(out), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["strata_modules"] == []
-    assert report["params"] == count_params(materialize(model, switcher))
-    result = load_file(str(tmp_path / "out.safetensors"))
-    torch.testing.assert_close(result["logits"], live, atol=1e-4, rtol=0)
-    assert torch.equal(result["generated"], generated)
+    assert case["report"]["strata_modules"] == []
+    assert case["report"]["params"] == case["params"]
+    torch.testing.assert_close(case["result"]["logits"], case["live"], atol=1e-4, rtol=0)
+    assert torch.equal(case["result"]["generated"], case["generated"])
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
