@@ -5,7 +5,7 @@ asks the adapter. The layout is a table (as transformers' ``base_model_tp_plan``
 projection, whether a unit owns a block of its output rows (``"out"``) or input columns (``"in"``),
 and whether that block is sized by query heads, key/value heads or MLP channels.
 
-Units (DESIGN.md): an MLP unit is one intermediate channel. An attention unit is, by ``attn_unit``:
+Units (README.md, Design): an MLP unit is one intermediate channel. An attention unit is, by ``attn_unit``:
 
 - ``group`` (default): one GQA group, i.e. its ``g = heads / kv_heads`` query heads and its one K/V head;
 - ``head``: one query head. Levels remove the same number of query heads from every group (the grid's
@@ -236,10 +236,8 @@ class DecoderAdapter:
         start = 0
         for block in proj.blocks:
             rows = self.block_rows(block)
-            if self._owned(block, kind):
-                total += (
-                    per_row[start : start + rows].reshape(len(total), -1).sum(dim=1)
-                )  # a unit's rows are contiguous
+            if self._owned(block, kind):  # a unit's rows are contiguous within a block
+                total += per_row[start : start + rows].reshape(len(total), -1).sum(dim=1)  # [units]
             start += rows
         return total
 
