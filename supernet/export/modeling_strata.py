@@ -4,9 +4,11 @@ Saved next to the weights and named by ``auto_map`` in ``config.json``, so that
 ``AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)`` loads a pruned model in a
 process that never imports strata. It imports only torch and transformers.
 
-The model is the dense family's own (Llama, Mistral, Qwen2, Qwen3: ``base_model_type``) with each
-decoder layer rebuilt from a per-layer copy of the config (``layer_shapes[i]``: query heads, K/V heads,
-MLP channels, and whether ``o_proj`` / ``down_proj`` carry a bias). A sub-block with no unit left is
+The model is the dense family's own (Llama, Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3 text, Phi-3, OLMo 2,
+Granite: ``base_model_type``) with each decoder layer rebuilt from a per-layer copy of the config
+(``layer_shapes[i]``: query heads, K/V heads, MLP channels, and whether ``o_proj`` / ``down_proj`` carry
+a bias), so every size a layer's modules derive from the config follows: Phi-3's fused ``qkv_proj`` and
+``gate_up_proj`` and the split of their outputs, OLMo 2's q/k norms over the kept heads. A sub-block with no unit left is
 a ``RemovedAttention`` / ``RemovedMLP``: it adds only its bias (zero when it has none) to the residual.
 """
 
