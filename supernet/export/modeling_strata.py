@@ -8,8 +8,9 @@ The model is the dense family's own (Llama, Mistral, Qwen2, Qwen3, Gemma 2, Gemm
 Granite: ``base_model_type``) with each decoder layer rebuilt from a per-layer copy of the config
 (``layer_shapes[i]``: query heads, K/V heads, MLP channels, and whether ``o_proj`` / ``down_proj`` carry
 a bias), so every size a layer's modules derive from the config follows: Phi-3's fused ``qkv_proj`` and
-``gate_up_proj`` and the split of their outputs, OLMo 2's q/k norms over the kept heads. A sub-block with no unit left is
-a ``RemovedAttention`` / ``RemovedMLP``: it adds only its bias (zero when it has none) to the residual.
+``gate_up_proj`` and the split of their outputs, OLMo 2's q/k norms over the kept heads. A sub-block with
+no unit left is a ``RemovedAttention`` / ``RemovedMLP``: it adds only its bias (zero when it has none) to
+the residual.
 """
 
 from __future__ import annotations
