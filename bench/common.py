@@ -30,7 +30,8 @@ from pathlib import Path
 import psutil
 import torch
 
-from search.manifest import git_state
+from search.app.manifest import git_state
+from supernet.files import atomic_path, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -127,9 +128,7 @@ def result_path(name: str, quick: bool) -> Path:
 def write_result(name: str, quick: bool, payload: dict) -> Path:
     """``bench/results/<name>[-quick].json`` with the machine, then the payload."""
     path = result_path(name, quick)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"benchmark": name, "quick": quick, "machine": machine(), **payload}
-    path.write_text(json.dumps(body, indent=2) + "\n")
+    write_json(path, {"benchmark": name, "quick": quick, "machine": machine(), **payload})
     return path
 
 
@@ -205,14 +204,11 @@ def random_llama(spec: LlamaSpec, *, dtype: str = "bfloat16", seed: int = 0) -> 
             state[name] = torch.ones(shape, dtype=getattr(torch, dtype))  # RMSNorm weights
         else:
             state[name] = torch.empty(shape, dtype=getattr(torch, dtype)).normal_(0.0, 0.02, generator=generator)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    config.save_pretrained(tmp)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(REFERENCE / name, tmp / name)
-    tmp.replace(out)
+    with atomic_path(out, directory=True) as tmp:
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        config.save_pretrained(tmp)
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy(REFERENCE / name, tmp / name)
     log.info("saved a random %s-parameter Llama to %s", f"{spec.params():,}", out)
     return out
 

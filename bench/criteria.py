@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import markdown_table, setup, write_result  # noqa: E402
-from search.config import RunConfig  # noqa: E402
+from search.app.config import RunConfig  # noqa: E402
 from supernet.config import (  # noqa: E402  # noqa: E402
     COMPENSATIONS,
     CRITERIA,
@@ -56,7 +56,7 @@ def setups(propagations: list[str]) -> list[dict]:
 
 
 def measure_model(model_name: str, keep: float, combos: list[dict]) -> list[dict]:
-    from search.run import calibration_tokens, eval_tokens
+    from search.app.run import calibration_tokens, eval_tokens
     from supernet.allocators import allocate
     from supernet.budget import budget_grid
     from supernet.build import build_supernet

@@ -35,7 +35,7 @@ def timed(args: list[str]) -> dict:
         env = {**os.environ, "STRATA_CACHE_DIR": str(Path(tmp) / "cache")}
         run_dir = Path(tmp) / "run"
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "search.cli", *args, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env,
+        subprocess.run([sys.executable, "-m", "search.app.cli", *args, f"hydra.run.dir={run_dir}"], cwd=ROOT, env=env,
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         seconds = time.perf_counter() - start
         metrics = json.loads((run_dir / "metrics.json").read_text())

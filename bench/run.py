@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import subprocess
 import sys
 import time
 
 from bench import summary
 from bench.common import RESULTS, ROOT, child_python, machine
+from supernet.files import write_json, write_text
 
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {  # name -> (full arguments, --quick arguments)
     "speed": ([], ["--quick"]),
@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     stem = "summary-quick" if args.quick else "summary"
     body = {"quick": args.quick, "machine": start_machine, "wall_s": wall, "figures": values, "targets": met,
             "benchmarks": {n: {k: v for k, v in r.items() if k != "stdout"} for n, r in runs.items()}}  # fmt: skip
-    (RESULTS / f"{stem}.json").write_text(json.dumps(body, indent=2) + "\n")
+    write_json(RESULTS / f"{stem}.json", body)
     text = summary.markdown(values, met, runs, quick=args.quick, wall_s=wall, machine=start_machine)
-    (RESULTS / f"{stem}.md").write_text(text)
+    write_text(RESULTS / f"{stem}.md", text)
     print(text)
     return 0 if all(r["returncode"] == 0 for r in runs.values()) else 1
 

@@ -8,7 +8,7 @@
 2. At keep 0.5, the evolutionary sampler against TPE, CMA-ES, NSGA-II and random at equal evaluations
    (one stage, every trial scored on the same tokens): best KL after each evaluation, and how many
    evaluations the evolution needs to reach TPE's final best.
-3. At keep 0.5, through the run's own search stage (search/pipeline.py), side by side at equal trials:
+3. At keep 0.5, through the run's own search stage (search/app/pipeline.py), side by side at equal trials:
    plain evolution (lambda 16); coarse-to-fine (3 iterations of a third of the trials each, Týr);
    evolution with lambda 32 prescreened by a zero-shot proxy down to 16 before the KL stages
    (``search.prescreen``): each generation's KL stages cost what the plain one's do, and equal trials
@@ -40,6 +40,7 @@ from supernet.allocators import allocate  # noqa: E402
 from supernet.build import build_supernet, supernet_grid  # noqa: E402
 from supernet.config import SupernetConfig  # noqa: E402
 from supernet.data import load_texts, pack_tokens  # noqa: E402
+from supernet.files import write_json  # noqa: E402
 from supernet.loading import load_model  # noqa: E402
 from supernet.perplexity import perplexity  # noqa: E402
 from supernet.switch import Switcher  # noqa: E402
@@ -80,16 +81,21 @@ def variants(model, adapter, switcher, net, grid, calib, held_out, *, keep, tria
     """Plain evolution vs coarse-to-fine vs prescreened offspring, each through ``run_search``."""
     import tempfile
 
-    from search.config import RunConfig
-    from search.pipeline import run_search
+    from search.app.config import RunConfig
+    from search.app.pipeline import run_search
     from supernet.config import BudgetConfig, DataConfig
 
     plain = {"sampler": "evo", "offspring": 16, "stage_tokens": stages, "survivors": [4, 2, 1]}
     settings = {
         "evo": {**plain, "trials": trials},
         "evo_coarse_to_fine_3": {**plain, "trials": trials // 3, "iterations": 3},
-        f"evo_prescreen_{prescreen}": {**plain, "trials": trials, "offspring": 32, "prescreen": prescreen,
-                                       "prescreen_keep": 16},  # fmt: skip
+        f"evo_prescreen_{prescreen}": {
+            **plain,
+            "trials": trials,
+            "offspring": 32,
+            "prescreen": prescreen,
+            "prescreen_keep": 16,
+        },  # fmt: skip
     }
     starts = {name: allocate(name, net, grid, keep) for name in ("uniform", "flap_global", "depth_linear")}
     out = {}
@@ -193,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                 "evo_fraction_of_tpe_evals": None if reach is None else reach / compare,
             }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     print(table(results))
     return 0
 

@@ -14,7 +14,7 @@ side by side with the dense model:
   logits (what ``generate`` does first), B = 1 and 8;
 - decode: tokens per second of greedy steps with the KV cache after a prompt of 128 tokens, B = 1.
 
-Each speedup t_dense / t_pruned is reported against the ideal F_dense / F_pruned (:mod:`bench.flops`).
+Each speedup t_dense / t_pruned is reported against the ideal F_dense / F_pruned (:mod:`supernet.flops`).
 Writes ``bench/results/speed.json`` (``speed-quick.json`` with ``--quick``).
 """
 
@@ -28,7 +28,7 @@ import time
 import torch
 
 from bench.common import REFERENCE, SIZES, random_llama, setup, side_by_side, write_result
-from bench.flops import decode_flops, model_shape, prefill_flops
+from supernet.flops import decode_flops, model_shape, prefill_flops
 
 log = logging.getLogger("bench.speed")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import resource
 import sys
@@ -35,6 +34,7 @@ from supernet.compensation import COMPENSATIONS  # noqa: E402
 from supernet.config import SupernetConfig  # noqa: E402
 from supernet.criteria import CRITERIA  # noqa: E402
 from supernet.data import load_texts, pack_tokens  # noqa: E402
+from supernet.files import write_json  # noqa: E402
 from supernet.loading import load_model  # noqa: E402
 from supernet.perplexity import perplexity  # noqa: E402
 from supernet.switch import Switcher  # noqa: E402
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     results["peak_rss_mib"] = peak_rss_mib()
     results["tyr_bytes_9_levels"] = tyr_bytes(adapter, 9)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     print(table(results))
     p = results["propagate"]
     print(

@@ -20,7 +20,6 @@ table. The figures depend on how many cores are free: say what else ran.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -37,12 +36,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench.supernet import reference_dir  # noqa: E402
 from proxies.config import ProxyConfig  # noqa: E402
+from search.actor import EvaluatorSpec, tensors_to_bytes  # noqa: E402
 from search.fitness import Evaluator, stage_windows  # noqa: E402
 from search.mutation import level_switch  # noqa: E402
-from search.workers import EvaluatorPool, EvaluatorSpec, RayConfig, tensors_to_bytes  # noqa: E402
+from search.workers import EvaluatorPool, RayConfig  # noqa: E402
 from supernet.build import build_supernet, supernet_grid  # noqa: E402
 from supernet.config import SupernetConfig  # noqa: E402
 from supernet.data import load_texts, pack_tokens  # noqa: E402
+from supernet.files import write_json  # noqa: E402
 from supernet.loading import load_model  # noqa: E402
 from supernet.switch import Switcher  # noqa: E402
 
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         "same_values_bit_for_bit": {name: values[name] == values[configs[2]] for name in configs},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.out, results)
     print(table(results))
     return 0
 

@@ -4,7 +4,7 @@
     python -m bench.zoo [--quick] [--models default zoo-qwen2 ...] [--keeps 0.5 0.7] [--setups defaults ...]
 
 For every model, the defaults at every keep and the other setups at the first keep, it runs the main
-job itself (``search.run.run``, what bare ``strata`` runs: ``search=evo``, ``proxy=kl``, OBS + refit
+job itself (``search.app.run.run``, what bare ``strata`` runs: ``search=evo``, ``proxy=kl``, OBS + refit
 with an intercept, fitness held apart from calibration) with the setup's overrides, into a temporary run
 directory, and reads ``metrics.json``: dense, uniform (same supernet), flap_global (FLAP's own method,
 supernet/flap.py) and searched held-out perplexity and parameters on the same windows (the built-in
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import markdown_table, setup, write_result  # noqa: E402
-from search.config import RunConfig  # noqa: E402
+from search.app.config import RunConfig  # noqa: E402
 from search.driver import SearchConfig  # noqa: E402
 from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig  # noqa: E402
 from supernet.reference.build import reference_model_dir  # noqa: E402
@@ -66,7 +66,7 @@ def run_config(model: str, keep: float, overrides: dict, trials: int | None) -> 
 
 
 def measure(model: str, keep: float, setup_name: str, trials: int | None) -> dict:
-    from search.run import run
+    from search.app.run import run
 
     cfg = run_config(model, keep, SETUPS[setup_name], trials)
     start = time.perf_counter()

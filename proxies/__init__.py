@@ -23,6 +23,7 @@ PROXIES: dict[str, type[Proxy]] = {
     cls.name: cls
     for cls in (KLProxy, PerplexityProxy, TraceCorrelationProxy, HiddenCovarianceProxy, ParamsProxy, FlopsProxy)
 }
+PROXY_NAMES = tuple(PROXIES)  # proxy=NAME choices (proxies/config.py)
 
 
 def proxy_class(name: str) -> type[Proxy]:
@@ -37,4 +38,4 @@ def make_proxy(name: str, switcher: Switcher, **options: Any) -> Proxy:
     return proxy_class(name)(switcher, **options)
 
 
-__all__ = ["PROXIES", "Proxy", "as_batches", "make_proxy", "proxy_class"]
+__all__ = ["PROXIES", "PROXY_NAMES", "Proxy", "as_batches", "make_proxy", "proxy_class"]

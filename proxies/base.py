@@ -42,12 +42,10 @@ def model_device(model: PreTrainedModel) -> torch.device:
 
 
 class Proxy:
-    """Scores a candidate; lower is better. Subclasses set ``name`` and ``needs_grad`` and override
+    """Scores a candidate; lower is better. Subclasses set ``name`` and override
     ``score`` (and ``prepare`` / ``cache_bytes`` when they cache dense-model quantities)."""
 
     name: ClassVar[str] = ""
-    needs_grad: ClassVar[bool] = False  # True: takes gradients (costs a backward pass per batch)
-    lower_is_better: ClassVar[bool] = True  # always: proxies whose paper maximises are negated
 
     def __init__(self, switcher: Switcher) -> None:
         self.switcher = switcher

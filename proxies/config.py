@@ -1,6 +1,6 @@
 """Typed configs of the proxies: which proxy scores candidates (``proxy=NAME``), and the proxy report.
 
-``search/config.py`` registers ``ProxyConfig`` as the config group ``proxy`` (one preset per proxy
+``search/app/config.py`` registers ``ProxyConfig`` as the config group ``proxy`` (one preset per proxy
 name, so ``proxy=trace_correlation`` selects it) and ``ProxyReportConfig`` as the schema of
 ``conf/proxies.yaml`` (the ``strata-proxies`` app).
 """
@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxies import PROXY_NAMES
 from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig, check_device, resolve_data_source
 from supernet.errors import UsageError
-
-PROXY_NAMES = ("kl", "ppl", "trace_correlation", "hidden_covariance", "params", "flops")
 
 
 def _check_name(name: str, where: str) -> None:

@@ -63,7 +63,6 @@ class HiddenCovarianceProxy(Proxy):
     """The negated Serianni & Kalita score of one decoder layer's output hidden states; lower is better."""
 
     name = "hidden_covariance"
-    needs_grad = False
 
     def __init__(self, switcher: Switcher, *, layer: int = -1) -> None:
         super().__init__(switcher)

@@ -105,7 +105,6 @@ class KLProxy(Proxy):
     (:class:`proxies.prefix.PrefixForward`); 0 runs every candidate from the embeddings."""
 
     name = "kl"
-    needs_grad = False
 
     def __init__(
         self,

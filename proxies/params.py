@@ -1,12 +1,10 @@
 """``params`` and ``flops``: trivial baselines counted from the live model's shapes.
 
     params = parameters of the live model (a tied embedding counts once)
-    flops  = per token, forward:  2 * (weights of every Linear in the decoder layers + the LM head)
-             + sum over layers of 4 * T * heads_l * head_dim     (Q K^T and A V, each 2 * T * d per head)
+    flops  = forward FLOPs per token over causal windows of T tokens with logits at every position,
+             F(T, T(T+1)/2, T) / T = 2 (sum_l W_l + W_head) + 2 d (T + 1) sum_l H_l   (supernet/flops.py)
 
-at sequence length T (``seq_len``; default: the batches' length), as in Kaplan et al. 2020
-(https://arxiv.org/abs/2001.08361, Table 1), with the full T rather than the causal T / 2. Norms,
-activations and the embedding lookup are left out.
+at sequence length T (``seq_len``; default: the batches' length).
 
 Both are *higher = more capacity*, but a pruned candidate is better when it keeps more, so both are
 negated: score = -params, -flops (lower is better). On an exact parameter budget ``params`` is
@@ -17,9 +15,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from torch import nn
-
 from proxies.base import Proxy
+from supernet import flops
+from supernet.flops import model_shape
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,18 +36,13 @@ def live_heads(switcher: Switcher, layer: int) -> int:
     return switcher.adapter.attention_shape(variant.units.numel())[0]
 
 
-def forward_flops(model: PreTrainedModel, switcher: Switcher, seq_len: int) -> int:
-    """Forward FLOPs per token at sequence length ``seq_len`` (see the module docstring)."""
+def forward_flops(model: PreTrainedModel, switcher: Switcher, seq_len: int) -> float:
+    """Forward FLOPs per token of the live model over causal windows of ``seq_len`` tokens, logits at every
+    position: F(T, T(T+1)/2, T) / T (supernet/flops.py)."""
     adapter = switcher.adapter
-    linear = 0
-    for layer in adapter.decoder_layers(model):
-        linear += sum(m.weight.numel() for m in layer.modules() if isinstance(m, nn.Linear))
-    head = model.get_output_embeddings()
-    linear += head.weight.numel() if head is not None else 0
-    attention = sum(
-        4 * seq_len * live_heads(switcher, i) * adapter.geometry.head_dim for i in range(adapter.geometry.num_layers)
-    )
-    return 2 * linear + attention
+    heads = [live_heads(switcher, i) for i in range(adapter.geometry.num_layers)]
+    shape = model_shape(model, adapter, heads)
+    return flops.forward_flops(shape, queries=seq_len, pairs=flops.causal_pairs(seq_len), logits=seq_len) / seq_len
 
 
 class ParamsProxy(Proxy):

@@ -24,7 +24,6 @@ class PerplexityProxy(Proxy):
     """Perplexity on the batches; lower is better."""
 
     name = "ppl"
-    needs_grad = False
 
     def score(self, model: PreTrainedModel, batches: Sequence[torch.Tensor]) -> float:
         from supernet.perplexity import perplexity

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
     from supernet.switch import Switcher, Variant
 
-KINDS = ("attn", "mlp")
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB of stored hidden states
 
 

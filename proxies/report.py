@@ -17,7 +17,7 @@
 The regime measured is "right after pruning, no retraining" ("Is Oracle Pruning the True Oracle?",
 2024, https://arxiv.org/abs/2412.00143: it may not predict quality after retraining).
 
-Writes ``proxies.json`` and ``proxies.html`` (plotly scatter plots, plotly inlined).
+``search.app.proxy_report`` runs it and writes ``proxies.json`` and ``proxies.html``.
 """
 
 from __future__ import annotations
@@ -33,22 +33,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from proxies import make_proxy
-from proxies.base import as_batches
-from supernet.files import atomic_path, write_json
-from supernet.levels import switch_pair
+from supernet.levels import random_switch
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-    from pathlib import Path
 
     from transformers import PreTrainedModel
 
     from proxies.base import Proxy
-    from proxies.config import ProxyReportConfig
     from supernet.build import Supernet
     from supernet.levels import LevelGrid
-    from supernet.switch import Switcher
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +54,6 @@ TOP_FRACTION = 0.1  # the "top 10%" of the overlap
 class Candidate:
     name: str  # "uniform", "walk-<steps>-<i>", or an allocator's name
     levels: tuple[int, ...]  # one level per module, grid order
-
-
-def level_switch(grid: LevelGrid, levels: list[int], rng: random.Random) -> None:
-    """One budget-neutral step in place (:func:`supernet.levels.switch_pair`): a module up a coarse
-    level, another of its budget down one, settled in quanta; nothing when the pair cannot move."""
-    ups = [i for i, (m, lv) in enumerate(zip(grid.modules, levels, strict=True)) if lv < m.hi]
-    if not ups:
-        return
-    up = rng.choice(ups)
-    downs = [i for i in grid.group_of(up) if i != up and levels[i] > grid.modules[i].lo]
-    moved = switch_pair(grid, levels, up, rng.choice(downs)) if downs else None
-    if moved is not None:
-        levels[:] = moved
 
 
 def walk_candidates(grid: LevelGrid, count: int, *, seed: int, max_walk: int | None = None) -> list[Candidate]:
@@ -87,7 +68,7 @@ def walk_candidates(grid: LevelGrid, count: int, *, seed: int, max_walk: int | N
         steps = rng.randint(1, longest)
         levels = list(grid.target)
         for _ in range(steps):
-            level_switch(grid, levels, rng)
+            levels = random_switch(grid, levels, rng.choice) or levels
         assert grid.on_budget(levels), f"walk left the budget: {levels} vs target {grid.target}"
         if tuple(levels) not in seen:
             seen.add(tuple(levels))
@@ -119,15 +100,14 @@ def kendall_spearman(proxy: np.ndarray, target: np.ndarray) -> tuple[float, floa
 
 
 def bootstrap_tau_ci(proxy: np.ndarray, target: np.ndarray, *, resamples: int, seed: int) -> tuple[float, float]:
-    """Percentile 95% interval of Kendall tau over paired resamples of the candidates (seeded)."""
-    rng = np.random.default_rng(seed)
-    n = len(proxy)
-    taus = np.empty(resamples)
-    for b in range(resamples):
-        idx = rng.integers(0, n, size=n)
-        taus[b] = kendall_spearman(proxy[idx], target[idx])[0]
-    lo, hi = np.percentile(taus, [2.5, 97.5])
-    return float(lo), float(hi)
+    """Percentile 95% interval of Kendall tau over paired resamples of the candidates
+    (``scipy.stats.bootstrap``, seeded)."""
+    from scipy import stats
+
+    result = stats.bootstrap((proxy, target), lambda p, t: kendall_spearman(p, t)[0], paired=True, vectorized=False,
+                             n_resamples=resamples, confidence_level=0.95, method="percentile",
+                             rng=np.random.default_rng(seed))  # fmt: skip
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def top_overlap(proxy: np.ndarray, target: np.ndarray, fraction: float = TOP_FRACTION) -> float:
@@ -240,113 +220,3 @@ def format_table(report: dict) -> str:
             f"{s['top10_overlap']:>6.2f} {s['regret']:>7.4f} {s['cost_vs_forward']:>6.2f}"
         )
     return "\n".join(lines)
-
-
-def write_html(path: Path, report: dict) -> None:
-    """One scatter plot per proxy (x: proxy score, y: held-out ppl), plotly inlined."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    names = list(report["proxies"])
-    cols = min(3, len(names))
-    rows = math.ceil(len(names) / cols)
-    titles = [f"{n} (tau {report['proxies'][n]['kendall_tau']:.2f})" for n in names]
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles)
-    ppl = report["held_out_ppl"]["values"]
-    for i, name in enumerate(names):
-        fig.add_trace(
-            go.Scatter(x=report["scores"][name], y=ppl, mode="markers", name=name, text=report["names"]),
-            row=i // cols + 1,
-            col=i % cols + 1,
-        )
-        fig.update_xaxes(title_text=f"{name} (lower is better)", row=i // cols + 1, col=i % cols + 1)
-        fig.update_yaxes(title_text="held-out ppl", row=i // cols + 1, col=i % cols + 1)
-    fig.update_layout(
-        title=f"strata proxy report: {report['candidates']} candidates", showlegend=False, height=380 * rows
-    )
-    with atomic_path(path) as tmp:
-        fig.write_html(str(tmp), include_plotlyjs=True)
-
-
-# ---- the whole report ------------------------------------------------------------------------------
-def supernet_space(
-    model: PreTrainedModel, switcher: Switcher, calib_tokens: torch.Tensor, cfg: ProxyReportConfig
-) -> tuple[Supernet, Callable[[Sequence[int] | None], None]]:
-    """The supernet at the budget, and ``apply(levels)`` installing a candidate (None: the dense model)."""
-    from supernet.build import build_supernet, supernet_grid
-
-    adapter = switcher.adapter
-    grid = supernet_grid(adapter, cfg.budget.keep, cfg.supernet)
-    supernet = build_supernet(model, adapter, calib_tokens, cfg.supernet, grid, progress=cfg.progress)
-
-    def apply(levels: Sequence[int] | None) -> None:
-        if levels is None:
-            switcher.apply(dict.fromkeys(switcher.current))
-        else:
-            supernet.apply(switcher, levels)
-
-    return supernet, apply
-
-
-def load_windows(cfg: ProxyReportConfig, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """Calibration windows [calib_sequences, seq_len] and held-out windows [eval_sequences, eval_seq_len]."""
-    from supernet.data import load_texts, pack_tokens
-
-    data = cfg.data
-    calib_texts = load_texts(data.source, path=data.path, text_field=data.text_field, split="train")
-    calib = pack_tokens(tokenizer, calib_texts, seq_len=data.seq_len, num_sequences=data.calib_sequences, seed=cfg.seed)
-    if data.source == "builtin" and data.eval_path is None:
-        eval_texts = load_texts("builtin", split="eval")
-    else:
-        source = "text" if data.source == "builtin" else data.source
-        eval_texts = load_texts(source, path=data.eval_path or data.path, text_field=data.text_field, split="eval")
-    held_out = pack_tokens(tokenizer, eval_texts, seq_len=data.eval_seq_len, num_sequences=data.eval_sequences, seed=0,
-                           name="data.eval_seq_len")  # fmt: skip
-    return calib, held_out
-
-
-def run_report(cfg: ProxyReportConfig, out_dir: Path) -> dict:
-    """Sample, score and compare; write ``proxies.json`` and ``proxies.html`` into ``out_dir``."""
-    from supernet.config import check_device
-    from supernet.loading import check_positions, load_model
-    from supernet.switch import Switcher
-
-    check_device(cfg.device, available=True)
-    torch.manual_seed(cfg.seed)
-    if cfg.model.path is not None:
-        model_dir = cfg.model.path
-    else:
-        from supernet.reference.build import reference_model_dir
-
-        model_dir = reference_model_dir(cfg.model.reference, progress=cfg.progress)
-    model, tokenizer, adapter = load_model(model_dir, dtype=cfg.model.dtype, device=cfg.device,
-                                           attn_unit=cfg.supernet.attn_unit)  # fmt: skip
-    check_positions(model.config, cfg.data)
-    calib_tokens, held_out = load_windows(cfg, tokenizer)
-    calib = as_batches(calib_tokens, cfg.data.batch_size)
-    switcher = Switcher(model, adapter)
-    supernet, apply = supernet_space(model, switcher, calib_tokens, cfg)
-    grid = supernet.grid
-    candidates = walk_candidates(grid, cfg.candidates, seed=cfg.seed, max_walk=cfg.max_walk)
-    if cfg.allocators:
-        known = {c.levels for c in candidates}
-        candidates += [c for c in allocator_candidates(supernet, grid, cfg.budget.keep) if c.levels not in known]
-    log.info("scoring %d candidates with %s", len(candidates), ", ".join(cfg.proxies))
-
-    proxies = {name: make_proxy(name, switcher, **cfg.proxy.options(name)) for name in cfg.proxies}
-    scores, ppl, seconds = score_candidates(
-        model, apply, candidates, proxies,
-        calib=calib, held_out=held_out, batch_size=cfg.data.batch_size, progress=cfg.progress,
-    )  # fmt: skip
-    forward = forward_seconds(model, calib)
-    cost = {name: s / forward for name, s in seconds.items()}
-    report = build_report(candidates, scores, ppl, cost, resamples=cfg.bootstrap, seed=cfg.seed)
-    report["cache_bytes"] = {name: proxy.cache_bytes() for name, proxy in proxies.items()}
-    report["forward_seconds"] = forward
-    report["model"] = str(model_dir)
-    report["budget"] = {"kind": cfg.budget.kind, "keep": cfg.budget.keep}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "proxies.json", report)
-    write_html(out_dir / "proxies.html", report)
-    log.info("proxy report of %d candidates written to %s", len(candidates), out_dir)
-    return report

@@ -9,7 +9,7 @@ g = dL/dW of the language-modelling loss L (token-mean next-token cross entropy 
 over the weights of every projection of u, flattened and concatenated. The dense gradient is computed
 once (``prepare``) and indexed to the candidate's kept rows / columns (the Switcher's variants and the
 adapter's ``block_index``). Removed sub-blocks have no gradient and are skipped, so the sum favours
-deeper candidates (TraceNAS bounds the parameter count for that reason). ``mean`` = the sum / count.
+deeper candidates (TraceNAS bounds the parameter count for that reason).
 
 ``projection_rank`` r > 0 replaces each gradient G [out, in] by a fixed random projection of it: on
 the side no unit slices, so the dense projection can be cached and indexed:
@@ -74,7 +74,6 @@ class TraceCorrelationProxy(Proxy):
     """Minus the sum over active sub-blocks of the gradient correlation with the dense model."""
 
     name = "trace_correlation"
-    needs_grad = True
 
     def __init__(self, switcher: Switcher, *, projection_rank: int = 0, seed: int = 0) -> None:
         super().__init__(switcher)
@@ -191,12 +190,6 @@ class TraceCorrelationProxy(Proxy):
 
     def score(self, model: PreTrainedModel, batches: Sequence[torch.Tensor]) -> float:
         return -sum(self.correlations(model, batches).values())
-
-    @property
-    def mean(self) -> float:
-        """Mean rho_u over the active sub-blocks of the last scored candidate."""
-        values = list(self.last_correlations.values())
-        return sum(values) / len(values) if values else 0.0
 
     def cache_bytes(self) -> int:
         tensors = [*self.dense.values(), *self.projections.values()]

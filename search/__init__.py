@@ -1,1 +1,1 @@
-"""Search: the Optuna study over per-module levels, and the main run."""
+"""The search: the Optuna study over per-module levels, its fitness, and the Ray workers that score candidates."""

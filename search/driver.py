@@ -103,10 +103,6 @@ class SearchConfig:
                 choices = "|".join(MULTI_OBJECTIVE_SAMPLERS)
                 raise UsageError(f"search.multi_objective needs a multi-objective sampler: search={choices}")
 
-    def study_name_of(self, iteration: int) -> str:
-        """Iteration 0 is ``study_name``; coarse-to-fine iteration r is ``<study_name>-it<r>`` (same storage)."""
-        return self.study_name if iteration == 0 else f"{self.study_name}-it{iteration}"
-
 
 def make_sampler(cfg: SearchConfig, grid: LevelGrid, seed: int) -> optuna.samplers.BaseSampler:
     """The Optuna sampler named by ``cfg.sampler`` (registry, not if-chains)."""

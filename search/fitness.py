@@ -5,7 +5,7 @@ uses the first ``stage_tokens[s]`` tokens of the fitness windows, and has its ow
 prepared once on those tokens with the dense model (teacher logits are cached, never recomputed).
 Scores are cached per (levels, stage), so an allocation is never scored twice. The fitness windows are
 held apart from the calibration windows the supernet was fitted on (``search.fitness=held_apart``,
-search/run.py), so a candidate is not rewarded for fitting its own compensation's data.
+search/app/run.py), so a candidate is not rewarded for fitting its own compensation's data.
 
 With ``resample`` the stages before the last draw their windows afresh every generation
 (:meth:`Evaluator.redraw`, as EvoPress resamples its calibration data), from the last stage's windows;

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from supernet.levels import switch_pair
+from supernet.levels import random_switch
 
 if TYPE_CHECKING:
     import numpy as np
@@ -29,19 +29,16 @@ def level_switch(
     rng: np.random.Generator, parent: Sequence[int], grid: LevelGrid, *, max_pairs: int = 4, tries: int = 8
 ) -> list[int]:
     """A child of ``parent``: ``pair_count`` times, a module that can go up gains a coarse level and
-    another of its budget that can go down loses one (:func:`supernet.levels.switch_pair`); a draw
+    another of its budget that can go down loses one (:func:`supernet.levels.random_switch`); a draw
     that cannot move is drawn again, ``tries`` times at most. Pure in (rng, parent, grid)."""
+
+    def pick(candidates: list[int]) -> int:
+        return candidates[int(rng.integers(len(candidates)))]
+
     child = list(parent)
     for _ in range(pair_count(rng, max_pairs)):
         for _ in range(tries):
-            ups = [i for i, m in enumerate(grid.modules) if child[i] < m.hi]
-            if not ups:
-                return child
-            up = ups[int(rng.integers(len(ups)))]
-            downs = [i for i in grid.group_of(up) if i != up and child[i] > grid.modules[i].lo]
-            if not downs:
-                continue
-            moved = switch_pair(grid, child, up, downs[int(rng.integers(len(downs)))])
+            moved = random_switch(grid, child, pick)
             if moved is not None:
                 child = moved
                 break

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+JOURNAL = "study.journal"  # the run's own storage, in its run directory
 
 
 def recover_journal(path: Path) -> int:
@@ -62,17 +63,25 @@ def recover_journal(path: Path) -> int:
     return len(data) - good
 
 
-def make_storage(url: str | None, run_dir: Path) -> optuna.storages.BaseStorage:
-    """The journal file ``run_dir/study.journal`` when ``url`` is None (recovered from a killed write,
-    :func:`recover_journal`), else Optuna's storage for ``url``."""
-    if url is None:
-        from optuna.storages.journal import JournalFileBackend
+def make_storage(url: str | None, run_dir: Path, *, recover: bool = True) -> optuna.storages.BaseStorage:
+    """The journal file ``run_dir/study.journal`` when ``url`` is None, else Optuna's storage for ``url``.
 
-        run_dir.mkdir(parents=True, exist_ok=True)
-        journal = run_dir / "study.journal"
+    ``recover``: the writer (the run itself) first cuts the journal back from a killed write
+    (:func:`recover_journal`); readers (report, dashboard) leave it as it is."""
+    if url is not None:
+        return optuna.storages.get_storage(url)
+    from optuna.storages.journal import JournalFileBackend
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    journal = Path(run_dir) / JOURNAL
+    if recover:
         recover_journal(journal)
-        return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
-    return optuna.storages.get_storage(url)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+
+
+def iteration_study(base: str, iteration: int) -> str:
+    """The study of coarse-to-fine iteration ``iteration``: ``base``, then ``base-it1``, ``base-it2``, ..."""
+    return base if iteration == 0 else f"{base}-it{iteration}"
 
 
 def open_study(

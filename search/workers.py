@@ -1,6 +1,6 @@
 """Score candidates on Ray actors: each holds the model and the supernet, built once.
 
-``search.workers=N`` (N > 1) or ``ray.address`` set puts N :class:`EvaluatorActor` s on Ray (one per GPU
+``search.workers=N`` (N > 1) or ``ray.address`` set puts N :class:`search.actor.EvaluatorActor` s on Ray (one per GPU
 with ``device=cuda``, else ``ray.num_cpus`` CPUs each). Every actor wraps the same
 :class:`search.fitness.Evaluator` the in-process run uses, built inside the actor from plain data: the
 model directory, the fitness windows and the supernet's cache form (rankings and compensation,
@@ -25,23 +25,16 @@ import logging
 import time
 import weakref
 from collections import deque
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+from search.actor import EvaluatorActor
 from supernet.errors import UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    import torch
-    from transformers import PreTrainedModel
-
-    from proxies.config import ProxyConfig
-    from search.config import RunConfig
-    from search.fitness import Evaluator
-    from supernet.build import Supernet
-    from supernet.levels import LevelGrid
-    from supernet.switch import Switcher
+    from search.actor import WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -71,132 +64,6 @@ class RayConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise UsageError(f"ray.{name}={value} must be >= 0 (or null for the default)")
-
-
-# ---- tensors across processes: safetensors bytes, never pickled tensors ------------------------
-def tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
-    from safetensors.torch import save
-
-    return save({name: t.detach().cpu().contiguous() for name, t in tensors.items()})
-
-
-def tensors_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load
-
-    return load(data)
-
-
-@dataclass(frozen=True)
-class SupernetState:
-    """A supernet as plain data: its grid and its cache form (``Supernet.to_tensors``) as safetensors bytes.
-
-    Criterion scores travel as float32, as in the on-disk cache; fitness uses only rankings and
-    compensation, which are exact."""
-
-    grid: LevelGrid
-    criterion: str
-    compensation: str
-    tensors: bytes  # "<module stem>/<tensor name>" -> tensor
-
-    @classmethod
-    def of(cls, net: Supernet) -> SupernetState:
-        flat = {f"{stem}/{name}": t for stem, tensors in net.to_tensors().items() for name, t in tensors.items()}
-        return cls(net.grid, net.criterion, net.compensation, tensors_to_bytes(flat))
-
-    def load(self) -> Supernet:
-        from supernet.build import Supernet
-
-        modules: dict[str, dict[str, torch.Tensor]] = {}
-        for key, tensor in tensors_from_bytes(self.tensors).items():
-            stem, name = key.split("/", 1)
-            modules.setdefault(stem, {})[name] = tensor
-        net = Supernet(self.grid, self.criterion, self.compensation)
-        net.load_tensors(modules)
-        return net
-
-
-class WorkerSpec(Protocol):
-    """How a supernet travels to the actors, and how an actor builds its evaluator and swaps supernets."""
-
-    def state(self, supernet: Any) -> Any: ...  # driver side: the supernet as plain data
-
-    def build(self, state: Any) -> Any: ...  # actor side: the evaluator, once
-
-    def use(self, evaluator: Any, state: Any) -> None: ...  # actor side: score through another supernet
-
-
-@dataclass(frozen=True)
-class EvaluatorSpec:
-    """Everything an actor needs to build the driver's :class:`Evaluator` (plain data)."""
-
-    model_dir: str  # absolute; read by every actor (a shared filesystem on a cluster)
-    dtype: str
-    device: str  # the actor's own device: cpu, or cuda (Ray sets CUDA_VISIBLE_DEVICES to its GPU)
-    proxy: ProxyConfig
-    stage_tokens: list[int]  # search.stage_tokens, cut from the fitness windows as the driver does
-    batch_size: int
-    prescreen: str | None
-    attn_unit: str  # supernet.attn_unit: the actor's adapter must slice attention as the driver's does
-    calib: bytes = field(repr=False)  # {"calib": [windows, seq_len] fitness token ids} as safetensors bytes
-
-    def state(self, supernet: Supernet) -> SupernetState:
-        return SupernetState.of(supernet)
-
-    def build(self, state: SupernetState) -> Evaluator:
-        from search.fitness import Evaluator, stage_windows
-        from supernet.loading import load_model
-        from supernet.switch import Switcher
-
-        model, _, adapter = load_model(self.model_dir, dtype=self.dtype, device=self.device, attn_unit=self.attn_unit)
-        calib = tensors_from_bytes(self.calib)["calib"]
-        return Evaluator(
-            model, Switcher(model, adapter), state.load(), self.proxy, stage_windows(calib, self.stage_tokens),
-            batch_size=self.batch_size, prescreen=self.prescreen,
-        )  # fmt: skip
-
-    def use(self, evaluator: Evaluator, state: SupernetState) -> None:
-        evaluator.use(state.load())
-
-
-class EvaluatorActor:
-    """One worker: an evaluator built once; each call names the supernet it must be scored on.
-
-    The supernet comes as ``[ObjectRef]`` (a list, so Ray does not resolve it) and the evaluator is built
-    at the first call: an actor Ray restarted, or one that missed a swap, builds from the current one."""
-
-    def __init__(self, spec: WorkerSpec, threads: int) -> None:
-        import torch
-
-        torch.set_num_threads(threads)  # same reductions on every actor -> bit-identical fitness
-        self.spec = spec
-        self.evaluator: Any = None
-        self.supernet_id: str | None = None
-
-    def sync(self, supernet: list) -> None:
-        import ray
-
-        ref = supernet[0]
-        if ref.hex() == self.supernet_id:
-            return
-        state = ray.get(ref)
-        if self.evaluator is None:
-            self.evaluator = self.spec.build(state)
-        else:
-            self.spec.use(self.evaluator, state)
-        self.supernet_id = ref.hex()
-
-    def ready(self, supernet: list) -> bool:
-        """Build the evaluator now (the pool waits for every actor before the first batch)."""
-        self.sync(supernet)
-        return True
-
-    def score(self, levels: list[int], stage: int, supernet: list) -> float:
-        self.sync(supernet)
-        return float(self.evaluator.score(levels, stage))
-
-    def prescreen(self, levels: list[int], supernet: list) -> float:
-        self.sync(supernet)
-        return float(self.evaluator.prescreen(levels))
 
 
 def start_ray(cfg: RayConfig) -> bool:
@@ -423,37 +290,3 @@ class EvaluatorPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def uses_ray(cfg: RunConfig) -> bool:
-    """Ray scores candidates when there is more than one worker or a Ray address is given."""
-    return cfg.search.workers > 1 or cfg.ray.address is not None
-
-
-def make_evaluator(
-    cfg: RunConfig, *, model: PreTrainedModel, switcher: Switcher, supernet: Supernet, fitness: torch.Tensor
-) -> Evaluator | EvaluatorPool:
-    """The in-process :class:`Evaluator` (``search.workers=1``), or a pool of Ray actors building the same one.
-
-    ``fitness``: [windows, seq_len] the token windows candidates are scored on (search/run.py)."""
-    from search.fitness import Evaluator, stage_windows
-
-    scfg = cfg.search
-    windows = stage_windows(fitness, scfg.stage_tokens)
-    if not uses_ray(cfg):
-        return Evaluator(model, switcher, supernet, cfg.proxy, windows, batch_size=cfg.data.batch_size,
-                         prescreen=scfg.prescreen)  # fmt: skip
-    from search.run import resolve_model_path
-
-    model_dir, _ = resolve_model_path(cfg)
-    cuda = cfg.device.startswith("cuda")
-    spec = EvaluatorSpec(
-        model_dir=str(model_dir.resolve()), dtype=cfg.model.dtype, device="cuda" if cuda else cfg.device,
-        proxy=cfg.proxy, stage_tokens=list(scfg.stage_tokens), batch_size=cfg.data.batch_size,
-        prescreen=scfg.prescreen, attn_unit=cfg.supernet.attn_unit, calib=tensors_to_bytes({"calib": fitness}),
-    )  # fmt: skip
-    return EvaluatorPool(
-        spec, supernet, workers=scfg.workers, cfg=cfg.ray,
-        stage_tokens=[int(w.numel()) for w in windows], proxy_name=cfg.proxy.name, prescreen=scfg.prescreen,
-        gpus=1.0 if cuda else 0.0,
-    )  # fmt: skip

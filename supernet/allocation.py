@@ -9,9 +9,10 @@ them are in ``supernet/allocators.py``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from supernet.files import write_json
 
 
 @dataclass(frozen=True)
@@ -38,4 +39,4 @@ class Allocation:
         return cls(tuple(LayerAllocation(**entry) for entry in data["layers"]))
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        write_json(Path(path), self.to_json())

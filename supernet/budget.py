@@ -8,8 +8,8 @@
   (``N_fixed = N_total - N_units``) always stay, so keeping ``keep * N_total`` parameters keeps the
   fraction ``(keep * N_total - N_fixed) / N_units`` of the unit parameters.
 - ``flops``: forward FLOPs of the transformer blocks on one sequence of ``T = budget.seq_len`` tokens,
-  counting a multiply-add as 2 FLOPs. A unit's cost (Kaplan et al. 2020's 2N per token, plus causal
-  attention's T(T+1)/2 query-key pairs, each 2d for QK^T and 2d for AV per query head):
+  counting a multiply-add as 2 FLOPs. A unit's cost (supernet/flops.py: Kaplan et al. 2020's 2N per token,
+  plus causal attention's T(T+1)/2 query-key pairs, each 2d for QK^T and 2d for AV per query head):
 
       GQA group:   2 T P_group + 2 d g T (T + 1)     (g query heads of dimension d)
       query head:  2 T P_head + 2 d T (T + 1)        (attn_unit=head; its K/V base costs 2 T P_kv)
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from supernet.build import supernet_grid
 from supernet.errors import UsageError
+from supernet.flops import attention_flops, causal_pairs, linear_flops
 from supernet.levels import KINDS
 from supernet.params import count_params
 
@@ -35,19 +36,20 @@ if TYPE_CHECKING:
     from supernet.config import BudgetConfig, SupernetConfig
     from supernet.levels import LevelGrid
 
+
 def unit_flops(adapter: DecoderAdapter, kind: str, seq_len: int) -> int:
     """Forward FLOPs of one unit on one causal sequence of ``seq_len`` tokens (formula above)."""
-    linear = 2 * seq_len * adapter.unit_params(kind)
+    linear = linear_flops(adapter.unit_params(kind), seq_len)
     if kind == "mlp":
         return linear
     geo = adapter.geometry
     heads = geo.group_size if adapter.attn_unit == "group" else 1  # query heads of one unit
-    return linear + 2 * geo.head_dim * heads * seq_len * (seq_len + 1)
+    return linear + attention_flops(geo.head_dim, heads, causal_pairs(seq_len))
 
 
 def base_flops(adapter: DecoderAdapter, kind: str, seq_len: int) -> int:
     """Forward FLOPs of a module's base (K/V projections with head units) on one sequence."""
-    return 2 * seq_len * adapter.base_params(kind)
+    return linear_flops(adapter.base_params(kind), seq_len)
 
 
 def unit_keep(model: nn.Module, adapter: DecoderAdapter, budget: BudgetConfig) -> float:

@@ -30,7 +30,7 @@ from supernet import criteria
 from supernet.cache import default_root, entry_bytes, entry_key, load_entry, model_hash, save_entry
 from supernet.compensation import get_compensation
 from supernet.errors import UsageError
-from supernet.levels import LevelGrid, make_grid
+from supernet.levels import KINDS, LevelGrid, make_grid
 from supernet.statistics import calibrate
 from supernet.switch import Switcher, Variant, kept_units
 
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KINDS = ("attn", "mlp")
 ModuleKey = tuple[int, str]  # (layer, kind)
 
 
@@ -96,7 +95,6 @@ class Supernet:
     criterion: str
     compensation: str
     rankings: dict[ModuleKey, torch.Tensor] = field(default_factory=dict)  # [units], best first
-    scores: dict[ModuleKey, torch.Tensor] = field(default_factory=dict)  # criterion scores [units]
     fluctuation: dict[ModuleKey, torch.Tensor] = field(default_factory=dict)  # FLAP scores [units]
     biases: dict[tuple[int, str, int], torch.Tensor] = field(default_factory=dict)  # (layer, kind, level) -> [hidden]
     weights: dict[tuple[int, str, int], torch.Tensor] = field(default_factory=dict)  # -> [hidden, kept cols]
@@ -146,8 +144,8 @@ class Supernet:
         for layer, kind in self.rankings:
             out[f"layer{layer}.{kind}"] = {
                 "ranking": self.rankings[layer, kind].to(torch.int32),
-                "scores": self.scores[layer, kind].double(),  # float64: a cached supernet ranks and
-                "fluctuation": self.fluctuation[layer, kind].double(),  # allocates exactly as a fresh one
+                "fluctuation": self.fluctuation[layer, kind].double(),  # float64: a cached supernet allocates
+                # (flap_global, supernet/flap.py) exactly as a fresh one
             }
             if (layer, kind) in self.means:
                 out[f"layer{layer}.{kind}"]["mean"] = self.means[layer, kind]
@@ -161,7 +159,6 @@ class Supernet:
         for stem, tensors in modules.items():
             layer, kind = int(stem.split(".")[0].removeprefix("layer")), stem.split(".")[1]
             self.rankings[layer, kind] = tensors["ranking"].long()
-            self.scores[layer, kind] = tensors["scores"].double()
             self.fluctuation[layer, kind] = tensors["fluctuation"].double()
             if "mean" in tensors:
                 self.means[layer, kind] = tensors["mean"]
@@ -179,7 +176,6 @@ def _fill_module(
     scores = criteria.get_criterion(cfg.criterion)(
         adapter, module, kind, stats, damping=cfg.damping, rounds=cfg.obs_rounds
     )
-    net.scores[key] = scores
     net.rankings[key] = criteria.ranking(scores, adapter.unit_step(kind))
     net.fluctuation[key] = criteria.flap(adapter, module, kind, stats)
     net.means[key] = stats.mean.float()  # FLAP's bias (supernet/flap.py) and the fine levels' bias

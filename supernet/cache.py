@@ -3,7 +3,7 @@
 One entry per key (sha256 of the model's tensors, the calibration tokens and the supernet config with
 its level grid) under ``<root>/<key>/``: one safetensors file per module holding
 
-    ranking [units] int32, scores [units] float32, fluctuation [units] float32,
+    ranking [units] int32, fluctuation [units] float64,
     bias.<level> [hidden] float32 (bias compensation), weight.<level> [hidden, kept cols] (refit)
 
 and ``manifest.json`` with the key, the config and the sha256 of every file. Týr-the-Pruner stores
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "STRATA_CACHE_DIR"
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 3  # 3: scores and fluctuation in float64; 2: every module's mean input
+FORMAT_VERSION = 4  # 4: no criterion scores (only their ranking); 3: fluctuation in float64; 2: mean inputs
 
 
 def default_root() -> Path:

@@ -2,7 +2,7 @@
 
 Every field has a working default and a comment with its unit and reason; ``__post_init__`` checks
 what can be checked without loading anything. Hydra builds these from ``conf/`` presets and the
-command line (``search/config.py`` registers them).
+command line (``search/app/config.py`` registers them).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ pruning) and the top level ``ceil(total / step)`` is the dense module. A **coars
 coarse levels, compensation is fitted at the coarse widths (``ModuleGrid.anchors``), and every module
 may range ``radius`` coarse levels around its centre (Týr: 4, i.e. 9 levels covering +-50%).
 
-**The budget rule** (DESIGN.md) holds for every layout, whatever a GQA group costs in MLP channels:
+**The budget rule** (README.md, Design) holds for every layout, whatever a GQA group costs in MLP channels:
 the cost of an allocation (parameters or FLOPs, ``supernet/budget.py``) is never above the budget
 and below it by less than one MLP step's cost. A move of attention is paid for in MLP quanta
 (:func:`settle`), so attention and MLP share one budget even when a group is no whole number of
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from supernet.allocation import Allocation, LayerAllocation
@@ -327,3 +327,15 @@ def switch_pair(grid: LevelGrid, levels: Sequence[int], up: int, down: int) -> l
     if not settle(grid, child, [*mlp_first, *others]):
         return None
     return child if child != list(levels) else None
+
+
+def random_switch(grid: LevelGrid, levels: Sequence[int], pick: Callable[[list[int]], int]) -> list[int] | None:
+    """A random level switch: ``pick`` draws a module that can go up, then one of its budget that can go
+    down (:func:`switch_pair`). None when no module can go up, none can pay for it, or the pair cannot move.
+    ``pick(candidates)`` returns one of ``candidates`` (the caller's random generator)."""
+    ups = [i for i, m in enumerate(grid.modules) if levels[i] < m.hi]
+    if not ups:
+        return None
+    up = pick(ups)
+    downs = [i for i in grid.group_of(up) if i != up and levels[i] > grid.modules[i].lo]
+    return switch_pair(grid, levels, up, pick(downs)) if downs else None

@@ -81,7 +81,7 @@ def check_weights(path: Path) -> None:
 # spaces, indentation, tabs, digits, punctuation and non-ASCII: where pre-tokenizers differ
 FIDELITY_SAMPLE = (
     "def f(x):\n    return x  + 1  # ünïcödé, 12345 and 1.5e-3\n\n\tclass   A:  pass\r\n"
-    "Hello, World! It's \"quoted\" — 漢字 🙂  trailing   "
+    'Hello, World! It\'s "quoted" — 漢字 🙂  trailing   '
 )
 
 
@@ -101,9 +101,10 @@ def faithful_tokenizer(path: Path, tokenizer: PreTrainedTokenizerBase) -> PreTra
     if not file.is_file():
         return tokenizer
     own = Tokenizer.from_file(str(file))
-    if tokenizer(FIDELITY_SAMPLE, add_special_tokens=False)["input_ids"] == own.encode(
-        FIDELITY_SAMPLE, add_special_tokens=False
-    ).ids:
+    if (
+        tokenizer(FIDELITY_SAMPLE, add_special_tokens=False)["input_ids"]
+        == own.encode(FIDELITY_SAMPLE, add_special_tokens=False).ids
+    ):
         return tokenizer
     log.warning(
         "%s tokenizes differently from %s: using the tokenizer that file defines (saved with model/)",
@@ -158,17 +159,16 @@ def _unique_tensors(model: torch.nn.Module) -> list[torch.Tensor]:
 def mapped_bytes(model: torch.nn.Module, path: str | Path) -> int | None:
     """Bytes of the model's tensors that lie in a memory mapping of ``path``'s safetensors files.
 
-    Read from ``/proc/self/maps`` (Linux); None where that does not exist."""
-    maps = Path("/proc/self/maps")
-    if not maps.is_file():
+    Read from the process's mappings (``psutil.Process().memory_maps``); None where psutil cannot list
+    them with addresses (not Linux)."""
+    import psutil
+
+    try:
+        maps = psutil.Process().memory_maps(grouped=False)
+    except (AttributeError, NotImplementedError, psutil.Error):
         return None
     files = {str(f.resolve()) for f in Path(path).glob("*.safetensors")}
-    ranges = []
-    for line in maps.read_text().splitlines():
-        fields = line.split(None, 5)  # address perms offset dev inode [pathname]
-        if len(fields) == 6 and fields[5].strip() in files:
-            start, end = (int(a, 16) for a in fields[0].split("-"))
-            ranges.append((start, end))
+    ranges = [tuple(int(a, 16) for a in m.addr.split("-")) for m in maps if m.path in files]
     return sum(
         t.numel() * t.element_size()
         for t in _unique_tensors(model)

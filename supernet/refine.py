@@ -32,7 +32,7 @@ def carry_over(net: Supernet, grid: LevelGrid) -> tuple[Supernet, dict[tuple[int
     """The refined supernet with the old rankings and every compensation whose unit count survives,
     and the levels per module still missing their compensation."""
     refined = Supernet(grid, net.criterion, net.compensation)
-    refined.rankings, refined.scores, refined.fluctuation = dict(net.rankings), dict(net.scores), dict(net.fluctuation)
+    refined.rankings, refined.fluctuation = dict(net.rankings), dict(net.fluctuation)
     refined.means = dict(net.means)
     stored: dict[tuple[int, str, int], dict[str, torch.Tensor]] = {}  # (layer, kind, units) -> bias / weight
     for name, tensors in (("bias", net.biases), ("weight", net.weights)):

@@ -35,6 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from supernet.errors import UsageError
+from supernet.levels import KINDS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KINDS = ("attn", "mlp")
 PROPAGATE = ("dense", "expected")
 GRAM_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 STATS_CHUNK_ELEMENTS = 1 << 22  # values of X reduced at a time: a float64 chunk is 32 MiB

@@ -1,6 +1,6 @@
 """Switch a live model's modules between variants in place, slicing from the dense weights.
 
-A variant (DESIGN.md) is a module at one level: the units it keeps and its compensation. Switching
+A variant (README.md, Design) is a module at one level: the units it keeps and its compensation. Switching
 touches only the module asked for: its projections get new parameters sliced from the dense tensors
 (kept by reference, not copied), the output projection's bias gets the compensation, and a module
 with no unit left is replaced by ``RemovedAttention`` / ``RemovedMLP``. The dense modules come back
@@ -18,13 +18,12 @@ import torch
 from torch import nn
 
 from supernet.export.modeling_strata import RemovedAttention, RemovedMLP
+from supernet.levels import KINDS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from supernet.adapters import DecoderAdapter
-
-KINDS = ("attn", "mlp")
 
 
 @dataclass

@@ -46,7 +46,7 @@ def test_submit_script_submits_strata_overrides_that_compose(tmp_path: Path) -> 
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from search.config import register_configs
+    from search.app.config import register_configs
 
     register_configs()
     with initialize_config_module(config_module="conf", version_base=None):

@@ -20,7 +20,7 @@ def launcher(preset: str) -> dict:
     """``hydra.launcher`` of the strata config composed with ``hydra/launcher=<preset>``."""
     from hydra import compose, initialize_config_module
 
-    from search.config import register_configs
+    from search.app.config import register_configs
 
     register_configs()
     with initialize_config_module(config_module="conf", version_base=None):
@@ -41,7 +41,7 @@ def test_slurm_presets_compose_one_driver_per_job() -> None:
 def test_submitit_local_launcher_runs_the_slurm_presets_job(tiny_reference_dir: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
-        [sys.executable, "-m", "search.cli", "-m", "hydra/launcher=slurm_local", "budget.keep=0.5", *TINY,
+        [sys.executable, "-m", "search.app.cli", "-m", "hydra/launcher=slurm_local", "budget.keep=0.5", *TINY,
          f"hydra.sweep.dir={sweep}"],
         capture_output=True, text=True, check=False, timeout=600,
     )  # fmt: skip

@@ -68,7 +68,7 @@ def test_walks_are_distinct_on_budget_and_seeded():
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", "search.proxies_cli", *args], cwd=cwd, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "search.app.proxy_report", *args], cwd=cwd, env=env, capture_output=True, text=True
     )
 
 

@@ -20,7 +20,7 @@ def test_dense_against_itself_is_minus_active_sub_blocks(switcher, batches, rank
     proxy = TraceCorrelationProxy(switcher, projection_rank=rank, seed=3)
     proxy.prepare(switcher.model, batches)
     assert proxy.score(switcher.model, batches) == pytest.approx(-4.0, abs=1e-6)  # 2 layers x (attn, mlp)
-    assert proxy.mean == pytest.approx(1.0, abs=1e-6)
+    assert list(proxy.last_correlations.values()) == pytest.approx([1.0] * 4, abs=1e-6)
 
 
 @pytest.mark.parametrize("rank", [0, 4])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
 
 SEARCH = ["model.reference=tiny", "data.seq_len=64", "data.calib_sequences=8", "data.eval_seq_len=64",
@@ -21,7 +22,7 @@ SEARCH = ["model.reference=tiny", "data.seq_len=64", "data.calib_sequences=8", "
 
 
 def command(args: list[str], run_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "search.cli", *SEARCH, *args, f"hydra.run.dir={run_dir}"]
+    return [sys.executable, "-m", "search.app.cli", *SEARCH, *args, f"hydra.run.dir={run_dir}"]
 
 
 def load_study(run_dir: Path, name: str = "strata") -> optuna.Study:
@@ -40,11 +41,27 @@ def finished(run_dir: Path) -> int:
         return 0
 
 
+def finished_records(journal: Path) -> int:
+    """Trials the journal records as finished, read from its lines (a trial of the tiny model takes ~20 ms:
+    loading the study to count them would let the search run far past the count it is killed at)."""
+    if not journal.exists():
+        return 0
+    count = 0
+    for line in journal.read_bytes().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:  # a record being written
+            continue
+        done = (TrialState.COMPLETE.value, TrialState.PRUNED.value)
+        count += record.get("op_code") == JournalOperation.SET_TRIAL_STATE_VALUES and record.get("state") in done
+    return count
+
+
 def kill_when(run_dir: Path, args: list[str], at_least: int) -> int:
     """Start the search and SIGKILL it once ``at_least`` trials are finished; returns how many were."""
     proc = subprocess.Popen(command(args, run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while finished(run_dir) < at_least and proc.poll() is None:
-        time.sleep(0.2)
+    while finished_records(run_dir / "study.journal") < at_least and proc.poll() is None:
+        time.sleep(0.01)
     assert proc.poll() is None, "the search ended before it could be killed"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -147,7 +147,7 @@ def test_search_completes_and_loses_no_trial_when_an_actor_dies_mid_trial(grid, 
 
 
 def run_config(workers: int, address: str | None):
-    from search.config import RunConfig
+    from search.app.config import RunConfig
     from supernet.config import DataConfig, ModelConfig
 
     return RunConfig(
@@ -165,9 +165,9 @@ def run_config(workers: int, address: str | None):
 def test_one_and_two_actors_give_the_same_allocation(
     tiny_reference_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import search.pipeline
-    from search.run import run
-    from search.workers import make_evaluator
+    import search.app.pipeline
+    from search.app.evaluator import make_evaluator
+    from search.app.run import run
 
     pools = []
 
@@ -175,7 +175,7 @@ def test_one_and_two_actors_give_the_same_allocation(
         pools.append(make_evaluator(*args, **kwargs))
         return pools[-1]
 
-    monkeypatch.setattr(search.pipeline, "make_evaluator", recorded)
+    monkeypatch.setattr(search.app.pipeline, "make_evaluator", recorded)
     runs = {}
     for name, workers, address in (("one", 1, "local"), ("two", 2, None)):
         try:

@@ -92,7 +92,7 @@ def test_refit_at_target_lowers_the_layer_output_error(tiny, calib_tokens):
 def test_expected_propagation_changes_later_layers_only(tiny, calib_tokens):
     dense = built(tiny, calib_tokens, criterion="obs", propagate="dense")
     expected = built(tiny, calib_tokens, criterion="obs", propagate="expected")
-    assert torch.equal(dense.scores[0, "mlp"], expected.scores[0, "mlp"])
+    assert torch.equal(dense.rankings[0, "mlp"], expected.rankings[0, "mlp"])
     assert torch.equal(dense.fluctuation[0, "attn"], expected.fluctuation[0, "attn"])
     assert not torch.equal(dense.fluctuation[1, "attn"], expected.fluctuation[1, "attn"])
 

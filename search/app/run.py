@@ -14,83 +14,34 @@ from typing import TYPE_CHECKING
 import torch
 import transformers
 
-# search.pipeline at the top, not in the search branch: optuna.artifacts keeps a failed optional import's
+# search.app.pipeline at the top, not in the search branch: optuna.artifacts keeps a failed optional import's
 # traceback in a module global, which would pin the frames (model, evaluator) of the run() that imported it
-from search.fitness import windows_for
-from search.pipeline import run_search
+from search.app.inputs import eval_tokens, load_inputs, train_windows
+from search.app.manifest import build_manifest
+from search.app.pipeline import run_search
 from supernet.allocators import ALLOCATORS, allocate
 from supernet.budget import budget_grid
 from supernet.build import build_supernet
-from supernet.config import check_device
-from supernet.data import load_texts, pack_tokens
-from supernet.errors import UsageError
 from supernet.export import save_pruned
 from supernet.files import write_json
 from supernet.flap import FLAP_METHOD, flap_baseline
-from supernet.loading import check_positions, load_model
 from supernet.params import block_params, count_params
 from supernet.perplexity import perplexity
 from supernet.switch import Switcher
 
 if TYPE_CHECKING:
-    from search.config import RunConfig
-    from search.pipeline import SearchResult
+    from search.app.config import RunConfig
+    from search.app.pipeline import SearchResult
     from supernet.levels import LevelGrid
 
 log = logging.getLogger(__name__)
 
 
-def resolve_model_path(cfg: RunConfig) -> tuple[Path, str]:
-    """The model directory and the name reported in metrics.json."""
-    if cfg.model.path is not None:
-        return Path(cfg.model.path).expanduser(), str(cfg.model.path)
-    from supernet.reference.build import reference_model_dir
-
-    return reference_model_dir(cfg.model.reference, progress=cfg.progress), f"strata-reference-{cfg.model.reference}"
-
-
-def eval_tokens(cfg: RunConfig, tokenizer) -> torch.Tensor:
-    """Held-out windows: the builtin eval split, data.eval_path, or else data.path."""
-    data = cfg.data
-    if data.source == "builtin" and data.eval_path is None:
-        texts = load_texts("builtin", split="eval")
-    else:
-        source = "text" if data.source == "builtin" else data.source
-        texts = load_texts(source, path=data.eval_path or data.path, text_field=data.text_field, split="eval")
-    return pack_tokens(tokenizer, texts, seq_len=data.eval_seq_len, num_sequences=data.eval_sequences, seed=0,
-                       name="data.eval_seq_len")  # fmt: skip
-
-
-def train_windows(cfg: RunConfig, tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
-    """The calibration windows the supernet is fitted on, and the windows a search scores candidates on.
-
-    Both are drawn from the train split (builtin) or ``data.path`` by one seeded permutation of its
-    windows: calibration takes the first ``data.calib_sequences`` (the same windows with or without a
-    search), fitness the next ``ceil(max(search.stage_tokens) / data.seq_len)``, so the two never share
-    a window (``search.fitness=held_apart``). With ``search.fitness=calibration``, or no search, the
-    fitness windows are the calibration windows. Returns ([calib, seq_len], [fitness, seq_len])."""
-    data, scfg = cfg.data, cfg.search
-    held_apart = scfg.sampler != "none" and scfg.fitness == "held_apart"
-    extra = windows_for(max(scfg.stage_tokens), data.seq_len) if held_apart else 0
-    texts = load_texts(data.source, path=data.path, text_field=data.text_field, split="train")
-    tokens = pack_tokens(tokenizer, texts, seq_len=data.seq_len, num_sequences=data.calib_sequences + extra,
-                         seed=cfg.seed)  # fmt: skip
-    calib, fitness = tokens[: data.calib_sequences], tokens[data.calib_sequences :]
-    if not held_apart:
-        return calib, calib
-    if len(fitness) == 0:
-        raise UsageError(
-            f"the calibration text gives {len(tokens)} windows of {data.seq_len} tokens, none left to score "
-            "candidates on apart from calibration: add text, lower data.calib_sequences, or search.fitness=calibration"
-        )
-    if len(fitness) < extra:
-        log.warning("fitness: %d held-apart windows, not the %d search.stage_tokens asks", len(fitness), extra)
-    return calib, fitness
-
-
-def calibration_tokens(cfg: RunConfig, tokenizer) -> torch.Tensor:
-    """The calibration windows alone (``train_windows``' first)."""
-    return train_windows(cfg, tokenizer)[0]
+def fitness_tokens(cfg: RunConfig) -> int | None:
+    """Tokens the search scores candidates on apart from calibration (``search.fitness=held_apart``), or None
+    when candidates are scored on the calibration windows (``search.fitness=calibration``, or no search)."""
+    held_apart = cfg.search.sampler != "none" and cfg.search.fitness == "held_apart"
+    return max(cfg.search.stage_tokens) if held_apart else None
 
 
 def dense_bytes(model) -> int:
@@ -107,7 +58,18 @@ def measured(model, adapter, held_out: torch.Tensor, cfg: RunConfig) -> dict:
 
 
 def search_and_baselines(
-    cfg: RunConfig, model, adapter, switcher, net, grid, calib, held_out, *, run_dir: Path, fitness=None
+    cfg: RunConfig,
+    model,
+    adapter,
+    switcher,
+    net,
+    grid,
+    calib,
+    held_out,
+    *,
+    run_dir: Path,
+    fitness=None,
+    manifest: dict | None = None,
 ) -> tuple[SearchResult, dict]:
     """Search the allocation, and measure the baselines on the same held-out windows: the uniform
     allocation on the same supernet, and FLAP's own method (supernet/flap.py: its global allocation,
@@ -116,7 +78,7 @@ def search_and_baselines(
     flap = flap_baseline(net, switcher)
     result = run_search(
         cfg, model=model, adapter=adapter, switcher=switcher, supernet=net, grid=grid, calib=calib,
-        warm_starts=starts, run_dir=run_dir, fitness=fitness,
+        warm_starts=starts, run_dir=run_dir, fitness=fitness, manifest=manifest,
     )  # fmt: skip
     evaluator = result.evaluator
     baselines = {}
@@ -149,29 +111,37 @@ def budget_entry(cfg: RunConfig, grid: LevelGrid, levels: list[int]) -> dict:
 def run(cfg: RunConfig, out_dir: Path) -> dict:
     """Prune by ``cfg`` and write the run's outputs to ``out_dir``; returns metrics.json's content."""
     start = time.time()
-    check_device(cfg.device, available=True)
-    torch.manual_seed(cfg.seed)
     if not cfg.progress:  # transformers' own bars (loading weights, writing shards) follow the quiet switch too
         transformers.utils.logging.disable_progress_bar()
-    model_dir, model_name = resolve_model_path(cfg)
-    model, tokenizer, adapter = load_model(model_dir, dtype=cfg.model.dtype, device=cfg.device,
-                                           attn_unit=cfg.supernet.attn_unit)  # fmt: skip
-    check_positions(model.config, cfg.data)
-    held_out = eval_tokens(cfg, tokenizer).to(cfg.device)
+    inputs = load_inputs(cfg.model, cfg.data, device=cfg.device, attn_unit=cfg.supernet.attn_unit, seed=cfg.seed,
+                         progress=cfg.progress)  # fmt: skip
+    model, tokenizer, adapter = inputs.model, inputs.tokenizer, inputs.adapter
+    held_out = eval_tokens(cfg.data, tokenizer).to(cfg.device)
 
     dense_total = dense_bytes(model)
     dense = measured(model, adapter, held_out, cfg)
     log.info("dense model: %d parameters, held-out ppl %.3f", dense["params"], dense["ppl"])
 
     grid = budget_grid(model, adapter, cfg.budget, cfg.supernet)
-    calib, fitness = train_windows(cfg, tokenizer)
+    calib, fitness = train_windows(cfg.data, tokenizer, seed=cfg.seed, fitness_tokens=fitness_tokens(cfg))
+    manifest = build_manifest(cfg, started=start, calib=calib, held_out=held_out)
     net = build_supernet(model, adapter, calib, cfg.supernet, grid, progress=cfg.progress)
     switcher = Switcher(model, adapter)
     levels = allocate(cfg.allocator, net, grid, cfg.budget.keep)
     searched = None
     if cfg.search.sampler != "none":
         searched, baselines = search_and_baselines(
-            cfg, model, adapter, switcher, net, grid, calib, held_out, run_dir=out_dir, fitness=fitness
+            cfg,
+            model,
+            adapter,
+            switcher,
+            net,
+            grid,
+            calib,
+            held_out,
+            run_dir=out_dir,
+            fitness=fitness,
+            manifest=manifest,
         )
         levels, grid, net = searched.levels, searched.grid, searched.supernet
     allocation = grid.allocation(levels)
@@ -180,7 +150,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     log.info("pruned model: %d parameters, held-out ppl %.3f", pruned["params"], pruned["ppl"])
 
     metrics = {
-        "model": model_name,
+        "model": inputs.name,
         "budget": budget_entry(cfg, grid, levels),
         "dense": dense,
         "pruned": pruned,
@@ -207,15 +177,14 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     write_json(out_dir / "metrics.json", metrics)
     if searched is not None and searched.pareto is not None:
         write_json(out_dir / "pareto.json", searched.pareto)
-    write_run_records(cfg, out_dir, started=start, calib=calib, held_out=held_out)
+    write_run_records(cfg, out_dir, manifest, started=start)
     return metrics
 
 
-def write_run_records(cfg: RunConfig, out_dir: Path, *, started: float, calib, held_out) -> None:
-    """manifest.json (also as the study's user attributes) and report.html, once the outputs are written."""
-    from search.manifest import build_manifest, write_manifest
-    from search.run_report import write_report
+def write_run_records(cfg: RunConfig, out_dir: Path, manifest: dict, *, started: float) -> None:
+    """manifest.json (also as the studies' user attributes) and report.html, once the outputs are written."""
+    from search.app.manifest import finish_manifest, write_manifest
+    from search.app.report import write_report
 
-    manifest = build_manifest(cfg, started=started, calib=calib, held_out=held_out)
-    write_manifest(out_dir, manifest, storage_url=cfg.search.storage)
+    write_manifest(out_dir, finish_manifest(manifest, started=started), storage_url=cfg.search.storage)
     write_report(out_dir, storage_url=cfg.search.storage)

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     import torch
 
-    from search.config import RunConfig
+    from search.app.config import RunConfig
 
 MANIFEST = "manifest.json"
 PACKAGES = ("strata", "torch", "transformers", "tokenizers", "safetensors", "numpy", "scipy", "optuna",
@@ -112,15 +112,10 @@ def iso(seconds: float) -> str:
 
 
 def build_manifest(
-    cfg: RunConfig,
-    *,
-    started: float,
-    ended: float | None = None,
-    calib: torch.Tensor | None = None,
-    held_out: torch.Tensor | None = None,
+    cfg: RunConfig, *, started: float, calib: torch.Tensor | None = None, held_out: torch.Tensor | None = None
 ) -> dict:
-    """manifest.json's content; ``started``/``ended`` are ``time.time()`` values (``ended`` None: now)."""
-    ended = time.time() if ended is None else ended
+    """manifest.json's entries known when the run starts (``started`` a ``time.time()`` value): built once
+    per run, set as the studies' user attributes when they open; :func:`finish_manifest` adds the end."""
     return {
         "git": git_state(),
         "packages": package_versions(),
@@ -129,30 +124,20 @@ def build_manifest(
         "seed": cfg.seed,
         "device": device_entry(cfg.device),
         "started": iso(started),
-        "ended": iso(ended),
-        "seconds": round(ended - started, 2),
     }
 
 
-def study_attrs(manifest: dict) -> dict:
-    """The study user attributes carrying the manifest: one attribute per manifest entry, same names."""
-    return dict(manifest)
-
-
-def start_attrs(cfg: RunConfig, *, started: float, calib: torch.Tensor | None = None) -> dict:
-    """The entries known when a study opens (no ``ended``/``seconds``), to set as its user attributes then.
-
-    ``write_manifest`` sets every entry again, with the end time, once the run has finished.
-    """
-    attrs = study_attrs(build_manifest(cfg, started=started, calib=calib))
-    return {key: value for key, value in attrs.items() if key not in ("ended", "seconds")}
+def finish_manifest(manifest: dict, *, started: float, ended: float | None = None) -> dict:
+    """The complete manifest: ``ended`` (ISO 8601; ``None``: now) and the run's ``seconds`` added."""
+    ended = time.time() if ended is None else ended
+    return {**manifest, "ended": iso(ended), "seconds": round(ended - started, 2)}
 
 
 def record_in_studies(run_dir: Path, manifest: dict, studies: Sequence[str], *, storage_url: str | None) -> None:
     """Set the manifest's entries as user attributes of each of the run's ``studies`` (if it has a storage)."""
     import optuna
 
-    from search.rundir import open_storage
+    from search.app.rundir import open_storage
 
     storage = open_storage(run_dir, storage_url)
     if storage is None:
@@ -160,13 +145,13 @@ def record_in_studies(run_dir: Path, manifest: dict, studies: Sequence[str], *, 
     known = set(optuna.get_all_study_names(storage))
     for name in (n for n in studies if n in known):
         study = optuna.load_study(study_name=name, storage=storage)
-        for key, value in study_attrs(manifest).items():
+        for key, value in manifest.items():
             study.set_user_attr(key, value)
 
 
 def write_manifest(run_dir: Path, manifest: dict, *, storage_url: str | None = None) -> Path:
     """Write ``run_dir/manifest.json`` and copy its entries into the studies the run searched."""
-    from search.rundir import run_studies
+    from search.app.rundir import run_studies
 
     path = Path(run_dir) / MANIFEST
     write_json(path, manifest)

@@ -17,19 +17,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from search.config import register_configs
+from search.app.args import fail
+from search.app.config import register_configs
 from supernet.errors import UsageError
 
 log = logging.getLogger(__name__)
 
 CONFIG_MODULE = "conf"
-FINISHED = "metrics.json"  # what a finished run directory holds (search/rundir.py)
-
-
-def fail(message: str) -> None:
-    """Print the one-line user error and exit with status 2."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+FINISHED = "metrics.json"  # what a finished run directory holds (search/app/rundir.py)
 
 
 def first_of_sweeps(overrides: list[str]) -> list[str]:
@@ -44,24 +39,6 @@ def first_of_sweeps(overrides: list[str]) -> list[str]:
             out.append(f"{override.get_key_element()}={value}")
         else:
             out.append(override.input_line)
-    return out
-
-
-# Hydra's own flags that take a value in the next argument
-_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--config-name", "-cn",
-                     "--config-dir", "-cd", "--config-path", "-cp", "--experimental-rerun"}  # fmt: skip
-
-
-def hydra_overrides(argv: list[str]) -> list[str]:
-    """The override arguments of a Hydra command line (flags and their values dropped)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg.startswith("-"):
-            skip = arg in _FLAGS_WITH_VALUE
-        else:
-            out.append(arg)
     return out
 
 
@@ -109,13 +86,14 @@ def check_writable(key: str, directory: Path) -> None:
 def validate(config_name: str, argv: list[str]) -> None:
     """Compose the config once with the given overrides and build the typed object; errors -> exit 2."""
     from hydra import compose, initialize_config_module
+    from hydra._internal.utils import get_args_parser  # Hydra's own command line, as hydra.main parses it
 
-    overrides = hydra_overrides(argv)
+    args = get_args_parser().parse_args(argv)
     try:
-        overrides = first_of_sweeps(overrides)
+        overrides = first_of_sweeps(args.overrides)
         with initialize_config_module(config_module=CONFIG_MODULE, version_base=None):
             cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-        multirun = any(arg in ("-m", "--multirun") for arg in argv)
+        multirun = args.multirun
         run_dir = Path(cfg.hydra.run.dir)
         check_writable("hydra.sweep.dir" if multirun else "hydra.run.dir",
                        Path(cfg.hydra.sweep.dir) if multirun else run_dir)  # fmt: skip
@@ -159,9 +137,9 @@ def hydra_app(config_name: str, task: Callable[[object, Path], object]) -> Calla
 
 
 def _main_task(cfg, run_dir: Path) -> None:
-    from search.outcome import outcome_table
-    from search.run import run
-    from search.rundir import clear_outputs
+    from search.app.outcome import outcome_table
+    from search.app.run import run
+    from search.app.rundir import clear_outputs
 
     if cfg.overwrite:
         clear_outputs(run_dir)

@@ -1,7 +1,7 @@
 """``strata-dashboard RUN_DIR [--port N]``: optuna-dashboard on a run's study, with its trial artifacts.
 
 Serves the run's storage (``study.journal`` in the run directory, or the ``search.storage`` URL the run
-used) and its artifact store (``<run_dir>/artifacts``, filled by ``search.artifacts.TrialArtifacts``)
+used) and its artifact store (``<run_dir>/artifacts``, filled by ``search.app.artifacts.TrialArtifacts``)
 through ``optuna_dashboard.run_server``, bound to 127.0.0.1 only: reach it from another machine with
 an SSH tunnel (``ssh -L 8080:127.0.0.1:8080 host``). Every study of the storage is listed, so the
 coarse-to-fine iterations (``strata``, ``strata-it1``, ...) appear side by side. optuna-dashboard 0.21
@@ -14,8 +14,8 @@ import logging
 from argparse import Namespace
 from pathlib import Path
 
-from search.args import ArgumentParser
-from search.rundir import open_storage
+from search.app.args import ArgumentParser
+from search.app.rundir import open_storage
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     """Start the dashboard on the run's storage and artifacts; blocks until interrupted."""
     from optuna_dashboard import run_server
 
-    from search.artifacts import artifact_store
-    from search.cli import fail
+    from search.app.args import fail
+    from search.app.artifacts import artifact_store
 
     args = parse_args(argv)
     run_dir = args.run_dir.expanduser()

@@ -18,7 +18,7 @@ import psutil
 import pytest
 from optuna.storages.journal import JournalFileBackend
 
-from search.artifacts import TrialArtifacts
+from search.app.artifacts import TrialArtifacts
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -31,7 +31,7 @@ SEARCH = ["model.reference=tiny", "data.seq_len=64", "data.calib_sequences=8", "
 @pytest.fixture(scope="module")
 def finished_run(tiny_reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("searched")
-    proc = subprocess.run([sys.executable, "-m", "search.cli", *SEARCH, f"hydra.run.dir={run_dir}"],
+    proc = subprocess.run([sys.executable, "-m", "search.app.cli", *SEARCH, f"hydra.run.dir={run_dir}"],
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run_dir
@@ -55,7 +55,7 @@ def get(url: str) -> tuple[int, bytes]:
 def dashboard(run_dir: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """A running ``strata-dashboard`` on a free port; stopped (this process only) on exit."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "search.dashboard", str(run_dir), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "search.app.dashboard", str(run_dir), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
@@ -95,7 +95,7 @@ def test_dashboard_serves_a_finished_run_on_localhost_only(finished_run: Path) -
         assert complete and all(any(a["key"] == "feasible" for a in t["user_attrs"]) for t in complete), (
             "feasibility is a user attribute (optuna-dashboard 0.21 ignores constraints)"
         )
-        for trial in complete:  # search.artifacts.TrialArtifacts, wired into the pipeline
+        for trial in complete:  # search.app.artifacts.TrialArtifacts, wired into the pipeline
             assert f"allocation-{trial['number']}.json" in {a["filename"] for a in trial["artifacts"]}
         listening = [c for c in psutil.Process(proc.pid).net_connections(kind="inet") if c.status == "LISTEN"]
         assert listening and {c.laddr.ip for c in listening} == {"127.0.0.1"}
@@ -126,7 +126,7 @@ def test_bad_arguments_are_one_line_errors(case: str, tmp_path: Path) -> None:
         "no_study": [str(tmp_path)],
         "bad_port": [str(tmp_path), "--port", "0"],
     }
-    proc = subprocess.run([sys.executable, "-m", "search.dashboard", *args[case]], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "search.app.dashboard", *args[case]], capture_output=True, text=True,
                           check=False, timeout=60)  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from search.summary import COLUMNS, main
+from search.app.summary import COLUMNS, main
 
 FAST = ["model.reference=tiny", "data.seq_len=64", "data.calib_sequences=4", "data.eval_seq_len=64",
         "data.eval_sequences=4", "progress=false", "search=evo", "search.trials=4", "search.offspring=2",
@@ -17,14 +17,15 @@ FAST = ["model.reference=tiny", "data.seq_len=64", "data.calib_sequences=4", "da
 
 
 def summary(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "search.summary", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "search.app.summary", *args], capture_output=True, text=True,
                           check=False)  # fmt: skip
 
 
 def test_two_job_multirun_gives_a_two_row_summary(tiny_reference_dir: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = subprocess.run(
-        [sys.executable, "-m", "search.cli", "-m", "budget.keep=0.3,0.5", "seed=0", *FAST, f"hydra.sweep.dir={sweep}"],
+        [sys.executable, "-m", "search.app.cli", "-m", "budget.keep=0.3,0.5", "seed=0", *FAST,
+         f"hydra.sweep.dir={sweep}"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,6 +1,6 @@
 """Reading a finished (or running) run directory: its JSON outputs, its Hydra config, its study storage.
 
-A run directory is what ``strata`` writes (DESIGN.md): ``metrics.json``, ``allocation.json``, ``model/``,
+A run directory is what ``strata`` writes (README.md, Design): ``metrics.json``, ``allocation.json``, ``model/``,
 ``.hydra/config.yaml`` (the resolved config), the study storage (``study.journal``, or the URL in
 ``search.storage``), and what the tools add (``report.html``, ``manifest.json``, ``artifacts/``).
 ``strata-summary``, ``strata-dashboard`` and the run report read runs only through these functions.
@@ -12,11 +12,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from search.study import JOURNAL, iteration_study, make_storage
+
 if TYPE_CHECKING:
     import optuna
 
-JOURNAL = "study.journal"
-ARTIFACTS = "artifacts"  # the run's Optuna FileSystemArtifactStore (search/artifacts.py)
+ARTIFACTS = "artifacts"  # the run's Optuna FileSystemArtifactStore (search/app/artifacts.py)
 DEFAULT_STUDY = "strata"  # SearchConfig.study_name's default
 
 
@@ -64,25 +65,13 @@ def study_name(run_dir: Path) -> str:
 def open_storage(run_dir: Path, url: str | None = None) -> optuna.storages.BaseStorage | None:
     """The run's study storage: ``url``, else ``run_dir/study.journal``, else the configured URL; None if none.
 
-    Never creates anything: a run without a study (``search=none``) gives None.
+    Never creates or changes anything: a run without a study (``search=none``) gives None.
     """
-    import optuna
-
-    run_dir = Path(run_dir)
-    journal = run_dir / JOURNAL
-    if url is None and journal.is_file():
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
-    url = url or storage_url(run_dir)
-    if url is None:
-        return None
-    return optuna.storages.get_storage(url)
-
-
-def iteration_study(base: str, iteration: int) -> str:
-    """The study of coarse-to-fine iteration ``iteration``: ``base``, then ``base-it1``, ``base-it2``, ..."""
-    return base if iteration == 0 else f"{base}-it{iteration}"
+    if url is None and not (Path(run_dir) / JOURNAL).is_file():
+        url = storage_url(run_dir)
+        if url is None:
+            return None
+    return make_storage(url, Path(run_dir), recover=False)
 
 
 def run_studies(run_dir: Path) -> list[str]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from search.args import ArgumentParser
-from search.rundir import read_json, run_config
+from search.app.args import ArgumentParser
+from search.app.rundir import read_json, run_config
 
 COLUMNS = ("job", "keep", "seed", "sampler", "ppl", "uniform_ppl", "params", "trials", "seconds", "status")
 
@@ -78,7 +78,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Print the sweep's table and write its CSV; bad paths end with ``error: ...`` and exit 2."""
-    from search.cli import fail
+    from search.app.args import fail
 
     parser = ArgumentParser(prog="strata-summary", description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (the sweep's hydra.sweep.dir)")

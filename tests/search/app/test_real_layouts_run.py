@@ -58,7 +58,9 @@ def runs(tiny_reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                 f"hydra.run.dir={run_dir}", *SHORT_SEARCH]  # fmt: skip
         if LAYOUTS[name][2] > FULL_DEFAULTS_MLP:
             args += CHEAP_SUPERNET
-        proc = subprocess.run([sys.executable, "-m", "search.cli", *args], capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            [sys.executable, "-m", "search.app.cli", *args], capture_output=True, text=True, check=False
+        )
         assert proc.returncode == 0, f"{name}: {proc.stderr[-3000:]}"
         out[name] = run_dir
     return out

@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.storages.journal import JournalFileBackend
 
-from search.run_report import REPORT, pareto_points, write_report
+from search.app.report import REPORT, pareto_points, write_report
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -143,7 +143,7 @@ def test_pareto_points_accepts_a_list_an_index_or_a_point() -> None:
 
 def test_a_finished_run_has_its_report_and_manifest(tiny_reference_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "search.cli", *SEARCH, f"hydra.run.dir={run_dir}"],
+    proc = subprocess.run([sys.executable, "-m", "search.app.cli", *SEARCH, f"hydra.run.dir={run_dir}"],
                           capture_output=True, text=True, check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     dom = render_in_chromium(run_dir / REPORT, tmp_path / "report-finished-run.png")

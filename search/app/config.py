@@ -9,10 +9,9 @@ from hydra.core.config_store import ConfigStore
 from proxies.config import PROXY_NAMES, ProxyConfig, ProxyReportConfig
 from search.driver import SAMPLERS, SearchConfig
 from search.workers import RayConfig
+from supernet.allocators import ALLOCATORS
 from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig, check_device, resolve_data_source
 from supernet.errors import UsageError
-
-ALLOCATORS = ("uniform", "flap_global", "depth_linear")  # supernet.allocators.ALLOCATORS
 
 
 @dataclass

@@ -10,7 +10,7 @@ from optuna.artifacts import download_artifact, get_all_artifact_meta
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from search.artifacts import TrialArtifacts, allocation_svg, artifact_store
+from search.app.artifacts import TrialArtifacts, allocation_svg, artifact_store
 from search.driver import Search, SearchConfig, enqueue_warm_starts, make_sampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from search.artifacts import TrialArtifacts
+from search.app.artifacts import TrialArtifacts
+from search.app.evaluator import make_evaluator
+from search.app.manifest import plain_config
 from search.driver import Search, enqueue_warm_starts, make_sampler
 from search.evolution import best_complete, trial_levels
 from search.fitness import Evaluator
-from search.manifest import start_attrs
-from search.study import finished_count, make_storage, open_study
-from search.workers import make_evaluator
+from search.study import finished_count, iteration_study, make_storage, open_study
 from supernet.budget import base_flops, unit_flops
 from supernet.errors import UsageError
 from supernet.levels import refine_grid, repair
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
 
-    from search.config import RunConfig
+    from search.app.config import RunConfig
     from supernet.adapters import DecoderAdapter
     from supernet.build import Supernet
     from supernet.levels import LevelGrid
@@ -66,13 +66,15 @@ def run_search(
     warm_starts: dict[str, list[int]],
     run_dir: Path,
     fitness: torch.Tensor | None = None,
+    manifest: dict | None = None,
 ) -> SearchResult:
     """Search levels on the grid, refined ``search.iterations - 1`` times (Týr's coarse-to-fine).
 
     ``calib`` are the windows the supernet is fitted on (a refinement fits its new widths on them),
-    ``fitness`` the windows candidates are scored on (None: ``calib``).
+    ``fitness`` the windows candidates are scored on (None: ``calib``). ``manifest``: the run's
+    (search/app/manifest.py), set as every study's user attributes.
 
-    Iteration r runs its own study (``SearchConfig.study_name_of(r)``) in the one storage; iteration
+    Iteration r runs its own study (``search.study.iteration_study``) in the one storage; iteration
     r > 0 re-centres the grid on the best allocation so far with half the step, rebuilds only the
     missing compensation, and starts from that best allocation, so the best fitness never rises.
     """
@@ -84,7 +86,6 @@ def run_search(
     evaluator = make_evaluator(cfg, model=model, switcher=switcher, supernet=supernet, fitness=fitness)
     try:
         storage = make_storage(scfg.storage, run_dir)
-        manifest = start_attrs(cfg, started=time.time(), calib=calib)
         second = second_objective(scfg.multi_objective, adapter, grid, cfg.budget.seq_len)
         directions = ["minimize"] if second is None else ["minimize", "minimize"]
         net, starts, iterations, best, pareto = supernet, warm_starts, [], None, None
@@ -100,10 +101,10 @@ def run_search(
                 starts = {"previous_best": list(grid.target)}
             sampler = make_sampler(scfg, grid, cfg.seed + iteration)
             stale_after = None if scfg.storage is None else scfg.stale_after
-            study = open_study(name=scfg.study_name_of(iteration), storage=storage, sampler=sampler,
+            study = open_study(name=iteration_study(scfg.study_name, iteration), storage=storage, sampler=sampler,
                                directions=directions, stale_after=stale_after)  # fmt: skip
-            study.set_user_attr("config", _plain(cfg))
-            for key, value in manifest.items():  # the reproducibility manifest (search/manifest.py), end time aside
+            study.set_user_attr("config", plain_config(cfg))
+            for key, value in (manifest or {}).items():  # the run's manifest (search/app/manifest.py)
                 study.set_user_attr(key, value)
             budget = {"kind": cfg.budget.kind, "keep": cfg.budget.keep, "cost": grid.budget,
                       "params": grid.params(grid.target)}  # fmt: skip
@@ -188,8 +189,3 @@ def pareto_choice(study: optuna.Study, grid: LevelGrid, evaluator: Evaluator) ->
     chosen = {"from_trial": pick["trial"], "levels": levels, "params": grid.params(levels),
               "fitness": evaluator.score(levels, evaluator.stages - 1)}  # fmt: skip
     return levels, {"front": front, "chosen": chosen}
-
-
-def _plain(cfg) -> dict:
-    """The resolved config as JSON-able dicts."""
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)

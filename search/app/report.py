@@ -1,7 +1,7 @@
 """report.html: one self-contained page about a run, readable offline (plotly.js inlined once).
 
-Built from the run directory's files only (``search.rundir``), so it can be rebuilt any time with
-``python -m search.run_report RUN_DIR``. Sections, each drawn only when its input exists:
+Built from the run directory's files only (``search.app.rundir``), so it can be rebuilt any time with
+``python -m search.app.report RUN_DIR``. Sections, each drawn only when its input exists:
 
 1. the allocation: GQA groups and MLP channels kept per layer (``allocation.json``) against the
    uniform allocation (every module keeps the fraction ``budget.keep`` of its units, or the exact
@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from search.rundir import open_storage, read_json, run_config, run_studies
+from search.app.rundir import open_storage, read_json, run_config, run_studies
 from supernet.files import write_text
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ def proxy_figure(proxies: dict) -> go.Figure:
         row, col = i // cols + 1, i % cols + 1
         fig.add_trace(go.Scatter(x=proxies["scores"][name], y=ppl, mode="markers", name=name,
                                  text=proxies.get("names")), row=row, col=col)  # fmt: skip
-        fig.update_xaxes(title_text=name, row=row, col=col)
+        fig.update_xaxes(title_text=f"{name} (lower is better)", row=row, col=col)
         fig.update_yaxes(title_text="held-out ppl", row=row, col=col)
     fig.update_layout(showlegend=False, height=340 * rows, margin={"t": 40})
     return fig
@@ -289,12 +289,12 @@ def write_report(run_dir: Path, *, uniform: dict | None = None, storage_url: str
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m search.run_report RUN_DIR``: (re)build a run's report.html."""
-    from search.cli import fail
+    """``python -m search.app.report RUN_DIR``: (re)build a run's report.html."""
+    from search.app.args import fail
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not Path(args[0]).is_dir():
-        fail("give one run directory: python -m search.run_report RUN_DIR")
+        fail("give one run directory: python -m search.app.report RUN_DIR")
     print(write_report(Path(args[0])))
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
-from search.rundir import ARTIFACTS
+from search.app.rundir import ARTIFACTS
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

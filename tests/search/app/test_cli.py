@@ -11,14 +11,23 @@ from pathlib import Path
 import pytest
 
 # the defaults (search=evo, obs + refit_intercept), with the search cut to a few trials on few tokens
-TINY = ["model.reference=tiny", "data.seq_len=64", "data.calib_sequences=4", "data.eval_seq_len=64",
-        "data.eval_sequences=4", "progress=false", "search.trials=8", "search.offspring=4",
-        "search.stage_tokens=[128,256,512]", "search.survivors=[2,1,1]"]
+TINY = [
+    "model.reference=tiny",
+    "data.seq_len=64",
+    "data.calib_sequences=4",
+    "data.eval_seq_len=64",
+    "data.eval_sequences=4",
+    "progress=false",
+    "search.trials=8",
+    "search.offspring=4",
+    "search.stage_tokens=[128,256,512]",
+    "search.survivors=[2,1,1]",
+]
 
 
 def strata(args: list[str], run_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "search.cli", *args, f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "search.app.cli", *args, f"hydra.run.dir={run_dir}"],
         capture_output=True,
         text=True,
         check=False,
@@ -26,7 +35,7 @@ def strata(args: list[str], run_dir: Path) -> subprocess.CompletedProcess:
 
 
 def table_rows(stdout: str) -> dict[str, list[str]]:
-    """The rows of the closing table (search/outcome.py): name -> [params, ppl, x dense]."""
+    """The rows of the closing table (search/app/outcome.py): name -> [params, ppl, x dense]."""
     lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.split() == ["params", "ppl", "x", "dense"]) + 1
     end = next(i for i, line in enumerate(lines) if line.startswith("run directory: "))
@@ -98,8 +107,9 @@ def test_saved_model_has_the_reported_parameter_count(finished_run: Path) -> Non
         "m = AutoModelForCausalLM.from_pretrained(sys.argv[1], trust_remote_code=True);"
         "print(sum(p.numel() for p in m.parameters()))"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(finished_run / "model")], capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(finished_run / "model")], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((finished_run / "metrics.json").read_text())
     assert int(proc.stdout.strip().splitlines()[-1]) == metrics["pruned"]["params"]

@@ -1,0 +1,52 @@
+"""The run's evaluator: in process (``search.workers=1``), or a pool of Ray actors that build the same one.
+
+The application knows the model directory, the windows and every option; the search layer takes the
+evaluator as it is built here (search/fitness.py, search/workers.py, search/actor.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from search.actor import EvaluatorSpec, tensors_to_bytes
+from search.app.inputs import resolve_model_path
+from search.fitness import Evaluator, stage_windows
+from search.workers import EvaluatorPool
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel
+
+    from search.app.config import RunConfig
+    from supernet.build import Supernet
+    from supernet.switch import Switcher
+
+
+def uses_ray(cfg: RunConfig) -> bool:
+    """Ray scores candidates when there is more than one worker or a Ray address is given."""
+    return cfg.search.workers > 1 or cfg.ray.address is not None
+
+
+def make_evaluator(
+    cfg: RunConfig, *, model: PreTrainedModel, switcher: Switcher, supernet: Supernet, fitness: torch.Tensor
+) -> Evaluator | EvaluatorPool:
+    """The in-process :class:`Evaluator` (``search.workers=1``), or a pool of Ray actors building the same one.
+
+    ``fitness``: [windows, seq_len] the token windows candidates are scored on (search/app/run.py)."""
+    scfg = cfg.search
+    windows = stage_windows(fitness, scfg.stage_tokens)
+    if not uses_ray(cfg):
+        return Evaluator(model, switcher, supernet, cfg.proxy, windows, batch_size=cfg.data.batch_size,
+                         prescreen=scfg.prescreen)  # fmt: skip
+    model_dir, _ = resolve_model_path(cfg.model, progress=cfg.progress)
+    cuda = cfg.device.startswith("cuda")
+    spec = EvaluatorSpec(
+        model_dir=str(model_dir.resolve()), dtype=cfg.model.dtype, device="cuda" if cuda else cfg.device,
+        proxy=cfg.proxy, stage_tokens=list(scfg.stage_tokens), batch_size=cfg.data.batch_size,
+        prescreen=scfg.prescreen, attn_unit=cfg.supernet.attn_unit, calib=tensors_to_bytes({"calib": fitness}),
+    )  # fmt: skip
+    return EvaluatorPool(
+        spec, supernet, workers=scfg.workers, cfg=cfg.ray,
+        stage_tokens=[int(w.numel()) for w in windows], proxy_name=cfg.proxy.name, prescreen=scfg.prescreen,
+        gpus=1.0 if cuda else 0.0,
+    )  # fmt: skip

@@ -1,0 +1,99 @@
+"""What a run reads before it prunes: the model, the calibration and fitness windows, the held-out windows.
+
+Shared by the main run (search/app/run.py) and the proxy report (search/app/proxy_report.py), which
+read them the same way: the model directory (``model.path``, or the built-in reference model, built
+on first use), and token windows packed from ``data``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from search.fitness import windows_for
+from supernet.config import check_device
+from supernet.data import load_texts, pack_tokens
+from supernet.errors import UsageError
+from supernet.loading import check_positions, load_model
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from supernet.adapters import DecoderAdapter
+    from supernet.config import DataConfig, ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Inputs:
+    """The loaded model, its tokenizer and adapter, where it came from and the name reports give it."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    adapter: DecoderAdapter
+    directory: Path
+    name: str
+
+
+def resolve_model_path(model: ModelConfig, *, progress: bool) -> tuple[Path, str]:
+    """The model directory and the name reported in metrics.json."""
+    if model.path is not None:
+        return Path(model.path).expanduser(), str(model.path)
+    from supernet.reference.build import reference_model_dir
+
+    return reference_model_dir(model.reference, progress=progress), f"strata-reference-{model.reference}"
+
+
+def load_inputs(
+    model: ModelConfig, data: DataConfig, *, device: str, attn_unit: str, seed: int, progress: bool
+) -> Inputs:
+    """Check the device, seed torch, load the model and check ``data``'s windows fit its positions."""
+    check_device(device, available=True)
+    torch.manual_seed(seed)
+    directory, name = resolve_model_path(model, progress=progress)
+    loaded, tokenizer, adapter = load_model(directory, dtype=model.dtype, device=device, attn_unit=attn_unit)
+    check_positions(loaded.config, data)
+    return Inputs(loaded, tokenizer, adapter, directory, name)
+
+
+def eval_tokens(data: DataConfig, tokenizer) -> torch.Tensor:
+    """Held-out windows [eval_sequences, eval_seq_len]: the builtin eval split, data.eval_path, or else data.path."""
+    if data.source == "builtin" and data.eval_path is None:
+        texts = load_texts("builtin", split="eval")
+    else:
+        source = "text" if data.source == "builtin" else data.source
+        texts = load_texts(source, path=data.eval_path or data.path, text_field=data.text_field, split="eval")
+    return pack_tokens(tokenizer, texts, seq_len=data.eval_seq_len, num_sequences=data.eval_sequences, seed=0,
+                       name="data.eval_seq_len")  # fmt: skip
+
+
+def train_windows(
+    data: DataConfig, tokenizer, *, seed: int, fitness_tokens: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The calibration windows the supernet is fitted on, and the windows a search scores candidates on.
+
+    Both are drawn from the train split (builtin) or ``data.path`` by one seeded permutation of its
+    windows: calibration takes the first ``data.calib_sequences`` (the same windows whatever follows),
+    fitness the next ``ceil(fitness_tokens / data.seq_len)``, so the two never share a window
+    (``search.fitness=held_apart``). ``fitness_tokens=None`` (``search.fitness=calibration``, or no
+    search): the fitness windows are the calibration windows. Returns ([calib, seq_len], [fitness, seq_len]).
+    """
+    extra = 0 if fitness_tokens is None else windows_for(fitness_tokens, data.seq_len)
+    texts = load_texts(data.source, path=data.path, text_field=data.text_field, split="train")
+    tokens = pack_tokens(tokenizer, texts, seq_len=data.seq_len, num_sequences=data.calib_sequences + extra, seed=seed)
+    calib, fitness = tokens[: data.calib_sequences], tokens[data.calib_sequences :]
+    if fitness_tokens is None:
+        return calib, calib
+    if len(fitness) == 0:
+        raise UsageError(
+            f"the calibration text gives {len(tokens)} windows of {data.seq_len} tokens, none left to score "
+            "candidates on apart from calibration: add text, lower data.calib_sequences, or search.fitness=calibration"
+        )
+    if len(fitness) < extra:
+        log.warning("fitness: %d held-apart windows, not the %d search.stage_tokens asks", len(fitness), extra)
+    return calib, fitness
