@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from proxies.base import Proxy, model_device
 from proxies.prefix import DEFAULT_MAX_BYTES, PrefixForward
-from supernet.errors import UsageError
+from supernet.config import DTYPES
+from supernet.errors import UsageError, check_choice
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CACHE_DTYPES = ("float32", "bfloat16", "float16")
 CHUNK_ELEMENTS = 1 << 16  # rows per chunk = this / k: [rows, k] float32 temporaries of 256 KiB stay in L2
 
 
@@ -117,8 +117,7 @@ class KLProxy(Proxy):
         super().__init__(switcher)
         if top_k < 1:
             raise UsageError(f"proxy.kl_top_k={top_k} must be >= 1 (a value >= the vocabulary means full KL)")
-        if cache_dtype not in CACHE_DTYPES:
-            raise UsageError(f"proxy.kl_cache_dtype={cache_dtype!r} is not one of {', '.join(CACHE_DTYPES)}")
+        check_choice("proxy.kl_cache_dtype", cache_dtype, DTYPES)
         if reuse_bytes < 0:
             raise UsageError(f"kl reuse_bytes={reuse_bytes} must be >= 0 (0 disables prefix reuse)")
         self.top_k = top_k

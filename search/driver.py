@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from search.evolution import EvolutionSampler, param_names, search_space
 from search.study import finished_count
-from supernet.errors import UsageError
+from supernet.errors import UsageError, check_choice
 from supernet.levels import repair
 
 if TYPE_CHECKING:
@@ -73,8 +73,7 @@ class SearchConfig:
     workers: int = 1  # evaluators: 1 = in-process; N > 1 = N Ray actors (one per GPU), see `ray` (search/workers.py)
 
     def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise UsageError(f"search.sampler={self.sampler!r} is not one of {', '.join(SAMPLERS)}")
+        check_choice("search.sampler", self.sampler, SAMPLERS)
         if self.trials < 1 or self.offspring < 1:
             raise UsageError(f"search.trials={self.trials} and search.offspring={self.offspring} must be >= 1")
         if not self.stage_tokens or len(self.stage_tokens) != len(self.survivors):
@@ -90,15 +89,11 @@ class SearchConfig:
             raise UsageError(f"search.iterations={self.iterations} must be >= 1")
         if self.workers < 1:
             raise UsageError(f"search.workers={self.workers} must be >= 1 (1 = score in this process)")
-        if self.fitness not in FITNESS_WINDOWS:
-            raise UsageError(f"search.fitness={self.fitness!r} is not one of {', '.join(FITNESS_WINDOWS)}")
+        check_choice("search.fitness", self.fitness, FITNESS_WINDOWS)
         if self.resample and self.workers > 1:
             raise UsageError("search.resample=true scores in this process only: use search.workers=1")
         if self.multi_objective is not None:
-            if self.multi_objective not in SECOND_OBJECTIVES:
-                raise UsageError(
-                    f"search.multi_objective={self.multi_objective!r} is not one of {', '.join(SECOND_OBJECTIVES)}"
-                )
+            check_choice("search.multi_objective", self.multi_objective, SECOND_OBJECTIVES)
             if self.sampler not in MULTI_OBJECTIVE_SAMPLERS:
                 choices = "|".join(MULTI_OBJECTIVE_SAMPLERS)
                 raise UsageError(f"search.multi_objective needs a multi-objective sampler: search={choices}")

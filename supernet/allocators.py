@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from supernet.errors import UsageError
+from supernet.errors import check_choice
 from supernet.flap import global_counts, nearest_on_budget
 from supernet.levels import LevelGrid, repair
 
@@ -64,8 +64,7 @@ ALLOCATORS: dict[str, Callable[[Supernet | None, LevelGrid, float], list[int]]] 
 
 def allocate(name: str, supernet: Supernet | None, grid: LevelGrid, keep: float) -> list[int]:
     """Run allocator ``name``; the result is asserted on the grid's budget."""
-    if name not in ALLOCATORS:
-        raise UsageError(f"allocator={name!r} is not one of {', '.join(ALLOCATORS)}")
+    check_choice("allocator", name, ALLOCATORS)
     levels = ALLOCATORS[name](supernet, grid, keep)
     assert grid.on_budget(levels), f"allocator {name} gave levels {levels} off the budget"
     return levels

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from supernet.errors import UsageError
+from supernet.errors import check_choice
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -104,6 +104,5 @@ NEEDS_GRAM = ("refit", "refit_intercept")
 
 
 def get_compensation(name: str) -> Callable[..., Compensated]:
-    if name not in COMPENSATIONS:
-        raise UsageError(f"supernet.compensation={name!r} is not one of {', '.join(COMPENSATIONS)}")
+    check_choice("supernet.compensation", name, COMPENSATIONS)
     return COMPENSATIONS[name]

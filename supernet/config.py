@@ -10,9 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from supernet.adapters.base import ATTN_UNITS
-from supernet.errors import UsageError
+from supernet.compensation import COMPENSATIONS
+from supernet.criteria import CRITERIA
+from supernet.errors import UsageError, check_choice
+from supernet.statistics import GRAM_DTYPES, PROPAGATE
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16")  # model.dtype, supernet.store_dtype, proxy.kl_cache_dtype
 DATA_SOURCES = ("builtin", "text", "jsonl", "hf_disk", "parquet")
 BUDGET_KINDS = ("block_params", "total_params", "flops")
 
@@ -24,8 +27,7 @@ class ModelConfig:
     dtype: str = "float32"  # weights are loaded in this dtype; statistics are always float32/64
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise UsageError(f"model.dtype={self.dtype!r} is not one of {', '.join(DTYPES)}")
+        check_choice("model.dtype", self.dtype, DTYPES)
 
 
 @dataclass
@@ -42,8 +44,8 @@ class DataConfig:
     batch_size: int = 8  # sequences per forward pass
 
     def __post_init__(self) -> None:
-        if self.source is not None and self.source not in DATA_SOURCES:
-            raise UsageError(f"data.source={self.source!r} is not one of {', '.join(DATA_SOURCES)}")
+        if self.source is not None:
+            check_choice("data.source", self.source, DATA_SOURCES)
         if self.source not in (None, "builtin") and self.path is None:
             raise UsageError(f"data.source={self.source} needs data.path=<file or folder>")
         for name in ("seq_len", "calib_sequences", "eval_seq_len", "batch_size"):
@@ -87,19 +89,14 @@ class BudgetConfig:
     seq_len: int = 2048  # flops: tokens of the sequence the FLOPs are counted on (attention grows with it)
 
     def __post_init__(self) -> None:
-        if self.kind not in BUDGET_KINDS:
-            raise UsageError(f"budget.kind={self.kind!r} is not one of {', '.join(BUDGET_KINDS)}")
+        check_choice("budget.kind", self.kind, BUDGET_KINDS)
         if not 0.0 < self.keep <= 1.0:
             raise UsageError(f"budget.keep={self.keep} is outside (0, 1]: give the fraction of parameters to keep")
         if self.seq_len < 1:
             raise UsageError(f"budget.seq_len={self.seq_len} must be a positive number of tokens")
 
 
-CRITERIA = ("magnitude", "wanda_sp", "flap", "obs")
-COMPENSATIONS = ("none", "bias", "refit", "refit_intercept")
 OBS_COMPENSATIONS = ("refit_intercept", "refit")  # the OBS update's exact form on the kept columns
-PROPAGATE = ("dense", "expected")
-STORE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -125,12 +122,11 @@ class SupernetConfig:
             ("criterion", CRITERIA),
             ("compensation", COMPENSATIONS),
             ("propagate", PROPAGATE),
-            ("store_dtype", STORE_DTYPES),
-            ("gram_dtype", ("float32", "float64")),
+            ("store_dtype", DTYPES),
+            ("gram_dtype", GRAM_DTYPES),
             ("attn_unit", ATTN_UNITS),
         ):
-            if getattr(self, name) not in allowed:
-                raise UsageError(f"supernet.{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+            check_choice(f"supernet.{name}", getattr(self, name), allowed)
         for name in ("attn_step", "channel_quantum", "obs_rounds", "calib_batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"supernet.{name}={getattr(self, name)} must be >= 1")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from supernet.errors import UsageError
+from supernet.errors import check_choice
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -174,8 +174,7 @@ NEEDS_GRAM = ("obs",)
 
 
 def get_criterion(name: str) -> Callable[..., torch.Tensor]:
-    if name not in CRITERIA:
-        raise UsageError(f"supernet.criterion={name!r} is not one of {', '.join(CRITERIA)}")
+    check_choice("supernet.criterion", name, CRITERIA)
     return CRITERIA[name]
 
 

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 from tqdm.auto import tqdm
 
-from supernet.errors import UsageError
+from supernet.errors import check_choice
 from supernet.levels import KINDS
 
 if TYPE_CHECKING:
@@ -170,8 +170,7 @@ def calibrate(
     Args:
         tokens: [sequences, seq_len] calibration token ids.
     """
-    if propagate not in PROPAGATE:
-        raise UsageError(f"supernet.propagate={propagate!r} is not one of {', '.join(PROPAGATE)}")
+    check_choice("supernet.propagate", propagate, PROPAGATE)
     if propagate == "expected" and switcher is None:
         raise ValueError("propagate='expected' needs the switcher that installs the target variants")
     device = next(model.parameters()).device

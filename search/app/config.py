@@ -11,7 +11,7 @@ from search.driver import SAMPLERS, SearchConfig
 from search.workers import RayConfig
 from supernet.allocators import ALLOCATORS
 from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig, check_device, resolve_data_source
-from supernet.errors import UsageError
+from supernet.errors import check_choice
 
 
 @dataclass
@@ -32,8 +32,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         resolve_data_source(self.model, self.data)
         check_device(self.device)
-        if self.allocator not in ALLOCATORS:
-            raise UsageError(f"allocator={self.allocator!r} is not one of {', '.join(ALLOCATORS)}")
+        check_choice("allocator", self.allocator, ALLOCATORS)
 
 
 def register_configs() -> None:

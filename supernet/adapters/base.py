@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 
-from supernet.errors import UsageError
+from supernet.errors import check_choice
 
 if TYPE_CHECKING:
     from torch import nn
@@ -99,8 +99,7 @@ class DecoderAdapter:
     attention_norms: ClassVar[tuple[Projection, ...]] = ()
 
     def __init__(self, config: PreTrainedConfig, *, attn_unit: str = "group") -> None:
-        if attn_unit not in ATTN_UNITS:
-            raise UsageError(f"supernet.attn_unit={attn_unit!r} is not one of {', '.join(ATTN_UNITS)}")
+        check_choice("supernet.attn_unit", attn_unit, ATTN_UNITS)
         self.attn_unit = attn_unit
         self.sliding_window: int | None = getattr(config, "sliding_window", None)
         heads = config.num_attention_heads
