@@ -27,15 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import markdown_table, setup, write_result  # noqa: E402
 from search.app.config import RunConfig  # noqa: E402
-from supernet.config import (  # noqa: E402  # noqa: E402
-    COMPENSATIONS,
-    CRITERIA,
-    OBS_COMPENSATIONS,
-    BudgetConfig,
-    DataConfig,
-    ModelConfig,
-    SupernetConfig,
-)
+from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig, supernet_pairs  # noqa: E402
 from supernet.reference.build import reference_model_dir  # noqa: E402
 from supernet.reference.recipe import ZOO  # noqa: E402
 
@@ -47,16 +39,13 @@ def setups(propagations: list[str]) -> list[dict]:
     """Every valid (criterion, compensation) pair, under each propagation."""
     out = []
     for propagate in propagations:
-        for criterion in CRITERIA:
-            for compensation in COMPENSATIONS:
-                if criterion == "obs" and compensation not in OBS_COMPENSATIONS:
-                    continue
-                out.append({"criterion": criterion, "compensation": compensation, "propagate": propagate})
+        for criterion, compensation in supernet_pairs():
+            out.append({"criterion": criterion, "compensation": compensation, "propagate": propagate})
     return out
 
 
 def measure_model(model_name: str, keep: float, combos: list[dict]) -> list[dict]:
-    from search.app.run import calibration_tokens, eval_tokens
+    from search.app.inputs import eval_tokens, train_windows
     from supernet.allocators import allocate
     from supernet.budget import budget_grid
     from supernet.build import build_supernet
@@ -69,7 +58,7 @@ def measure_model(model_name: str, keep: float, combos: list[dict]) -> list[dict
     cfg = RunConfig(model=ModelConfig(path=path), data=DataConfig(source="builtin"), budget=BudgetConfig(keep=keep),
                     progress=False)  # fmt: skip
     model, tokenizer, adapter = load_model(path or reference_model_dir("default"))
-    held_out, calib = eval_tokens(cfg, tokenizer), calibration_tokens(cfg, tokenizer)
+    held_out, calib = eval_tokens(cfg.data, tokenizer), train_windows(cfg.data, tokenizer, seed=cfg.seed)[0]
     dense = perplexity(model, held_out, batch_size=8, progress=False)
     switcher = Switcher(model, adapter)
     rows, flap = [], {}

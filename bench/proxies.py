@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from proxies.config import ProxyReportConfig  # noqa: E402
-from proxies.report import format_table, run_report  # noqa: E402
+from proxies.report import format_table  # noqa: E402
+from search.app.proxy_report import run_report  # noqa: E402
 from supernet.config import BudgetConfig, DataConfig, ModelConfig  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"

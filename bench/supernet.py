@@ -30,9 +30,7 @@ sys.path.insert(0, str(ROOT))
 from bench.common import markdown_table  # noqa: E402
 from supernet.allocators import allocate  # noqa: E402
 from supernet.build import build_supernet, supernet_grid  # noqa: E402
-from supernet.compensation import COMPENSATIONS  # noqa: E402
-from supernet.config import SupernetConfig  # noqa: E402
-from supernet.criteria import CRITERIA  # noqa: E402
+from supernet.config import SupernetConfig, supernet_pairs  # noqa: E402
 from supernet.data import load_texts, pack_tokens  # noqa: E402
 from supernet.files import write_json  # noqa: E402
 from supernet.loading import load_model  # noqa: E402
@@ -135,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [],
     }
     cache_root = Path(tempfile.mkdtemp(prefix="strata-bench-supernet-"))
-    for keep, criterion, compensation in itertools.product(args.keeps, CRITERIA, COMPENSATIONS):
+    for keep, (criterion, compensation) in itertools.product(args.keeps, supernet_pairs()):
         cfg = SupernetConfig(criterion=criterion, compensation=compensation)
         grid = supernet_grid(adapter, keep, cfg)
         net = build_supernet(model, adapter, calib, cfg, grid, cache_dir=cache_root, progress=False)

@@ -130,7 +130,7 @@ class SupernetConfig:
         for name in ("attn_step", "channel_quantum", "obs_rounds", "calib_batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"supernet.{name}={getattr(self, name)} must be >= 1")
-        if self.criterion == "obs" and self.compensation not in OBS_COMPENSATIONS:
+        if (self.criterion, self.compensation) not in supernet_pairs():
             raise UsageError(
                 f"supernet.criterion=obs ranks units by the loss left after its weight update, which "
                 f"supernet.compensation={self.compensation} does not apply: use supernet.compensation="
@@ -149,3 +149,8 @@ class SupernetConfig:
         from supernet import compensation, criteria
 
         return self.criterion in criteria.NEEDS_GRAM or self.compensation in compensation.NEEDS_GRAM
+
+
+def supernet_pairs() -> list[tuple[str, str]]:
+    """Every (criterion, compensation) a ``SupernetConfig`` accepts: all pairs but OBS without its update."""
+    return [(c, k) for c in CRITERIA for k in COMPENSATIONS if c != "obs" or k in OBS_COMPENSATIONS]

@@ -6,7 +6,7 @@ the ratio of a group's cost to a channel's ((2g + 2) d / 3) does not depend on t
 
 ``LAYOUTS`` are the Llama-like families (pruned end to end in tests/search/app/test_real_layouts_run.py);
 ``FAMILY_LAYOUTS`` the families with their own quirks (pruned end to end in
-tests/search/test_families_run.py); ``REAL_LAYOUTS`` both. Values from each checkpoint's config.json on
+tests/search/app/test_families_run.py); ``REAL_LAYOUTS`` both. Values from each checkpoint's config.json on
 the Hugging Face Hub (google/gemma-2-2b, google/gemma-3-1b-pt, microsoft/Phi-3-mini-4k-instruct,
 allenai/OLMo-2-1124-7B, ibm-granite/granite-3.1-2b-base).
 """

@@ -102,3 +102,24 @@ def test_the_checks_see_a_cycle_and_an_upward_import() -> None:
 def test_the_graph_holds_the_known_edges(graph) -> None:
     assert "search.fitness" in graph["search.app.run"] or "search.app.inputs" in graph["search.app.run"]
     assert "supernet.levels" in graph["search.mutation"]
+
+
+def test_every_name_imported_from_the_project_exists() -> None:
+    """``from a.b import c``: c is in a.b, in the packages, the benchmarks and launch (which no other test
+    imports: a moved function would otherwise surface only when someone runs the benchmark)."""
+    import importlib
+
+    missing = []
+    for folder in ("supernet", "proxies", "search", "bench", "launch"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module):
+                    continue
+                if node.module.split(".")[0] not in ("supernet", "proxies", "search", "bench", "launch"):
+                    continue
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    submodule = f"{node.module}.{alias.name}"
+                    if not hasattr(module, alias.name) and importlib.util.find_spec(submodule) is None:
+                        missing.append(f"{path.relative_to(ROOT)}: from {node.module} import {alias.name}")
+    assert not missing, missing

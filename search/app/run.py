@@ -57,20 +57,8 @@ def measured(model, adapter, held_out: torch.Tensor, cfg: RunConfig) -> dict:
     }
 
 
-def search_and_baselines(
-    cfg: RunConfig,
-    model,
-    adapter,
-    switcher,
-    net,
-    grid,
-    calib,
-    held_out,
-    *,
-    run_dir: Path,
-    fitness=None,
-    manifest: dict | None = None,
-) -> tuple[SearchResult, dict]:
+def search_and_baselines(cfg: RunConfig, model, adapter, switcher, net, grid, calib, held_out, *, run_dir: Path,
+                         fitness=None, manifest: dict | None = None) -> tuple[SearchResult, dict]:  # fmt: skip
     """Search the allocation, and measure the baselines on the same held-out windows: the uniform
     allocation on the same supernet, and FLAP's own method (supernet/flap.py: its global allocation,
     its units and its bias; what the grid approximates is recorded)."""
@@ -130,19 +118,8 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     levels = allocate(cfg.allocator, net, grid, cfg.budget.keep)
     searched = None
     if cfg.search.sampler != "none":
-        searched, baselines = search_and_baselines(
-            cfg,
-            model,
-            adapter,
-            switcher,
-            net,
-            grid,
-            calib,
-            held_out,
-            run_dir=out_dir,
-            fitness=fitness,
-            manifest=manifest,
-        )
+        searched, baselines = search_and_baselines(cfg, model, adapter, switcher, net, grid, calib, held_out,
+                                                   run_dir=out_dir, fitness=fitness, manifest=manifest)  # fmt: skip
         levels, grid, net = searched.levels, searched.grid, searched.supernet
     allocation = grid.allocation(levels)
     net.apply(switcher, levels)
