@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from supernet import criteria
-from supernet.cache import default_root, entry_bytes, entry_key, load_entry, model_hash, save_entry
+from supernet.cache import default_root, entry_bytes, entry_key, load_entry, model_digest, save_entry
 from supernet.compensation import get_compensation
 from supernet.errors import UsageError
 from supernet.levels import KINDS, LevelGrid, make_grid
@@ -173,12 +173,13 @@ def _fill_module(
 ) -> None:
     """Rank one module's units and compute every level's compensation."""
     layer, kind = key
+    solve = getattr(torch, cfg.solve_dtype)
     scores = criteria.get_criterion(cfg.criterion)(
-        adapter, module, kind, stats, damping=cfg.damping, rounds=cfg.obs_rounds
+        adapter, module, kind, stats, damping=cfg.damping, rounds=cfg.obs_rounds, dtype=solve
     )
     net.rankings[key] = criteria.ranking(scores, adapter.unit_step(kind))
     net.fluctuation[key] = criteria.flap(adapter, module, kind, stats)
-    net.means[key] = stats.mean.float()  # FLAP's bias (supernet/flap.py) and the fine levels' bias
+    net.means[key] = stats.mean.float().cpu()  # FLAP's bias (supernet/flap.py) and the fine levels' bias
     compensate_levels(net, adapter, module, key, stats, cfg, net.grid.modules[net.index[key]].anchors())
 
 
@@ -191,21 +192,25 @@ def compensate_levels(
     cfg: SupernetConfig,
     levels: Sequence[int],
 ) -> None:
-    """Compute the compensation of ``levels`` of one ranked module (bias or refit columns; none stores nothing)."""
+    """Compute the compensation of ``levels`` of one ranked module (bias or refit columns; none stores nothing).
+
+    The solves run on the module's device in ``supernet.solve_dtype``; what is kept goes to the host."""
     if cfg.compensation == "none":
         return
     layer, kind = key
-    net.means[key] = stats.mean.float()
+    net.means[key] = stats.mean.float().cpu()
     compensate = get_compensation(cfg.compensation)
+    solve = getattr(torch, cfg.solve_dtype)
     weight = criteria.output_weight(adapter, module, kind)  # [out, in] float64
     grid_module = net.grid.modules[net.index[key]]
     for level in levels:
         units = kept_units(net.rankings[key], grid_module.units(level))
-        bias, refit = compensate(weight, stats, adapter.output_columns(units, kind), damping=cfg.damping)
+        columns = adapter.output_columns(units, kind)
+        bias, refit = compensate(weight, stats, columns, damping=cfg.damping, dtype=solve)
         if bias is not None:
-            net.biases[layer, kind, level] = bias.float()
+            net.biases[layer, kind, level] = bias.float().cpu()
         if refit is not None:
-            net.weights[layer, kind, level] = refit.to(getattr(torch, cfg.store_dtype))
+            net.weights[layer, kind, level] = refit.to(device="cpu", dtype=getattr(torch, cfg.store_dtype))
 
 
 def calibrate_into(
@@ -259,6 +264,7 @@ def build_supernet(
     *,
     cache_dir: Path | str | None = None,
     use_cache: bool = True,
+    weights_dir: Path | str | None = None,
     progress: bool = True,
 ) -> Supernet:
     """Load the supernet from the cache, or calibrate and build it (and cache it).
@@ -267,14 +273,17 @@ def build_supernet(
         calib_tokens: [sequences, seq_len] calibration token ids (train split).
         cache_dir: cache root; None = :func:`supernet.cache.default_root`.
         use_cache: False builds without reading or writing the cache.
+        weights_dir: the directory the model was loaded from, unchanged since: its files' identity stands
+            for the weights in the cache key (:func:`supernet.cache.model_digest`); None hashes every tensor.
     """
     start = time.perf_counter()
     net = Supernet(grid, cfg.criterion, cfg.compensation)
     config = cache_config(cfg, grid)
     directory = None
     if use_cache:
-        key = entry_key(model_hash(model), calib_tokens, config)
-        directory = Path(cache_dir).expanduser() / key if cache_dir is not None else default_root() / key
+        root = Path(cache_dir).expanduser() if cache_dir is not None else default_root()
+        key = entry_key(model_digest(model, weights_dir, root), calib_tokens, config)
+        directory = root / key
         net.cache_dir = directory
         modules = load_entry(directory, key)
         if modules is not None:

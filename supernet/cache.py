@@ -11,6 +11,12 @@ and ``manifest.json`` with the key, the config and the sha256 of every file. Tý
 dense weights plus these few tensors. Root: ``$STRATA_CACHE_DIR/supernet``, else
 ``platformdirs.user_cache_dir("strata")/supernet``. An entry whose files do not match the manifest
 is logged, deleted and rebuilt, never used. Entries are written to a temporary directory and renamed.
+
+The model's hash reads every weight byte (16 GB at 8B in bf16, about a minute). A model loaded from a
+directory is keyed by the identity of its safetensors files instead (:func:`model_digest`): names,
+sizes, modification and change times, inodes and headers, read in milliseconds; the full hash is
+computed once per identity and remembered under ``<root>/identities/``. Rewriting a file changes its
+change time (which no user call can set back), so the identity changes and the full hash is taken again.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from supernet.files import atomic_path
+from supernet.files import atomic_path, write_json
 
 if TYPE_CHECKING:
     from torch import nn
@@ -34,6 +40,7 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV = "STRATA_CACHE_DIR"
 MANIFEST = "manifest.json"
+IDENTITIES = "identities"  # <root>/identities/<weight files identity>.json: {"model_hash": ...}
 FORMAT_VERSION = 4  # 4: no criterion scores (only their ranking); 3: fluctuation in float64; 2: mean inputs
 
 
@@ -62,6 +69,35 @@ def model_hash(model: nn.Module) -> str:
         digest.update(name.encode())
         tensor_digest(tensor, digest)
     return digest.hexdigest()
+
+
+def weight_files_identity(directory: Path, dtype: torch.dtype) -> str:
+    """sha256 of a model directory's safetensors files as the file system describes them, and of the dtype
+    they were loaded in: per file its name, size, modification and change times (ns), device, inode and
+    header (every tensor's name, dtype, shape and byte range). Reads the headers only, never the weights."""
+    digest = hashlib.sha256(str(dtype).encode())
+    for path in sorted(directory.glob("*.safetensors")):
+        st = path.stat()
+        digest.update(f"{path.name}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_dev}|{st.st_ino}".encode())
+        with path.open("rb") as handle:
+            digest.update(handle.read(int.from_bytes(handle.read(8), "little")))  # u64 length, then JSON
+    return digest.hexdigest()
+
+
+def model_digest(model: nn.Module, weights_dir: Path | None, root: Path) -> str:
+    """:func:`model_hash` of the model, remembered per :func:`weight_files_identity` of ``weights_dir``,
+    the directory the caller loaded the model from unchanged (None: hash the tensors every time)."""
+    if weights_dir is None or not any(Path(weights_dir).glob("*.safetensors")):
+        return model_hash(model)
+    identity = weight_files_identity(Path(weights_dir), next(model.parameters()).dtype)
+    record = root / IDENTITIES / f"{identity[:32]}.json"
+    try:
+        return json.loads(record.read_text())["model_hash"]
+    except (OSError, ValueError, KeyError):
+        pass
+    digest = model_hash(model)
+    write_json(record, {"model_hash": digest, "directory": str(weights_dir)})
+    return digest
 
 
 def entry_key(model_digest: str, tokens: torch.Tensor, config: dict) -> str:

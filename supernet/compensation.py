@@ -38,8 +38,8 @@ Compensated = tuple[torch.Tensor | None, torch.Tensor | None]  # (out_bias [out]
 
 
 def removed_channels(width: int, kept: torch.Tensor) -> torch.Tensor:
-    """Input channels not in ``kept``, ascending. [width - kept]"""
-    mask = torch.ones(width, dtype=torch.bool)
+    """Input channels not in ``kept``, ascending, on ``kept``'s device. [width - kept]"""
+    mask = torch.ones(width, dtype=torch.bool, device=kept.device)
     mask[kept] = False
     return torch.nonzero(mask).flatten()
 
@@ -52,46 +52,62 @@ def none(weight: torch.Tensor, stats: ChannelStats | None, kept: torch.Tensor, *
 def bias(weight: torch.Tensor, stats: ChannelStats | None, kept: torch.Tensor, **_: float) -> Compensated:
     """FLAP: b = W[:, R] @ mean(X[:, R]) (float64 math). weight: [out, in] -> bias [out] (None if R is empty)."""
     assert stats is not None, "bias compensation needs calibration statistics"
-    removed = removed_channels(weight.shape[1], kept)
+    removed = removed_channels(weight.shape[1], kept.to(weight.device))
     if removed.numel() == 0:
         return None, None
-    w = weight.detach().cpu().double()
-    return w[:, removed] @ stats.mean[removed], None  # [out, |R|] @ [|R|] -> [out]
+    w = weight.detach().double()
+    return w[:, removed] @ stats.mean.to(w.device)[removed], None  # [out, |R|] @ [|R|] -> [out]
 
 
 def least_squares(m: torch.Tensor, w: torch.Tensor, kept: torch.Tensor, damping: float) -> torch.Tensor:
     """V = ((M_KK + dead + damping * mean(diag M_KK) I)^-1 (M W^T)_K)^T, the refit of the kept columns for a
     second-moment matrix M (H or the covariance); inputs with no energy (diag <= 0) get 1 on the diagonal.
-    m: [in, in], w: [out, in] float64 -> [out, |K|]."""
+    m: [in, in], w: [out, in], one dtype and device -> [out, |K|]."""
+    kept = kept.to(m.device)
     m_kk = m[kept][:, kept]  # [K, K]
     diag = torch.diag(m_kk)
     m_kk = m_kk + torch.diag((diag <= 0).to(m_kk.dtype))  # dead (or constant) inputs
-    m_kk = m_kk + damping * torch.diag(m_kk).mean() * torch.eye(len(kept), dtype=m.dtype)
+    m_kk.diagonal().add_(damping * torch.diag(m_kk).mean())
     return torch.linalg.solve(m_kk, (m @ w.T)[kept]).T  # ([in, in] @ [in, out])_K -> [K, out] -> [out, K]
 
 
 def refit(
-    weight: torch.Tensor, stats: ChannelStats | None, kept: torch.Tensor, *, damping: float = 0.01, **_: float
+    weight: torch.Tensor,
+    stats: ChannelStats | None,
+    kept: torch.Tensor,
+    *,
+    damping: float = 0.01,
+    dtype: torch.dtype = torch.float64,
+    **_: float,
 ) -> Compensated:
-    """Least-squares refit W_K = (H_KK^-1 (H W^T)_K)^T with damped H_KK. -> out_weight [out, |K|]."""
+    """Least-squares refit W_K = (H_KK^-1 (H W^T)_K)^T with damped H_KK, in ``dtype`` on the weight's
+    device. -> out_weight [out, |K|]."""
     assert stats is not None and stats.gram is not None, "refit needs the Gram matrix of the calibration inputs"
     if kept.numel() in (0, weight.shape[1]):  # nothing kept: FLAP's bias; everything kept: nothing to add
         return bias(weight, stats, kept) if kept.numel() == 0 else (None, None)
-    return None, least_squares(stats.gram.double(), weight.detach().cpu().double(), kept, damping)
+    w = weight.detach().to(dtype)
+    return None, least_squares(stats.gram.to(device=w.device, dtype=dtype), w, kept, damping)
 
 
 def refit_intercept(
-    weight: torch.Tensor, stats: ChannelStats | None, kept: torch.Tensor, *, damping: float = 0.01, **_: float
+    weight: torch.Tensor,
+    stats: ChannelStats | None,
+    kept: torch.Tensor,
+    *,
+    damping: float = 0.01,
+    dtype: torch.dtype = torch.float64,
+    **_: float,
 ) -> Compensated:
-    """Least squares with an intercept on centred statistics. -> (out_bias [out], out_weight [out, |K|])."""
+    """Least squares with an intercept on centred statistics, in ``dtype`` on the weight's device.
+    -> (out_bias [out], out_weight [out, |K|])."""
     assert stats is not None and stats.gram is not None, "refit_intercept needs the Gram matrix of the inputs"
     if kept.numel() in (0, weight.shape[1]):
         return bias(weight, stats, kept) if kept.numel() == 0 else (None, None)
-    w = weight.detach().cpu().double()  # [out, in]
-    mu = stats.mean.double()  # [in]
-    sigma = stats.gram.double() / stats.count - torch.outer(mu, mu)  # [in, in] covariance of the inputs
+    w = weight.detach().to(dtype)  # [out, in]
+    mu = stats.mean.to(device=w.device, dtype=dtype)  # [in]
+    sigma = stats.gram.to(device=w.device, dtype=dtype) / stats.count - torch.outer(mu, mu)  # [in, in] covariance
     v = least_squares(sigma, w, kept, damping)  # [out, K]
-    return w @ mu - v @ mu[kept], v  # c = W mu - V mu_K: [out]
+    return w @ mu - v @ mu[kept.to(w.device)], v  # c = W mu - V mu_K: [out]
 
 
 COMPENSATIONS: dict[str, Callable[..., Compensated]] = {

@@ -114,6 +114,8 @@ class SupernetConfig:
     damping: float = 0.01  # H += damping * mean(diag H) * I before OBS and refit (SparseGPT's percdamp)
     obs_rounds: int = 16  # rounds of greedy OBS removal in an MLP (Týr: 16); attention removes one group a round
     gram_dtype: str = "float32"  # accumulation dtype of H = X^T X (float64 doubles its memory)
+    solve_dtype: str = "float64"  # dtype of the OBS and refit solves, on the model's device: float32 is a GPU's
+    # fast path (its error against float64 is measured by bench.scale); bias compensation stays float64
     store_dtype: str = "bfloat16"  # dtype refit columns are cached and installed in (bias vectors stay float32)
     calib_batch_size: int = 8  # calibration sequences per layer call
 
@@ -124,6 +126,7 @@ class SupernetConfig:
             ("propagate", PROPAGATE),
             ("store_dtype", DTYPES),
             ("gram_dtype", GRAM_DTYPES),
+            ("solve_dtype", GRAM_DTYPES),
             ("attn_unit", ATTN_UNITS),
         ):
             check_choice(f"supernet.{name}", getattr(self, name), allowed)

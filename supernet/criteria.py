@@ -5,7 +5,10 @@ columns the adapter's plan assigns to it; the statistic-based criteria read the 
 (o_proj / down_proj, W: [out, in]) and the ``ChannelStats`` of its input X: [tokens, in]; a unit owns
 the input channels C(u) (head_dim columns per query head of a GQA group, or one MLP channel).
 
-Registry ``CRITERIA`` (name -> function ``(adapter, module, kind, stats, *, damping, rounds) -> [units]``):
+Registry ``CRITERIA`` (name -> function ``(adapter, module, kind, stats, *, damping, rounds, dtype) -> [units]``):
+the math runs on the device of the module and its statistics, in ``dtype`` (``supernet.solve_dtype``:
+float64 by default; float32 is the GPU's fast path, its error measured by ``bench.scale``); scores are
+returned on the host.
 
 - ``magnitude``: S_u = ||W_u||_2 over every weight the unit owns (Torch-Pruning's group L2).
 - ``wanda_sp``: S_u = sum_{j in C(u)} sum_i |W_ij| ||X_j||_2 (structured Wanda as evaluated by FLAP,
@@ -37,17 +40,17 @@ def unit_weight_sq_norms(adapter: DecoderAdapter, module: nn.Module, kind: str) 
     """Sum of squared weights each unit owns across the module's projections. [units]"""
     plan = adapter.attention_plan if kind == "attn" else adapter.mlp_plan
     units = adapter.units_total(kind)
-    total = torch.zeros(units, dtype=torch.float64)
+    total = torch.zeros(units, dtype=torch.float64, device=next(module.parameters()).device)
     for proj in (p for p in plan if adapter.owns(p, kind)):
         weight = getattr(module, proj.name).weight.detach().double()
         per_row = weight.pow(2).sum(dim=1 if proj.side == "out" else 0)  # [rows or cols]
         total += adapter.unit_sums(proj, per_row, kind)  # [units], over every block of a fused projection
-    return total
+    return total.cpu()
 
 
-def output_weight(adapter: DecoderAdapter, module: nn.Module, kind: str) -> torch.Tensor:
-    """The output projection's weight W as float64. [out, in]"""
-    return getattr(module, adapter.output_projection(kind)).weight.detach().cpu().double()
+def output_weight(adapter: DecoderAdapter, module: nn.Module, kind: str, dtype: torch.dtype = torch.float64):
+    """The output projection's weight W in ``dtype``, on the module's device. [out, in]"""
+    return getattr(module, adapter.output_projection(kind)).weight.detach().to(dtype)
 
 
 def per_unit(adapter: DecoderAdapter, kind: str, per_channel: torch.Tensor) -> torch.Tensor:
@@ -74,25 +77,25 @@ def wanda_sp(
     """Structured Wanda: S_u = sum_{j in C(u)} sum_i |W_ij| * ||X_j||_2 on the output projection. [units]"""
     stats = _need(stats, "wanda_sp")
     weight = output_weight(adapter, module, kind)  # [out, in]
-    return per_unit(adapter, kind, weight.abs().sum(dim=0) * stats.sq_norm.sqrt())
+    return per_unit(adapter, kind, weight.abs().sum(dim=0) * stats.sq_norm.sqrt()).cpu()
 
 
 def flap(adapter: DecoderAdapter, module: nn.Module, kind: str, stats: ChannelStats | None, **_: float) -> torch.Tensor:
     """FLAP fluctuation: S_u = sum_{j in C(u)} Var_tokens(X_j) * ||W[:, j]||_2^2. [units]"""
     stats = _need(stats, "flap")
     weight = output_weight(adapter, module, kind)  # [out, in]
-    return per_unit(adapter, kind, stats.var * weight.pow(2).sum(dim=0))
+    return per_unit(adapter, kind, stats.var * weight.pow(2).sum(dim=0)).cpu()
 
 
 def damped_gram(gram: torch.Tensor, weight: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """SparseGPT's conditioning of H (float64): dead inputs (H_jj = 0) get H_jj = 1 and W[:, j] = 0, then
-    H += damping * mean(diag H) * I. Returns (H, W). gram: [in, in], weight: [out, in]."""
-    h = gram.detach().cpu().double().clone()
+    """SparseGPT's conditioning of H (in W's dtype, on its device): dead inputs (H_jj = 0) get H_jj = 1 and
+    W[:, j] = 0, then H += damping * mean(diag H) * I. Returns (H, W). gram: [in, in], weight: [out, in]."""
+    h = gram.detach().to(device=weight.device, dtype=weight.dtype, copy=True)
     w = weight.clone()
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    h += damping * torch.diag(h).mean() * torch.eye(h.shape[0], dtype=h.dtype)
+    h.diagonal().add_(damping * torch.diag(h).mean())
     return h, w
 
 
@@ -113,24 +116,24 @@ def obs_removal_order(weight: torch.Tensor, h: torch.Tensor, unit_size: int, rou
     with one joint update (the same as removing them one after the other: OBS updates compose), and
     keeps W and G on the remaining columns only, so a round costs O(remaining^2 * removed) in matrix
     products (Týr removes MLP channels in 16 rounds; one column at a time would be O(in^3) in rank-1 steps).
-    weight: [out, in] (float64), h: damped [in, in]. Returns unit indices, first removed first. [units]
+    weight: [out, in], h: damped [in, in], on one device. Returns unit indices, first removed first. [units]
     """
-    units = weight.shape[1] // unit_size
+    units, device = weight.shape[1] // unit_size, weight.device
     w = weight.clone()  # [out, columns of the alive units]
     g = spd_inverse(h)  # [alive columns, alive columns]
-    alive = torch.arange(units)  # the units whose columns w and g hold, in order
+    alive = torch.arange(units, device=device)  # the units whose columns w and g hold, in order
     order: list[int] = []
     per_round = math.ceil(units / max(1, rounds))
     while alive.numel():
         n = alive.numel()
-        cols = torch.arange(n * unit_size).reshape(n, unit_size)  # [alive, unit_size] columns of w and g
+        cols = torch.arange(n * unit_size, device=device).reshape(n, unit_size)  # [alive, unit_size] of w and g
         g_qq = g[cols[:, :, None], cols[:, None, :]]  # [alive, size, size]
         w_q = w[:, cols].permute(1, 0, 2)  # [alive, out, size]
         sol = torch.linalg.solve(g_qq, w_q.transpose(1, 2))  # [alive, size, out] = G_QQ^-1 W_Q^T
         cost = (w_q.transpose(1, 2) * sol).sum(dim=(1, 2))  # trace(W_Q G_QQ^-1 W_Q^T)
         picked = torch.argsort(cost, stable=True)[:per_round]  # positions among the alive units
         order.extend(alive[picked].tolist())
-        kept = torch.ones(n, dtype=torch.bool)
+        kept = torch.ones(n, dtype=torch.bool, device=device)
         kept[picked] = False
         q, r = cols[picked].flatten(), cols[kept].flatten()
         if r.numel():
@@ -150,17 +153,18 @@ def obs(
     *,
     damping: float = 0.01,
     rounds: int = 16,
+    dtype: torch.dtype = torch.float64,
     **_: float,
 ) -> torch.Tensor:
     """Second-order group removal on the damped H (see :func:`obs_removal_order`) as scores:
     S_u = position of u in the removal order (removed first = 0). Attention removes one GQA group per
     round (groups are few); the MLP removes its channels in ``rounds`` rounds (Týr: 16). [units]"""
     stats = _need(stats, "obs", gram=True)
-    h, w = damped_gram(stats.gram, output_weight(adapter, module, kind), damping)
+    h, w = damped_gram(stats.gram, output_weight(adapter, module, kind, dtype), damping)
     units = adapter.units_total(kind)
     order = obs_removal_order(w, h, w.shape[1] // units, units if kind == "attn" else rounds)
     scores = torch.empty(units, dtype=torch.float64)
-    scores[order] = torch.arange(units, dtype=torch.float64)
+    scores[order.cpu()] = torch.arange(units, dtype=torch.float64)
     return scores
 
 

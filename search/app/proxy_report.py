@@ -36,21 +36,22 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import torch
-    from transformers import PreTrainedModel
 
     from proxies.config import ProxyReportConfig
+    from search.app.inputs import Inputs
     from supernet.build import Supernet
 
 log = logging.getLogger(__name__)
 
 
 def supernet_space(
-    model: PreTrainedModel, switcher: Switcher, calib_tokens: torch.Tensor, cfg: ProxyReportConfig
+    inputs: Inputs, switcher: Switcher, calib_tokens: torch.Tensor, cfg: ProxyReportConfig
 ) -> tuple[Supernet, Callable[[Sequence[int] | None], None]]:
     """The supernet at the budget, and ``apply(levels)`` installing a candidate (None: the dense model)."""
     adapter = switcher.adapter
     grid = supernet_grid(adapter, cfg.budget.keep, cfg.supernet)
-    supernet = build_supernet(model, adapter, calib_tokens, cfg.supernet, grid, progress=cfg.progress)
+    supernet = build_supernet(inputs.model, adapter, calib_tokens, cfg.supernet, grid, weights_dir=inputs.directory,
+                              progress=cfg.progress)  # fmt: skip
 
     def apply(levels: Sequence[int] | None) -> None:
         if levels is None:
@@ -77,7 +78,7 @@ def run_report(cfg: ProxyReportConfig, out_dir: Path) -> dict:
     held_out = eval_tokens(cfg.data, inputs.tokenizer)
     calib = as_batches(calib_tokens, cfg.data.batch_size)
     switcher = Switcher(model, inputs.adapter)
-    supernet, apply = supernet_space(model, switcher, calib_tokens, cfg)
+    supernet, apply = supernet_space(inputs, switcher, calib_tokens, cfg)
     grid = supernet.grid
     candidates = walk_candidates(grid, cfg.candidates, seed=cfg.seed, max_walk=cfg.max_walk)
     if cfg.allocators:
