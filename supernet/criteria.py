@@ -106,6 +106,20 @@ def spd_inverse(h: torch.Tensor) -> torch.Tensor:
     return torch.cholesky_inverse(factor) if int(info) == 0 else torch.linalg.inv(h)
 
 
+def spd_solve(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A^-1 B for symmetric positive definite A ([..., n, n]; B: [..., n, k]) through Cholesky (potrf/potrs:
+    half of LU's work). Batched LU is also unsafe here: torch 2.13's CPU build with MKL fails on batches of
+    512 x 512 blocks with more than one thread ("Pivots given to lu_solve must all be greater or equal to
+    1"; OBS on the 4-head GQA groups of a 1B model). A block that is not numerically positive definite
+    falls back to LU, one block at a time."""
+    factor, info = torch.linalg.cholesky_ex(a)
+    if not bool((info != 0).any()):
+        return torch.cholesky_solve(b, factor)
+    if a.dim() == 2:
+        return torch.linalg.solve(a, b)
+    return torch.stack([torch.linalg.solve(x, y) for x, y in zip(a, b, strict=True)])
+
+
 def obs_removal_order(weight: torch.Tensor, h: torch.Tensor, unit_size: int, rounds: int) -> torch.Tensor:
     """Order in which OBS removes groups of ``unit_size`` consecutive columns, greedily in rounds.
 
@@ -129,7 +143,7 @@ def obs_removal_order(weight: torch.Tensor, h: torch.Tensor, unit_size: int, rou
         cols = torch.arange(n * unit_size, device=device).reshape(n, unit_size)  # [alive, unit_size] of w and g
         g_qq = g[cols[:, :, None], cols[:, None, :]]  # [alive, size, size]
         w_q = w[:, cols].permute(1, 0, 2)  # [alive, out, size]
-        sol = torch.linalg.solve(g_qq, w_q.transpose(1, 2))  # [alive, size, out] = G_QQ^-1 W_Q^T
+        sol = spd_solve(g_qq, w_q.transpose(1, 2))  # [alive, size, out] = G_QQ^-1 W_Q^T
         cost = (w_q.transpose(1, 2) * sol).sum(dim=(1, 2))  # trace(W_Q G_QQ^-1 W_Q^T)
         picked = torch.argsort(cost, stable=True)[:per_round]  # positions among the alive units
         order.extend(alive[picked].tolist())

@@ -111,3 +111,24 @@ def test_ranking_by_groups_puts_the_k_best_of_every_group_in_each_prefix():
     for k in range(1, 4):
         assert torch.bincount(order[: 3 * k] // 3, minlength=3).tolist() == [k] * 3
     assert torch.equal(criteria.ranking(scores), torch.argsort(scores, descending=True, stable=True))
+
+
+def test_obs_solves_batches_of_large_blocks_with_several_threads() -> None:
+    """Batched LU in torch's CPU build fails on 4 blocks of 512 x 512 with 2 threads (the GQA groups of a 1B
+    model); the SPD solve OBS uses gives each block's own solution."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(4, 600, 512, dtype=torch.float64, generator=generator)
+        a = x.transpose(1, 2) @ x  # [4, 512, 512] SPD
+        b = torch.randn(4, 2048, 512, dtype=torch.float64, generator=generator).transpose(1, 2)  # [4, 512, 2048]
+        solved = criteria.spd_solve(a, b)
+    finally:
+        torch.set_num_threads(threads)
+    expected = torch.stack([torch.linalg.solve(p, q) for p, q in zip(a, b, strict=True)])
+    torch.testing.assert_close(solved, expected, rtol=1e-9, atol=1e-9)
+    singular = torch.zeros(2, 3, 3, dtype=torch.float64) + torch.eye(3, dtype=torch.float64)
+    singular[1, 2, 2] = -1.0  # not positive definite: LU, block by block
+    torch.testing.assert_close(criteria.spd_solve(singular, torch.ones(2, 3, 1, dtype=torch.float64))[1, :, 0],
+                               torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))  # fmt: skip
