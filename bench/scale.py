@@ -15,7 +15,8 @@ Per layout (a random Llama of its shapes, weights N(0, 0.02), bf16 on a GPU and 
    it) against a bare forward of its materialised model, on 2048 and 8192 tokens;
 4. a ``--trials`` search (evolution, KL, the default stages) and its projection to 1000 trials;
 5. with ``--layers`` below the layout's depth, the build and search figures projected to the full depth
-   (each layer costs the same: per-layer seconds x layers).
+   (each layer costs the same: per-layer seconds x layers); on a GPU, 70B projected from the 8B layout's
+   per-layer figures (:func:`headline`).
 
 Writes ``bench/results/scale.json`` (``scale-quick.json``), with for the 8B layout on a GPU the keys
 ``build_seconds_8b``, ``peak_gpu_mem_vs_model_bytes_8b``, ``scoring_cost_vs_forward_8b`` and
@@ -45,6 +46,7 @@ LAYOUTS: dict[str, LlamaSpec] = {  # config.json of meta-llama/Llama-3.1-8B and 
     "1b": SIZES["1b"],
 }  # fmt: skip
 KEYS_8B = "llama-3.1-8b"
+LAYOUT_70B = LlamaSpec(hidden=8192, layers=80, heads=64, kv_heads=8, intermediate=28672, vocab=128256, head_dim=128)
 
 
 def sync(device: str) -> None:
@@ -202,15 +204,26 @@ def bench_layout(name: str, args) -> dict:
 
 
 def headline(results: list[dict], device: str) -> dict:
-    """The summary keys of the 8B layout on a GPU."""
+    """The summary keys of the 8B layout on a GPU, and 70B projected from its per-layer figures.
+
+    70B (Llama-3.1-70B: 80 layers, hidden 8192, MLP 28672): a layer's build is bounded by OBS on the MLP,
+    O(width^3), so its build time is the 8B layer's x (28672 / 14336)^3 (an upper bound: attention and
+    the Gram grow slower); a trial costs forward FLOPs, the 8B trial x the ratio of block parameters."""
     row = next((r for r in results if r["layout"] == KEYS_8B), None)
     if row is None or not device.startswith("cuda"):
         return {}
     default = next(b for b in row["builds"] if b["calibration"] == "default" and b["setup"] == "obs+refit_intercept")
+    per_layer = default["build_s"] / row["layers"]
+    per_trial = row["search"]["projected_1000_trials_s_full_depth"] / 1000
+    big, small = LAYOUT_70B, LAYOUTS[KEYS_8B]
+    block_params = lambda spec: spec.params() - spec.vocab * spec.hidden * (1 if spec.tied else 2)  # noqa: E731
+    trial_ratio = block_params(big) / block_params(small)
     return {"build_seconds_8b": default["build_s_full_depth"],
             "peak_gpu_mem_vs_model_bytes_8b": default["peak_gpu_vs_model_bytes"],
             "scoring_cost_vs_forward_8b": next(s["score_vs_bare"] for s in row["scoring"] if s["tokens"] == 2048),
-            "search_1000_trials_seconds_8b": row["search"]["projected_1000_trials_s_full_depth"]}  # fmt: skip
+            "search_1000_trials_seconds_8b": row["search"]["projected_1000_trials_s_full_depth"],
+            "build_seconds_70b_projected": per_layer * big.layers * (big.intermediate / small.intermediate) ** 3,
+            "search_1000_trials_seconds_70b_projected": 1000 * per_trial * trial_ratio}  # fmt: skip
 
 
 def table(results: list[dict]) -> str:
