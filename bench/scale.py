@@ -125,6 +125,17 @@ def precision(model, adapter, tokens) -> dict:
             "refit_rel_error_median": statistics.median(errors) if errors else None}  # fmt: skip
 
 
+def reference_precision(args) -> dict:
+    """:func:`precision` on the built-in reference model, on calibration windows of its own corpus."""
+    from bench.common import REFERENCE
+    from supernet.data import load_texts, pack_tokens
+    from supernet.loading import load_model
+
+    model, tokenizer, adapter = load_model(REFERENCE, device=args.device)
+    tokens = pack_tokens(tokenizer, load_texts("builtin", split="train"), seq_len=256, num_sequences=32, seed=0)
+    return precision(model, adapter, tokens)
+
+
 def scoring(model, adapter, tokens, args) -> list[dict]:
     """One child of the uniform allocation: switch + KL score, against a bare forward of its materialised model."""
     import numpy as np
@@ -266,9 +277,16 @@ def main(argv: list[str] | None = None) -> int:
         args.layers = args.layers or 2
     setup(args.threads or torch.get_num_threads())
     results = [bench_layout(name, args) for name in args.layouts]
+    reference = None if args.skip_precision else reference_precision(args)
     config = {k: v for k, v in vars(args).items()}
-    write_result("scale", args.quick, {"config": config, "layouts": results, **headline(results, args.device)})
+    write_result("scale", args.quick, {"config": config, "layouts": results, "precision_reference": reference,
+                                       **headline(results, args.device)})  # fmt: skip
     print(table(results))
+    if reference is not None:
+        print(
+            f"\nfloat32 vs float64 solves on the reference model: tau min {reference['tau_min']:.4f}, "
+            f"refit relative error max {reference['refit_rel_error_max']:.2e}"
+        )
     return 0
 
 
