@@ -223,7 +223,10 @@ def headline(results: list[dict], device: str) -> dict:
     row = next((r for r in results if r["layout"] == KEYS_8B), None)
     if row is None or not device.startswith("cuda"):
         return {}
-    default = next(b for b in row["builds"] if b["calibration"] == "default" and b["setup"] == "obs+refit_intercept")
+    default = next((b for b in row["builds"] if b["calibration"] == "default" and b["setup"] == "obs+refit_intercept"),
+                   None)  # fmt: skip
+    if default is None:  # the default supernet was not among --setups
+        return {}
     per_layer = default["build_s"] / row["layers"]
     per_trial = row["search"]["projected_1000_trials_s_full_depth"] / 1000
     big, small = LAYOUT_70B, LAYOUTS[KEYS_8B]

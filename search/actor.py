@@ -37,8 +37,7 @@ def tensors_from_bytes(data: bytes) -> dict[str, torch.Tensor]:
 class SupernetState:
     """A supernet as plain data: its grid and its cache form (``Supernet.to_tensors``) as safetensors bytes.
 
-    Criterion scores travel as float32, as in the on-disk cache; fitness uses only rankings and
-    compensation, which are exact."""
+    Rankings, FLAP fluctuation, means and compensation travel exactly as the on-disk cache holds them."""
 
     grid: LevelGrid
     criterion: str

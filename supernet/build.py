@@ -27,7 +27,16 @@ from typing import TYPE_CHECKING
 import torch
 
 from supernet import criteria
-from supernet.cache import default_root, entry_bytes, entry_key, load_entry, model_digest, save_entry
+from supernet.cache import (
+    WeightFiles,
+    default_root,
+    entry_bytes,
+    entry_key,
+    load_entry,
+    model_config,
+    model_digest,
+    save_entry,
+)
 from supernet.compensation import get_compensation
 from supernet.errors import UsageError
 from supernet.levels import KINDS, LevelGrid, make_grid
@@ -264,7 +273,7 @@ def build_supernet(
     *,
     cache_dir: Path | str | None = None,
     use_cache: bool = True,
-    weights_dir: Path | str | None = None,
+    weights: WeightFiles | None = None,
     progress: bool = True,
 ) -> Supernet:
     """Load the supernet from the cache, or calibrate and build it (and cache it).
@@ -273,16 +282,16 @@ def build_supernet(
         calib_tokens: [sequences, seq_len] calibration token ids (train split).
         cache_dir: cache root; None = :func:`supernet.cache.default_root`.
         use_cache: False builds without reading or writing the cache.
-        weights_dir: the directory the model was loaded from, unchanged since: its files' identity stands
-            for the weights in the cache key (:func:`supernet.cache.model_digest`); None hashes every tensor.
+        weights: the files the model was loaded from (:func:`supernet.cache.weight_files`, taken before the
+            load): their identity stands for the weights in the cache key; None hashes every tensor.
     """
     start = time.perf_counter()
     net = Supernet(grid, cfg.criterion, cfg.compensation)
-    config = cache_config(cfg, grid)
+    config = {**cache_config(cfg, grid), "model": model_config(model)}
     directory = None
     if use_cache:
         root = Path(cache_dir).expanduser() if cache_dir is not None else default_root()
-        key = entry_key(model_digest(model, weights_dir, root), calib_tokens, config)
+        key = entry_key(model_digest(model, weights, root), calib_tokens, config)
         directory = root / key
         net.cache_dir = directory
         modules = load_entry(directory, key)

@@ -15,8 +15,11 @@ is logged, deleted and rebuilt, never used. Entries are written to a temporary d
 The model's hash reads every weight byte (16 GB at 8B in bf16, about a minute). A model loaded from a
 directory is keyed by the identity of its safetensors files instead (:func:`model_digest`): names,
 sizes, modification and change times, inodes and headers, read in milliseconds; the full hash is
-computed once per identity and remembered under ``<root>/identities/``. Rewriting a file changes its
-change time (which no user call can set back), so the identity changes and the full hash is taken again.
+computed once per identity and remembered under ``<root>/identities/``. The identity is taken before
+the weights are read (:func:`weight_files`) and again at build time: files rewritten in between give
+the full hash and no record. Rewriting a file changes its change time (which no user call can set
+back), so the identity changes and the full hash is taken again. The model's config (RoPE, norms'
+epsilon, activation: what changes the forward without changing a tensor) is part of the key as well.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,20 +88,48 @@ def weight_files_identity(directory: Path, dtype: torch.dtype) -> str:
     return digest.hexdigest()
 
 
-def model_digest(model: nn.Module, weights_dir: Path | None, root: Path) -> str:
-    """:func:`model_hash` of the model, remembered per :func:`weight_files_identity` of ``weights_dir``,
-    the directory the caller loaded the model from unchanged (None: hash the tensors every time)."""
-    if weights_dir is None or not any(Path(weights_dir).glob("*.safetensors")):
+@dataclass(frozen=True)
+class WeightFiles:
+    """A model directory's safetensors files as they were just before the model was loaded from them."""
+
+    directory: Path
+    dtype: torch.dtype  # the dtype the weights are loaded in
+    identity: str  # weight_files_identity(directory, dtype) then
+
+
+def weight_files(directory: Path | str, dtype: torch.dtype) -> WeightFiles | None:
+    """Take the identity of ``directory``'s weight files before loading them (None: no safetensors file)."""
+    directory = Path(directory)
+    if not any(directory.glob("*.safetensors")):
+        return None
+    return WeightFiles(directory, dtype, weight_files_identity(directory, dtype))
+
+
+def model_digest(model: nn.Module, weights: WeightFiles | None, root: Path) -> str:
+    """:func:`model_hash` of the model, remembered per identity of the files it was loaded from, unchanged
+    since (None: hash the tensors every time). Files changed since the load give the full hash, unrecorded."""
+    if weights is None or next(model.parameters()).dtype != weights.dtype:
         return model_hash(model)
-    identity = weight_files_identity(Path(weights_dir), next(model.parameters()).dtype)
-    record = root / IDENTITIES / f"{identity[:32]}.json"
+    if weight_files_identity(weights.directory, weights.dtype) != weights.identity:
+        log.warning("the weight files in %s changed after the model was loaded: hashing the loaded weights",
+                    weights.directory)  # fmt: skip
+        return model_hash(model)
+    record = root / IDENTITIES / f"{weights.identity[:32]}.json"
     try:
         return json.loads(record.read_text())["model_hash"]
     except (OSError, ValueError, KeyError):
         pass
     digest = model_hash(model)
-    write_json(record, {"model_hash": digest, "directory": str(weights_dir)})
+    write_json(record, {"model_hash": digest, "directory": str(weights.directory)})
     return digest
+
+
+def model_config(model: nn.Module) -> dict:
+    """The model's config as JSON, without where it was loaded from and the library version."""
+    config = json.loads(model.config.to_json_string(use_diff=False))
+    for key in ("_name_or_path", "transformers_version"):
+        config.pop(key, None)
+    return config
 
 
 def entry_key(model_digest: str, tokens: torch.Tensor, config: dict) -> str:

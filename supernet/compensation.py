@@ -71,43 +71,40 @@ def least_squares(m: torch.Tensor, w: torch.Tensor, kept: torch.Tensor, damping:
     return torch.linalg.solve(m_kk, (m @ w.T)[kept]).T  # ([in, in] @ [in, out])_K -> [K, out] -> [out, K]
 
 
-def refit(
+def _least_squares_refit(
     weight: torch.Tensor,
     stats: ChannelStats | None,
     kept: torch.Tensor,
+    damping: float,
+    dtype: torch.dtype,
     *,
-    damping: float = 0.01,
-    dtype: torch.dtype = torch.float64,
-    **_: float,
+    intercept: bool,
 ) -> Compensated:
-    """Least-squares refit W_K = (H_KK^-1 (H W^T)_K)^T with damped H_KK, in ``dtype`` on the weight's
-    device. -> out_weight [out, |K|]."""
-    assert stats is not None and stats.gram is not None, "refit needs the Gram matrix of the calibration inputs"
-    if kept.numel() in (0, weight.shape[1]):  # nothing kept: FLAP's bias; everything kept: nothing to add
-        return bias(weight, stats, kept) if kept.numel() == 0 else (None, None)
-    w = weight.detach().to(dtype)
-    return None, least_squares(stats.gram.to(device=w.device, dtype=dtype), w, kept, damping)
-
-
-def refit_intercept(
-    weight: torch.Tensor,
-    stats: ChannelStats | None,
-    kept: torch.Tensor,
-    *,
-    damping: float = 0.01,
-    dtype: torch.dtype = torch.float64,
-    **_: float,
-) -> Compensated:
-    """Least squares with an intercept on centred statistics, in ``dtype`` on the weight's device.
-    -> (out_bias [out], out_weight [out, |K|])."""
-    assert stats is not None and stats.gram is not None, "refit_intercept needs the Gram matrix of the inputs"
+    """The kept columns' least-squares refit on H (``intercept=False``) or on the covariance with a bias
+    c = W mu - V mu_K (``intercept=True``), in ``dtype`` on the weight's device. Nothing kept: FLAP's
+    bias; everything kept: nothing to add."""
+    assert stats is not None and stats.gram is not None, "a refit needs the Gram matrix of the calibration inputs"
     if kept.numel() in (0, weight.shape[1]):
         return bias(weight, stats, kept) if kept.numel() == 0 else (None, None)
     w = weight.detach().to(dtype)  # [out, in]
+    gram = stats.gram.to(device=w.device, dtype=dtype)  # [in, in]
+    if not intercept:
+        return None, least_squares(gram, w, kept, damping)
     mu = stats.mean.to(device=w.device, dtype=dtype)  # [in]
-    sigma = stats.gram.to(device=w.device, dtype=dtype) / stats.count - torch.outer(mu, mu)  # [in, in] covariance
-    v = least_squares(sigma, w, kept, damping)  # [out, K]
-    return w @ mu - v @ mu[kept.to(w.device)], v  # c = W mu - V mu_K: [out]
+    v = least_squares(gram / stats.count - torch.outer(mu, mu), w, kept, damping)  # covariance of the inputs
+    return w @ mu - v @ mu[kept.to(w.device)], v  # c: [out], V: [out, K]
+
+
+def refit(weight: torch.Tensor, stats: ChannelStats | None, kept: torch.Tensor, *, damping: float = 0.01,
+          dtype: torch.dtype = torch.float64, **_: float) -> Compensated:  # fmt: skip
+    """Least-squares refit W_K = (H_KK^-1 (H W^T)_K)^T with damped H_KK. -> out_weight [out, |K|]."""
+    return _least_squares_refit(weight, stats, kept, damping, dtype, intercept=False)
+
+
+def refit_intercept(weight: torch.Tensor, stats: ChannelStats | None, kept: torch.Tensor, *, damping: float = 0.01,
+                    dtype: torch.dtype = torch.float64, **_: float) -> Compensated:  # fmt: skip
+    """Least squares with an intercept on centred statistics. -> (out_bias [out], out_weight [out, |K|])."""
+    return _least_squares_refit(weight, stats, kept, damping, dtype, intercept=True)
 
 
 COMPENSATIONS: dict[str, Callable[..., Compensated]] = {

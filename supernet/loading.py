@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,7 +130,8 @@ def load_model(
     adapter = adapter_for(config, attn_unit=attn_unit)
     check_weights(path)
     try:
-        model, info = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), output_loading_info=True)
+        model, info = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), use_safetensors=True,
+                                                           output_loading_info=True)  # fmt: skip
     except (OSError, ValueError, RuntimeError) as exc:
         raise UsageError(f"could not load the weights in {path} ({first_line(exc)}): re-save the model") from exc
     tied = adapter.geometry.tied_embeddings
@@ -163,6 +165,8 @@ def mapped_bytes(model: torch.nn.Module, path: str | Path) -> int | None:
     them with addresses (not Linux)."""
     import psutil
 
+    if not sys.platform.startswith("linux"):  # elsewhere psutil's addr is one address, not a range
+        return None
     try:
         maps = psutil.Process().memory_maps(grouped=False)
     except (AttributeError, NotImplementedError, psutil.Error):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from search.fitness import windows_for
+from supernet.cache import WeightFiles, weight_files
 from supernet.config import check_device
 from supernet.data import load_texts, pack_tokens
 from supernet.errors import UsageError
@@ -38,6 +39,7 @@ class Inputs:
     adapter: DecoderAdapter
     directory: Path
     name: str
+    weights: WeightFiles | None  # the weight files as they were when loaded (the supernet cache's key)
 
 
 def resolve_model_path(model: ModelConfig, *, progress: bool) -> tuple[Path, str]:
@@ -56,9 +58,10 @@ def load_inputs(
     check_device(device, available=True)
     torch.manual_seed(seed)
     directory, name = resolve_model_path(model, progress=progress)
+    weights = weight_files(directory, getattr(torch, model.dtype)) if directory.is_dir() else None
     loaded, tokenizer, adapter = load_model(directory, dtype=model.dtype, device=device, attn_unit=attn_unit)
     check_positions(loaded.config, data)
-    return Inputs(loaded, tokenizer, adapter, directory, name)
+    return Inputs(loaded, tokenizer, adapter, directory, name, weights)
 
 
 def eval_tokens(data: DataConfig, tokenizer) -> torch.Tensor:

@@ -50,7 +50,7 @@ def supernet_space(
     """The supernet at the budget, and ``apply(levels)`` installing a candidate (None: the dense model)."""
     adapter = switcher.adapter
     grid = supernet_grid(adapter, cfg.budget.keep, cfg.supernet)
-    supernet = build_supernet(inputs.model, adapter, calib_tokens, cfg.supernet, grid, weights_dir=inputs.directory,
+    supernet = build_supernet(inputs.model, adapter, calib_tokens, cfg.supernet, grid, weights=inputs.weights,
                               progress=cfg.progress)  # fmt: skip
 
     def apply(levels: Sequence[int] | None) -> None:

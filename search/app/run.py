@@ -113,7 +113,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     grid = budget_grid(model, adapter, cfg.budget, cfg.supernet)
     calib, fitness = train_windows(cfg.data, tokenizer, seed=cfg.seed, fitness_tokens=fitness_tokens(cfg))
     manifest = build_manifest(cfg, started=start, calib=calib, held_out=held_out)
-    net = build_supernet(model, adapter, calib, cfg.supernet, grid, weights_dir=inputs.directory, progress=cfg.progress)
+    net = build_supernet(model, adapter, calib, cfg.supernet, grid, weights=inputs.weights, progress=cfg.progress)
     switcher = Switcher(model, adapter)
     levels = allocate(cfg.allocator, net, grid, cfg.budget.keep)
     searched = None

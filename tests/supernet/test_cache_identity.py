@@ -1,15 +1,16 @@
-"""The cache key of a model loaded from a directory: its weight files' identity stands for the weights, so
-a second run reads no weight byte to find its entry; rewriting a weight changes the key."""
+"""The cache key of a model loaded from a directory: its weight files' identity (taken before the load)
+stands for the weights, so a second run reads no weight byte to find its entry; rewriting a weight, before
+or after the load, changes the key; so does the model's config."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 from safetensors.torch import load_file, save_file
 
 from supernet import cache
 from supernet.build import build_supernet, supernet_grid
 from supernet.config import SupernetConfig
-from supernet.loading import load_model
 
 CFG = SupernetConfig(criterion="flap", compensation="bias")
 
@@ -30,15 +31,32 @@ def hashes(monkeypatch):
     return calls
 
 
-def build_from(directory, tokens, root):
+def load(directory):
     from transformers import AutoModelForCausalLM
 
     from supernet.adapters import adapter_for
 
+    weights = cache.weight_files(directory, torch.float32)
     model = AutoModelForCausalLM.from_pretrained(directory).eval().requires_grad_(False)
-    adapter = adapter_for(model.config)
+    return model, adapter_for(model.config), weights
+
+
+def build(model, adapter, weights, tokens, root):
     grid = supernet_grid(adapter, 0.5, CFG)
-    return build_supernet(model, adapter, tokens, CFG, grid, cache_dir=root, weights_dir=directory, progress=False)
+    return build_supernet(model, adapter, tokens, CFG, grid, cache_dir=root, weights=weights, progress=False)
+
+
+def build_from(directory, tokens, root):
+    return build(*load(directory), tokens, root)
+
+
+def rewrite_one_weight(directory) -> None:
+    """Same names, shapes and size: only one value's bytes differ."""
+    (file,) = directory.glob("*.safetensors")
+    tensors = load_file(file)
+    name = next(k for k in tensors if k.endswith("down_proj.weight"))
+    tensors[name][0, 0] += 1.0
+    save_file(tensors, file, metadata={"format": "pt"})
 
 
 def test_a_second_run_finds_its_entry_without_hashing_the_weights(model_dir, calib_tokens, tmp_path, hashes):
@@ -50,19 +68,32 @@ def test_a_second_run_finds_its_entry_without_hashing_the_weights(model_dir, cal
 
 def test_rewriting_a_weight_changes_the_key(model_dir, calib_tokens, tmp_path, hashes):
     first = build_from(model_dir, calib_tokens, tmp_path / "cache")
-    (file,) = model_dir.glob("*.safetensors")
-    tensors = load_file(file)
-    name = next(k for k in tensors if k.endswith("down_proj.weight"))
-    tensors[name][0, 0] += 1.0  # same names, shapes and size: only the bytes differ
-    save_file(tensors, file, metadata={"format": "pt"})
+    rewrite_one_weight(model_dir)
     second = build_from(model_dir, calib_tokens, tmp_path / "cache")
     assert not second.from_cache and len(hashes) == 2
     assert second.cache_dir != first.cache_dir
 
 
-def test_the_identity_reads_the_load_dtype_and_the_file(model_dir):
-    import torch
+def test_files_rewritten_after_the_load_are_not_taken_for_the_loaded_weights(
+    model_dir, calib_tokens, tmp_path, hashes
+) -> None:
+    loaded = load(model_dir)  # the old weights in memory
+    rewrite_one_weight(model_dir)  # a training job saves into the folder meanwhile
+    old = build(*loaded, calib_tokens, tmp_path / "cache")
+    assert len(hashes) == 1 and not list((tmp_path / "cache" / cache.IDENTITIES).glob("*.json"))  # no record
+    new = build_from(model_dir, calib_tokens, tmp_path / "cache")
+    assert not new.from_cache and new.cache_dir != old.cache_dir
 
+
+def test_the_model_config_is_part_of_the_key(model_dir, calib_tokens, tmp_path) -> None:
+    model, adapter, weights = load(model_dir)
+    first = build(model, adapter, weights, calib_tokens, tmp_path)
+    model.config.rope_parameters = {**model.config.rope_parameters, "rope_theta": 1234.0}  # no tensor changes
+    second = build(model, adapter, weights, calib_tokens, tmp_path)
+    assert not second.from_cache and second.cache_dir != first.cache_dir
+
+
+def test_the_identity_reads_the_load_dtype_and_the_file(model_dir):
     (file,) = model_dir.glob("*.safetensors")
     fp32 = cache.weight_files_identity(model_dir, torch.float32)
     assert fp32 != cache.weight_files_identity(model_dir, torch.bfloat16)
@@ -71,11 +102,16 @@ def test_the_identity_reads_the_load_dtype_and_the_file(model_dir):
 
 
 def test_the_app_keys_by_the_directory_it_loaded(tiny_reference_dir, calib_tokens, tmp_path, hashes):
-    model, _, adapter = load_model(tiny_reference_dir)
-    grid = supernet_grid(adapter, 0.5, CFG)
-    tokens = calib_tokens % adapter.geometry.vocab
+    from search.app.inputs import load_inputs
+    from supernet.config import DataConfig, ModelConfig
+
+    inputs = load_inputs(ModelConfig(path=str(tiny_reference_dir)), DataConfig(source="builtin"), device="cpu",
+                         attn_unit="group", seed=0, progress=False)  # fmt: skip
+    assert inputs.weights is not None and inputs.weights.directory == tiny_reference_dir
+    grid = supernet_grid(inputs.adapter, 0.5, CFG)
+    tokens = calib_tokens % inputs.adapter.geometry.vocab
     for _ in range(2):
-        build_supernet(model, adapter, tokens, CFG, grid, cache_dir=tmp_path, weights_dir=tiny_reference_dir,
+        build_supernet(inputs.model, inputs.adapter, tokens, CFG, grid, cache_dir=tmp_path, weights=inputs.weights,
                        progress=False)  # fmt: skip
     assert len(hashes) == 1
     assert len(list((tmp_path / cache.IDENTITIES).glob("*.json"))) == 1
