@@ -34,7 +34,7 @@ import time
 
 import torch
 
-from bench.common import SIZES, LlamaSpec, peak_rss_bytes, random_llama, setup, write_result
+from bench.common import SIZES, LlamaSpec, markdown_table, peak_rss_bytes, random_llama, setup, write_result
 
 log = logging.getLogger("bench.scale")
 KEEP = 0.5
@@ -241,23 +241,23 @@ def headline(results: list[dict], device: str) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| layout | layers | setup | calibration | build s (full depth) | peak GPU / model bytes | "
-             "peak host GiB |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    builds = [[r["layout"], f"{r['layers']}/{r['full_layers']}", b["setup"], b["calibration"],
+               f"{b['build_s']:.1f} ({b['build_s_full_depth']:.0f})",
+               "-" if b["peak_gpu_vs_model_bytes"] is None else f"{b['peak_gpu_vs_model_bytes']:.3f}",
+               f"{b['peak_host_bytes'] / 2**30:.2f}"] for r in results for b in r["builds"]]  # fmt: skip
+    rest = []
     for r in results:
-        for b in r["builds"]:
-            gpu = "-" if b["peak_gpu_vs_model_bytes"] is None else f"{b['peak_gpu_vs_model_bytes']:.3f}"
-            lines.append(f"| {r['layout']} | {r['layers']}/{r['full_layers']} | {b['setup']} | {b['calibration']} | "
-                         f"{b['build_s']:.1f} ({b['build_s_full_depth']:.0f}) | {gpu} | "
-                         f"{b['peak_host_bytes'] / 2**30:.2f} |")  # fmt: skip
-    lines += ["", "| layout | score/bare 2k | score/bare 8k | search trials | s/trial | 1000 trials s (full depth) | "
-              "float32 tau min | float32 refit rel. err. max |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for r in results:
-        s, p = {x["tokens"]: x["score_vs_bare"] for x in r["scoring"]}, r.get("precision", {})
-        err, found = p.get("refit_rel_error_max"), r["search"]
-        lines.append(f"| {r['layout']} | {s[2048]:.3f} | {s[8192]:.3f} | {found['trials']} | "
-                     f"{found['seconds_per_trial']:.2f} | {found['projected_1000_trials_s_full_depth']:.0f} | "
-                     f"{p.get('tau_min', float('nan')):.4f} | {'-' if err is None else f'{err:.2e}'} |")  # fmt: skip
-    return "\n".join(lines)
+        score, p, found = {x["tokens"]: x["score_vs_bare"] for x in r["scoring"]}, r.get("precision", {}), r["search"]
+        err = p.get("refit_rel_error_max")
+        rest.append([r["layout"], f"{score[2048]:.3f}", f"{score[8192]:.3f}", found["trials"],
+                     f"{found['seconds_per_trial']:.2f}", f"{found['projected_1000_trials_s_full_depth']:.0f}",
+                     f"{p.get('tau_min', float('nan')):.4f}", "-" if err is None else f"{err:.2e}"])  # fmt: skip
+    return "\n\n".join([
+        markdown_table(["layout", "layers", "setup", "calibration", "build s (full depth)", "peak GPU / model bytes",
+                        "peak host GiB"], builds),
+        markdown_table(["layout", "score/bare 2k", "score/bare 8k", "search trials", "s/trial",
+                        "1000 trials s (full depth)", "float32 tau min", "float32 refit rel. err. max"], rest),
+    ])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
