@@ -252,14 +252,16 @@ def calibrate_into(
         gram=cfg.needs_gram,
         gram_dtype=cfg.gram_dtype,
         batch_size=cfg.calib_batch_size,
+        offload=cfg.calib_offload,
         progress=progress,
     )
     net._variants.clear()  # the target variants were built mid-calibration; rebuild lazily
 
 
 def cache_config(cfg: SupernetConfig, grid: LevelGrid) -> dict:
-    """What the cached tensors depend on besides model and tokens (batch size only changes summation order)."""
-    fields = {k: v for k, v in asdict(cfg).items() if k != "calib_batch_size"}
+    """What the cached tensors depend on besides model and tokens (batch size only changes summation order,
+    offloading where the hidden states wait between layers)."""
+    fields = {k: v for k, v in asdict(cfg).items() if k not in ("calib_batch_size", "calib_offload")}
     modules = [[m.layer, m.kind, m.step, m.lo, m.hi, m.stride, m.centre] for m in grid.modules]
     return {"supernet": fields, "grid": modules, "joint": grid.joint}
 

@@ -118,6 +118,8 @@ class SupernetConfig:
     # fast path (its error against float64 is measured by bench.scale); bias compensation stays float64
     store_dtype: str = "bfloat16"  # dtype refit columns are cached and installed in (bias vectors stay float32)
     calib_batch_size: int = 8  # calibration sequences per layer call
+    calib_offload: bool | None = None  # hidden states of the calibration batches kept on the host between
+    # layers (moved to the device per layer call); null: when the model is on a GPU
 
     def __post_init__(self) -> None:
         for name, allowed in (

@@ -130,12 +130,26 @@ def release_freed_memory() -> None:
         trim(0)
 
 
+def hidden_store(device: torch.device, offload: bool | None) -> torch.device:
+    """Where the calibration batches' hidden states wait between layers: the host when offloading (by
+    default when the model is on an accelerator), else the model's device."""
+    offload = device.type != "cpu" if offload is None else offload
+    return torch.device("cpu") if offload else device
+
+
+def _run(adapter: DecoderAdapter, layer: torch.nn.Module, batches: list[torch.Tensor], context: dict,
+         device: torch.device) -> list[torch.Tensor]:  # fmt: skip
+    """The layer on every batch, each moved to ``device`` to run and its output back where the batch was."""
+    return [adapter.run_layer(layer, h.to(device), context).to(h.device) for h in batches]
+
+
 def _hooked_pass(
     adapter: DecoderAdapter,
     layer: torch.nn.Module,
     batches: list[torch.Tensor],
     context: dict,
     accumulators: dict[str, StatsAccumulator],
+    device: torch.device,
 ) -> list[torch.Tensor]:
     """Run the layer on every batch with input hooks on its output projections; returns its outputs."""
     handles = []
@@ -143,7 +157,7 @@ def _hooked_pass(
         for kind, acc in accumulators.items():
             linear = adapter.output_linear(layer, kind)
             handles.append(linear.register_forward_pre_hook(lambda _m, args, acc=acc: acc.update(args[0])))
-        return [adapter.run_layer(layer, h, context) for h in batches]
+        return _run(adapter, layer, batches, context, device)
     finally:
         for handle in handles:
             handle.remove()
@@ -161,6 +175,7 @@ def calibrate(
     gram: bool = False,
     gram_dtype: str = "float32",
     batch_size: int = 8,
+    offload: bool | None = None,
     progress: bool = True,
 ) -> None:
     """Stream the calibration tokens through the model one decoder layer at a time.
@@ -172,14 +187,19 @@ def calibrate(
 
     Args:
         tokens: [sequences, seq_len] calibration token ids.
+        offload: keep the batches' hidden states on the host between layers, each moved to the model's
+            device for its layer call (on a GPU the device then holds the model, one layer's statistics and
+            one batch: 2 x 1 GiB of hidden states less at 128 x 2048 tokens of an 8B model). None: on a GPU.
     """
     check_choice("supernet.propagate", propagate, PROPAGATE)
     if propagate == "expected" and switcher is None:
         raise ValueError("propagate='expected' needs the switcher that installs the target variants")
     device = next(model.parameters()).device
-    # 1) embeddings once: [batch, T, hidden] per batch
-    hidden = [adapter.embed(model, tokens[s : s + batch_size].to(device)) for s in range(0, len(tokens), batch_size)]
-    context = adapter.layer_context(model, hidden[0])
+    store = hidden_store(device, offload)
+    # 1) embeddings once: [batch, T, hidden] per batch, kept on ``store``
+    hidden = [adapter.embed(model, tokens[s : s + batch_size].to(device)).to(store)
+              for s in range(0, len(tokens), batch_size)]  # fmt: skip
+    context = adapter.layer_context(model, hidden[0].to(device))
     layers = adapter.decoder_layers(model)
     for i in tqdm(range(len(layers)), desc="calibration", disable=not progress, leave=False):
         layer = layers[i]
@@ -187,7 +207,7 @@ def calibrate(
         accs = {k: StatsAccumulator(width[k], gram=gram, gram_dtype=GRAM_DTYPES[gram_dtype], device=device)
                 for k in KINDS}  # fmt: skip
         # 2) statistics on the dense layer (its outputs are the dense propagation)
-        outputs = _hooked_pass(adapter, layer, hidden, context, accs)
+        outputs = _hooked_pass(adapter, layer, hidden, context, accs, device)
         stats = {k: acc.finalize() for k, acc in accs.items()}
         del accs
         targets = on_layer(i, stats)
@@ -198,7 +218,7 @@ def calibrate(
             try:
                 for kind in KINDS:
                     switcher.set(i, kind, targets.get(kind))
-                outputs = [adapter.run_layer(layer, h, context) for h in hidden]
+                outputs = _run(adapter, layer, hidden, context, device)
             finally:
                 for kind in KINDS:
                     switcher.set(i, kind, None)

@@ -83,3 +83,11 @@ def test_expected_propagation_feeds_the_target_variant(tiny, calib_tokens):
     dense = {}
     calibrate(model, adapter, calib_tokens, on_layer=lambda i, s: dense.update({i: s["attn"]}) or {}, progress=False)
     assert not torch.allclose(dense[1].mean, seen[1, "attn"].mean)
+
+
+def test_hidden_states_wait_on_the_host_when_the_model_is_on_a_gpu() -> None:
+    from supernet.statistics import hidden_store
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert hidden_store(cuda, None) == cpu and hidden_store(cuda, False) == cuda
+    assert hidden_store(cpu, None) == cpu and hidden_store(cpu, True) == cpu
