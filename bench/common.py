@@ -100,6 +100,18 @@ def side_by_side(
     return {name: {"median_s": statistics.median(s), "samples_s": s} for name, s in samples.items()}
 
 
+def timed(fn: Callable[[], object], device: str = "cpu") -> float:
+    """Seconds one call of ``fn`` takes; on a CUDA device the queued kernels are waited for on both sides."""
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process (Linux ru_maxrss is in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -30,11 +30,10 @@ import dataclasses
 import logging
 import statistics
 import sys
-import time
 
 import torch
 
-from bench.common import SIZES, LlamaSpec, markdown_table, peak_rss_bytes, random_llama, setup, write_result
+from bench.common import SIZES, LlamaSpec, markdown_table, peak_rss_bytes, random_llama, setup, timed, write_result
 
 log = logging.getLogger("bench.scale")
 KEEP = 0.5
@@ -47,19 +46,6 @@ LAYOUTS: dict[str, LlamaSpec] = {  # config.json of meta-llama/Llama-3.1-8B and 
 }  # fmt: skip
 KEYS_8B = "llama-3.1-8b"
 LAYOUT_70B = LlamaSpec(hidden=8192, layers=80, heads=64, kv_heads=8, intermediate=28672, vocab=128256, head_dim=128)
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def timed(device: str, fn) -> tuple[float, object]:
-    sync(device)
-    start = time.perf_counter()
-    out = fn()
-    sync(device)
-    return time.perf_counter() - start, out
 
 
 def load(spec: LlamaSpec, args):
@@ -90,7 +76,7 @@ def builds(model, adapter, tokens, args, model_bytes: int) -> list[dict]:
                 torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated() if args.device.startswith("cuda") else 0
             cfg = SupernetConfig(criterion=criterion, compensation=compensation)
-            seconds, _ = timed(args.device, lambda c=cfg, t=calib: build(model, adapter, t, c))
+            seconds = timed(lambda c=cfg, t=calib: build(model, adapter, t, c), args.device)
             peak_gpu = torch.cuda.max_memory_allocated() - base if args.device.startswith("cuda") else None
             vs_model = None if peak_gpu is None else (peak_gpu + model_bytes) / model_bytes
             rows.append({"setup": setup_name, "calibration": calib_name, "tokens": int(calib.numel()),
@@ -160,13 +146,13 @@ def scoring(model, adapter, tokens, args) -> list[dict]:
         scores = []
         for _ in range(args.repeats):
             net.apply(switcher, list(net.grid.target))
-            seconds, _ = timed(args.device, lambda b=batches, p=proxy: (net.apply(switcher, child), p.score(model, b)))
+            seconds = timed(lambda b=batches, p=proxy: (net.apply(switcher, child), p.score(model, b)), args.device)
             scores.append(seconds)
         pruned = materialize(model, switcher)
         with torch.no_grad():
             pruned(input_ids=batches[0][:, :16], use_cache=False)
             forward = lambda m=pruned, b=batches: [m(input_ids=x, use_cache=False).logits for x in b]  # noqa: E731
-            bare = [timed(args.device, forward)[0] for _ in range(args.repeats)]
+            bare = [timed(forward, args.device) for _ in range(args.repeats)]
         del pruned
         switcher.apply(dict.fromkeys(switcher.current))
         rows.append({"tokens": total, "score_s": statistics.median(scores), "bare_s": statistics.median(bare),

@@ -25,12 +25,11 @@ import argparse
 import logging
 import statistics
 import sys
-import time
 
 import numpy as np
 import torch
 
-from bench.common import REFERENCE, SIZES, random_llama, setup, write_result
+from bench.common import REFERENCE, SIZES, random_llama, setup, timed, write_result
 
 log = logging.getLogger("bench.scoring")
 KEEP = 0.5
@@ -74,12 +73,6 @@ class Unoptimised:
             total += self.topk_kl(values, index, logits).double().sum().item()
             tokens += logits.shape[0]
         return total / tokens
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def bench_model(name: str, path, tokens: torch.Tensor | None, children: int, args) -> dict:

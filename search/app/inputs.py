@@ -58,7 +58,7 @@ def load_inputs(
     check_device(device, available=True)
     torch.manual_seed(seed)
     directory, name = resolve_model_path(model, progress=progress)
-    weights = weight_files(directory, getattr(torch, model.dtype)) if directory.is_dir() else None
+    weights = weight_files(directory, getattr(torch, model.dtype))  # before the load reads them
     loaded, tokenizer, adapter = load_model(directory, dtype=model.dtype, device=device, attn_unit=attn_unit)
     check_positions(loaded.config, data)
     return Inputs(loaded, tokenizer, adapter, directory, name, weights)
