@@ -97,6 +97,13 @@ class DecoderAdapter:
     attention_shared: ClassVar[tuple[str, ...]] = ()
     # weight vectors of the attention (modules with a ``weight`` [rows]) whose rows units own (OLMo 2)
     attention_norms: ClassVar[tuple[Projection, ...]] = ()
+    # llama.cpp: each projection's GGUF tensor names (``blk.N.<name>``), one per block of rows in order
+    gguf_names: ClassVar[dict[str, tuple[str, ...]]] = {
+        "q_proj": ("attn_q",), "k_proj": ("attn_k",), "v_proj": ("attn_v",), "o_proj": ("attn_output",),
+        "gate_proj": ("ffn_gate",), "up_proj": ("ffn_up",), "down_proj": ("ffn_down",),
+    }  # fmt: skip
+    # why llama.cpp's ``deci`` graph cannot compute this family exactly; None: it can (supernet/export/gguf.py)
+    gguf_refusal: ClassVar[str | None] = None
 
     def __init__(self, config: PreTrainedConfig, *, attn_unit: str = "group") -> None:
         check_choice("supernet.attn_unit", attn_unit, ATTN_UNITS)

@@ -33,6 +33,8 @@ def soft_cap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
 
 class Gemma2Adapter(LlamaAdapter):
     model_types = ("gemma2",)
+    gguf_refusal = ("llama.cpp's deci graph has none of its GeGLU MLP, post-norms, scaled embeddings, "
+                    "soft-capping and sliding-window layers")  # fmt: skip
 
     def logits(self, model: PreTrainedModel, hidden_states: torch.Tensor) -> torch.Tensor:
         """c * tanh(head(norm(h_L)) / c) as Gemma2ForCausalLM computes it. [batch, tokens, hidden] -> [.., vocab]"""

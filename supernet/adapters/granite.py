@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 class GraniteAdapter(LlamaAdapter):
     model_types = ("granite",)
+    gguf_refusal = "llama.cpp's deci graph has none of its embedding, residual, attention and logit multipliers"
 
     def embed(self, model: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tensor:
         """embed_tokens(ids) * embedding_multiplier. input_ids: [batch, tokens] -> [batch, tokens, hidden]"""

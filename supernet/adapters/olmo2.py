@@ -44,3 +44,4 @@ def kept_norm_shift(query: torch.Tensor, kept: torch.Tensor, eps: float) -> torc
 class Olmo2Adapter(LlamaAdapter):
     model_types = ("olmo2",)
     attention_norms = (Projection("q_norm", "out", "query"), Projection("k_norm", "out", "kv"))
+    gguf_refusal = "llama.cpp's deci graph has neither its post-norms nor its q/k norm over the whole projection"

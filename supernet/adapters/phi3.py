@@ -34,6 +34,8 @@ class Phi3Adapter(MistralAdapter):
         Projection("gate_up_proj", "out", ("channel", "channel")),
         Projection("down_proj", "in", "channel"),
     )
+    gguf_names = {"qkv_proj": ("attn_q", "attn_k", "attn_v"), "o_proj": ("attn_output",),
+                  "gate_up_proj": ("ffn_gate", "ffn_up"), "down_proj": ("ffn_down",)}  # fmt: skip
 
     def resize_attention(self, module: nn.Module, heads: int, kv_heads: int) -> None:
         super().resize_attention(module, heads, kv_heads)

@@ -12,6 +12,8 @@ from supernet.adapters.llama import LlamaAdapter
 class Qwen3Adapter(LlamaAdapter):
     model_types = ("qwen3",)
     attention_shared = ("q_norm", "k_norm")
+    gguf_refusal = ("its per-head q/k RMSNorm is in no llama.cpp graph that builds layers at their own widths "
+                    "(deci has no q/k norm; openelm has one but no biases and no untied output)")  # fmt: skip
 
     def fixed_params(self, kind: str) -> int:
         return 2 * self.geometry.head_dim if kind == "attn" else 0
