@@ -56,7 +56,8 @@ def style_tokenizer(style: str, vocab_size: int = 600) -> PreTrainedTokenizerFas
     if style == "llama-bpe":
         bos = tokenizer.token_to_id(BOS)
         tokenizer.post_processor = processors.TemplateProcessing(
-            single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos)])
+            single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos)]
+        )
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token=EOS, pad_token=EOS,
                                    bos_token=BOS if style == "llama-bpe" else EOS)  # fmt: skip
 

@@ -73,7 +73,7 @@ def check_route(config: dict) -> None:
     if adapter.gguf_refusal:
         raise UsageError(f"GGUF export has no llama.cpp route for {family}: {adapter.gguf_refusal}")
     if config.get("hidden_act", "silu") != "silu":
-        raise UsageError(f"GGUF export: llama.cpp's deci MLP is SwiGLU; this model's activation is {config['hidden_act']}")
+        raise UsageError(f"GGUF export: llama.cpp's deci MLP is SwiGLU; this model's is {config['hidden_act']}")
     if config.get("partial_rotary_factor", 1.0) != 1.0:
         raise UsageError("GGUF export: llama.cpp's deci graph rotates whole heads; this model has partial rotary")
 
@@ -172,7 +172,7 @@ def layer_tensors(
                     continue
 
                 def take(t, start=start, n_rows=n_rows, heads=heads, side=projection.side):
-                    t = t[start:start + n_rows] if side == "out" else t
+                    t = t[start : start + n_rows] if side == "out" else t
                     return permute_rope(t, heads) if heads else t
 
                 yield TensorOut(out + f"{name}.weight", shape, reader.loader(source + ".weight", take))
@@ -224,6 +224,18 @@ def encode(tensor: torch.Tensor, qtype) -> np.ndarray:
     return gguf.quants.quantize(data, qtype)
 
 
+def add_tensor_info(writer, tensor: TensorOut, qtype) -> None:
+    """Declare ``tensor`` in the header as GGML type ``qtype`` (its data comes later, in order)."""
+    import gguf
+
+    if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+        dtype = np.dtype(np.float32 if qtype == gguf.GGMLQuantizationType.F32 else np.float16)
+        writer.add_tensor_info(tensor.name, tensor.shape, dtype, int(np.prod(tensor.shape)) * dtype.itemsize)
+    else:
+        shape = gguf.quant_shape_to_byte_shape(tensor.shape, qtype)
+        writer.add_tensor_info(tensor.name, shape, np.dtype(np.uint8), int(np.prod(shape)), raw_dtype=qtype)
+
+
 FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0"}
 
 
@@ -271,13 +283,7 @@ def export_gguf(model_dir: Path, out_path: Path, *, dtype: str = "f32", progress
         writer.add_file_type(int(getattr(gguf.LlamaFileType, FILE_TYPES[dtype])))
         add_tokenizer(writer, model_dir, config.vocab_size)
         for t in tensors:
-            qtype = stored(t.shape, dtype)
-            if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
-                np_dtype = np.float32 if qtype == gguf.GGMLQuantizationType.F32 else np.float16
-                writer.add_tensor_info(t.name, t.shape, np.dtype(np_dtype), int(np.prod(t.shape)) * np.dtype(np_dtype).itemsize)
-            else:
-                byte_shape = gguf.quant_shape_to_byte_shape(t.shape, qtype)
-                writer.add_tensor_info(t.name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), raw_dtype=qtype)
+            add_tensor_info(writer, t, stored(t.shape, dtype))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()

@@ -24,10 +24,10 @@ if TYPE_CHECKING:
     import gguf
 
 # the split regexes of tokenizer.json files, as Meta and Qwen ship them
-LLAMA3_SPLIT = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
-QWEN2_SPLIT = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+_CONTRACTIONS = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|"
+_REST = r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+LLAMA3_SPLIT = _CONTRACTIONS + r"\p{N}{1,3}" + _REST  # numbers in runs of up to 3 digits
+QWEN2_SPLIT = _CONTRACTIONS + r"\p{N}" + _REST  # one digit at a time
 SPLIT_PRE = {LLAMA3_SPLIT: "llama-bpe", QWEN2_SPLIT: "qwen2"}
 
 
@@ -51,7 +51,7 @@ def pre_tokenizer_name(tokenizer_json: dict) -> str:
         if name is not None:
             return name
     raise UsageError("GGUF export knows the GPT-2, Llama 3 and Qwen2 pre-tokenizers; this tokenizer.json splits "
-                     f"with another one ({json.dumps(pre)[:200]}), which llama.cpp would tokenize differently")  # fmt: skip
+                     f"with another ({json.dumps(pre)[:200]}), which llama.cpp would tokenize differently")  # fmt: skip
 
 
 def add_tokenizer(writer: gguf.GGUFWriter, model_dir: Path, vocab_size: int) -> None:
