@@ -3,7 +3,7 @@
 
 Each model is a random 4-layer model in a real layout (tests/layouts.py, residual 64) whose layers are
 pruned to different widths through the Switcher, as a search would leave them: layer 0 keeps some
-GQA groups, layer 1 loses its attention (its ``o_proj`` bias stays), layer 2 loses its MLP, layer 3
+GQA groups, layer 1 loses its attention (its ``o_proj`` bias stays; or layer 0 does), layer 2 loses its MLP, layer 3
 keeps a slice of each; compensation biases and refit output weights as the default supernet makes them.
 Weights are drawn at a larger scale than the families' initialisers, so that next-token logits are not
 all ties and top-1 agreement means something.
@@ -25,7 +25,7 @@ from supernet.export.gguf_vocab import LLAMA3_SPLIT, QWEN2_SPLIT
 from supernet.switch import Switcher, Variant
 
 SAMPLE = (Path(sys.modules["json"].__file__).parent / "decoder.py").read_text()  # Python source, as served
-STYLE = {"llama-3.1-8b": "llama-bpe", "mistral-7b": "gpt-2", "qwen2.5-0.5b": "qwen2", "phi-3-mini": "gpt-2"}
+STYLE = {"llama-3.1-8b": "llama-bpe", "llama-3.2-1b": "llama-bpe", "mistral-7b": "gpt-2", "qwen2.5-0.5b": "qwen2", "phi-3-mini": "gpt-2"}
 BOS = "<|begin_of_text|>"
 EOS = "<|endoftext|>"
 
@@ -62,8 +62,9 @@ def style_tokenizer(style: str, vocab_size: int = 600) -> PreTrainedTokenizerFas
                                    bos_token=BOS if style == "llama-bpe" else EOS)  # fmt: skip
 
 
-def pruned_layout_model(name: str, out: Path, *, scale: float = 0.25) -> Path:
-    """Save a pruned 4-layer model in layout ``name`` to ``out`` (strata's ``model/``); returns ``out``."""
+def pruned_layout_model(name: str, out: Path, *, removed_attention: int = 1, scale: float = 0.25) -> Path:
+    """Save a pruned 4-layer model in layout ``name`` to ``out`` (strata's ``model/``); returns ``out``.
+    The attention of layer ``removed_attention`` (0 or 1) is removed, with an output bias."""
     tokenizer = style_tokenizer(STYLE[name])
     torch.manual_seed(0)
     config = layout_config(name, layers=4, vocab=len(tokenizer), hidden=64)
@@ -84,13 +85,14 @@ def pruned_layout_model(name: str, out: Path, *, scale: float = 0.25) -> Path:
     gen = torch.Generator().manual_seed(1)
     bias = lambda: torch.randn(config.hidden_size, generator=gen) * 0.1  # noqa: E731
     kept_channels = lambda n: torch.randperm(c, generator=gen)[:n].sort().values  # noqa: E731
+    some_groups, none = torch.arange(max(groups // 2, 1)), torch.tensor([], dtype=torch.long)
     variants = {
-        (0, "attn"): Variant(torch.arange(max(groups // 2, 1)), out_bias=bias()),
+        (0, "attn"): Variant(none if removed_attention == 0 else some_groups, out_bias=bias()),
         (0, "mlp"): Variant(kept_channels(c // 3), out_bias=bias()),
-        (1, "attn"): Variant(torch.tensor([], dtype=torch.long), out_bias=bias()),
+        (1, "attn"): Variant(none if removed_attention == 1 else some_groups, out_bias=bias()),
         (1, "mlp"): Variant(kept_channels(c // 2 + 5)),
         (2, "attn"): Variant(torch.arange(groups)),
-        (2, "mlp"): Variant(torch.tensor([], dtype=torch.long)),
+        (2, "mlp"): Variant(none),
         (3, "attn"): Variant(torch.tensor([groups - 1])),
         (3, "mlp"): Variant(kept_channels(77), out_bias=bias()),
     }

@@ -12,6 +12,16 @@ from search.workers import RayConfig
 from supernet.allocators import ALLOCATORS
 from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig, check_device, resolve_data_source
 from supernet.errors import check_choice
+from supernet.export.gguf import GGUF_DTYPES
+
+
+@dataclass
+class ExportConfig:
+    gguf: bool = False  # also write model.gguf beside model/ (llama.cpp's deci graph; what strata-export writes)
+    gguf_dtype: str = "f32"  # tensor type of model.gguf: f32 (exact) | f16 | q8_0
+
+    def __post_init__(self) -> None:
+        check_choice("export.gguf_dtype", self.gguf_dtype, GGUF_DTYPES)
 
 
 @dataclass
@@ -23,6 +33,7 @@ class RunConfig:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)  # fitness of the search: proxy=kl|ppl|...
     search: SearchConfig = field(default_factory=SearchConfig)  # search=none|evo|tpe|cmaes|nsga2|random
     ray: RayConfig = field(default_factory=RayConfig)  # Ray actors scoring candidates (search.workers > 1)
+    export: ExportConfig = field(default_factory=ExportConfig)  # formats written besides model/
     allocator: str = "uniform"  # the allocation without search (search=none), and the search's first baseline
     seed: int = 0  # seeds data sampling and every random choice of the run
     device: str = "cpu"  # torch device of the model: cpu | cuda | cuda:N

@@ -1,6 +1,7 @@
 """The main job: load, calibrate, choose an allocation, prune in place, measure, save.
 
-Writes into the run directory: ``allocation.json``, ``metrics.json`` and ``model/``. Outputs are
+Writes into the run directory: ``allocation.json``, ``metrics.json`` and ``model/`` (and ``model.gguf``
+with ``export.gguf=true``). Outputs are
 written only once everything they depend on succeeded, each atomically.
 """
 
@@ -23,6 +24,7 @@ from supernet.allocators import ALLOCATORS, allocate
 from supernet.budget import budget_grid
 from supernet.build import build_supernet
 from supernet.export import save_pruned
+from supernet.export.gguf import GGUF_FILE, check_exportable, export_gguf
 from supernet.files import write_json
 from supernet.flap import FLAP_METHOD, flap_baseline
 from supernet.params import block_params, count_params
@@ -104,6 +106,8 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     inputs = load_inputs(cfg.model, cfg.data, device=cfg.device, attn_unit=cfg.supernet.attn_unit, seed=cfg.seed,
                          progress=cfg.progress)  # fmt: skip
     model, tokenizer, adapter = inputs.model, inputs.tokenizer, inputs.adapter
+    if cfg.export.gguf:  # refuse a model llama.cpp cannot run before the hours of work, not after
+        check_exportable(model.config, tokenizer)
     held_out = eval_tokens(cfg.data, tokenizer).to(cfg.device)
 
     dense_total = dense_bytes(model)
@@ -150,6 +154,9 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
         metrics["baselines"] = baselines
     out_dir.mkdir(parents=True, exist_ok=True)
     save_pruned(model, switcher, tokenizer, out_dir / "model")
+    if cfg.export.gguf:
+        gguf = export_gguf(out_dir / "model", out_dir / GGUF_FILE, dtype=cfg.export.gguf_dtype, progress=cfg.progress)
+        metrics["gguf"] = {"file": GGUF_FILE, "dtype": cfg.export.gguf_dtype, "bytes": gguf.stat().st_size}
     write_json(out_dir / "allocation.json", allocation.to_json())
     write_json(out_dir / "metrics.json", metrics)
     if searched is not None and searched.pareto is not None:

@@ -21,7 +21,7 @@ ARTIFACTS = "artifacts"  # the run's Optuna FileSystemArtifactStore (search/app/
 DEFAULT_STUDY = "strata"  # SearchConfig.study_name's default
 
 
-OUTPUTS = ("metrics.json", "allocation.json", "model", JOURNAL, ARTIFACTS, "report.html", "manifest.json",
+OUTPUTS = ("metrics.json", "allocation.json", "model", "model.gguf", JOURNAL, ARTIFACTS, "report.html", "manifest.json",
            "pareto.json")  # fmt: skip
 
 

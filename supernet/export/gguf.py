@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GGUF_DTYPES = ("f32", "f16", "q8_0")
+GGUF_FILE = "model.gguf"  # beside model/ in a run directory
 STRATA_KEYS = ("base_model_type", "layer_shapes")
 NORMS = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm"}
 
@@ -76,6 +77,17 @@ def check_route(config: dict) -> None:
         raise UsageError(f"GGUF export: llama.cpp's deci MLP is SwiGLU; this model's is {config['hidden_act']}")
     if config.get("partial_rotary_factor", 1.0) != 1.0:
         raise UsageError("GGUF export: llama.cpp's deci graph rotates whole heads; this model has partial rotary")
+
+
+def check_exportable(config: PreTrainedConfig, tokenizer) -> None:
+    """Every refusal :func:`export_gguf` would give for a model with this dense ``config`` and ``tokenizer``
+    (a fast tokenizer), raised before any pruning (``export.gguf=true``)."""
+    from supernet.export.gguf_vocab import pre_tokenizer_name
+
+    check_route(config.to_dict())
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    rope_factors(config, head_dim)
+    pre_tokenizer_name(json.loads(tokenizer.backend_tokenizer.to_str()))
 
 
 def hf_config(config: dict) -> PreTrainedConfig:
