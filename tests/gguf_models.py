@@ -25,7 +25,8 @@ from supernet.export.gguf_vocab import LLAMA3_SPLIT, QWEN2_SPLIT
 from supernet.switch import Switcher, Variant
 
 SAMPLE = (Path(sys.modules["json"].__file__).parent / "decoder.py").read_text()  # Python source, as served
-STYLE = {"llama-3.1-8b": "llama-bpe", "llama-3.2-1b": "llama-bpe", "mistral-7b": "gpt-2", "qwen2.5-0.5b": "qwen2", "phi-3-mini": "gpt-2"}
+STYLE = {"llama-3.1-8b": "llama-bpe", "llama-3.2-1b": "llama-bpe", "mistral-7b": "gpt-2", "qwen2.5-0.5b": "qwen2",
+         "phi-3-mini": "gpt-2"}  # fmt: skip
 BOS = "<|begin_of_text|>"
 EOS = "<|endoftext|>"
 
