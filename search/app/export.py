@@ -43,8 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog="strata-export", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path, help="a finished run directory (or a model directory)")
     parser.add_argument("--format", default="gguf", choices=FORMATS, help="output format (default gguf)")
-    parser.add_argument("--dtype", default="f32", choices=GGUF_DTYPES,
-                        help="tensor type: f32 (exact, default), f16, q8_0 (rows not a multiple of 32 stay f16)")
+    parser.add_argument(
+        "--dtype",
+        default="f32",
+        choices=GGUF_DTYPES,
+        help="tensor type: f32 (exact, default), f16, q8_0 (rows not a multiple of 32 stay f16)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="output file (default RUN_DIR/model.gguf)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
