@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 class Gemma3TextAdapter(Gemma2Adapter):
     model_types = ("gemma3_text",)
     attention_shared = ("q_norm", "k_norm")
+    gguf_refusal = ("llama.cpp's deci graph has none of its GeGLU MLP, post-norms, scaled embeddings, per-head "
+                    "q/k norms and sliding-window layers")  # fmt: skip
 
     def __init__(self, config: PreTrainedConfig, *, attn_unit: str = "group") -> None:
         super().__init__(config, attn_unit=attn_unit)
