@@ -8,11 +8,11 @@ with ``--quick``): the machine, the versions, its config and its figures. Then `
 ``summary.md`` (``summary-quick.*``) collect the headline figures against their targets
 (:mod:`bench.summary`) followed by every benchmark's own table, and the markdown is printed.
 
-Performance (issue 7): ``speed``, ``scoring``, ``memory``, ``growth``. Quality and scale-out (issues
-3-6): ``supernet``, ``proxies``, ``search``, ``workers``; their ``--quick`` runs use the tiny reference
-model, so that ``python -m bench --quick`` stays under 10 minutes on 2 cores. The full ``search`` takes
-hours on a CPU (1000 trials): run it on a GPU (``--only search`` with ``python -m bench.search --device
-cuda`` by hand) or skip it.
+Performance (issue 7): ``speed``, ``scoring``, ``memory``, ``growth``; llama.cpp serving: ``serve``. Quality
+and scale-out (issues 3-6): ``supernet``, ``proxies``, ``search``, ``workers``; their ``--quick`` runs use
+the tiny reference model, so that ``python -m bench --quick`` stays under 10 minutes on 2 cores. The full
+``search`` takes hours on a CPU (1000 trials): run it on a GPU (``--only search`` with ``python -m
+bench.search --device cuda`` by hand) or skip it.
 """
 
 from __future__ import annotations
@@ -38,18 +38,21 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {  # name -> (full argument
     "workers": ([], ["--quick", "--out", str(RESULTS / "workers-quick.json")]),
     "zoo": ([], ["--quick", "--models", "zoo-llama3"]),
     "default_run": ([], ["--quick"]),
+    "serve": ([], ["--quick"]),
 }
 
 
-REQUIRES = {"workers": "ray"}  # benchmark -> module it needs (an extra: pip install -e ".[ray]")
+# benchmark -> (module it needs, the extra that installs it)
+REQUIRES = {"workers": ("ray", "dev"), "serve": ("llama_cpp", "serve")}
 
 
 def run_one(name: str, quick: bool) -> dict:
     """Run benchmark ``name``; its stderr streams through, its stdout (the table) is kept."""
     full, fast = BENCHMARKS[name]
     print(f"== {name}", file=sys.stderr, flush=True)
-    if name in REQUIRES and importlib.util.find_spec(REQUIRES[name]) is None:
-        note = f"skipped: needs {REQUIRES[name]} (pip install -e '.[dev]')"
+    if name in REQUIRES and importlib.util.find_spec(REQUIRES[name][0]) is None:
+        module, extra = REQUIRES[name]
+        note = f"skipped: needs {module} (pip install -e '.[{extra}]')"
         return {"returncode": 0, "wall_s": 0.0, "stdout": note, "skipped": True}
     start = time.perf_counter()
     proc = subprocess.run(child_python(f"bench.{name}", *(fast if quick else full)), cwd=ROOT, stdout=subprocess.PIPE,
