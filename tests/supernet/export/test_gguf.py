@@ -178,3 +178,24 @@ def test_strata_export_refusals_are_one_line_errors(tmp_path: Path, tiny_referen
         assert proc.returncode == 2 and len(errors) == 1 and expected in errors[0], proc.stderr
         assert "Traceback" not in proc.stderr
     assert not (qwen3 / "model.gguf").exists()
+
+
+def test_a_sharded_checkpoint_exports_the_same_file(llama_gguf: tuple[Path, Path], tmp_path: Path) -> None:
+    """A dense checkpoint in several safetensors shards (model.safetensors.index.json) reads tensor by tensor."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, _ = llama_gguf
+    whole, sharded = tmp_path / "whole", tmp_path / "sharded"
+    dense = AutoModelForCausalLM.from_config(LlamaConfig(hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                                                         num_attention_heads=4, num_key_value_heads=2,
+                                                         vocab_size=600))  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    for directory, shard in ((whole, "50MB"), (sharded, "40KB")):
+        dense.save_pretrained(directory, max_shard_size=shard)
+        tokenizer.save_pretrained(directory)
+    assert (sharded / "model.safetensors.index.json").is_file() and not (
+        whole / "model.safetensors.index.json"
+    ).exists()
+    a, b = export_gguf(whole, tmp_path / "a.gguf"), export_gguf(sharded, tmp_path / "b.gguf")
+    tensors = lambda path: {t.name: t.data.tobytes() for t in gguf.GGUFReader(path).tensors}  # noqa: E731
+    assert tensors(a) == tensors(b) and len(tensors(a)) == 1 + 3 * 9 + 2
