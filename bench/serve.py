@@ -45,8 +45,8 @@ def prune_and_save(path: Path, calib_fn, out: Path, args) -> tuple[dict, dict]:
     from supernet.loading import load_model
 
     model, tokenizer, adapter = load_model(path, dtype="float32")
+    dense_shape = model_shape(model, adapter)  # before the search, which leaves candidates installed
     levels, info, net, switcher = searched_allocation(model, adapter, calib_fn(tokenizer, adapter), KEEP, args)
-    dense_shape = model_shape(model, adapter)
     net.apply(switcher, levels)
     save_pruned(model, switcher, tokenizer, out)
     pruned_shape = model_shape(materialize(model, switcher), adapter)
