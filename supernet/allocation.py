@@ -4,7 +4,8 @@ Levels become allocations through ``supernet.levels.LevelGrid.allocation``; the 
 them are in ``supernet/allocators.py``.
 
 ``allocation.json`` holds ``{"layers": [{"attn_units", "attn_units_total", "mlp_units",
-"mlp_units_total"}, ...]}``: one entry per decoder layer, units kept.
+"mlp_units_total"}, ...]}``: one entry per decoder layer, units kept; a mixture of experts' layers also
+hold ``"experts"`` (kept) and ``"experts_total"``, and ``mlp_units`` is then each expert's width.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from supernet.files import write_json
 class LayerAllocation:
     attn_units: int
     attn_units_total: int
-    mlp_units: int
+    mlp_units: int  # MLP channels (a mixture: each expert's channels)
     mlp_units_total: int
+    experts: int | None = None  # a mixture of experts: the experts kept (the MLP kind's units)
+    experts_total: int | None = None
 
 
 @dataclass(frozen=True)
@@ -28,11 +31,14 @@ class Allocation:
     layers: tuple[LayerAllocation, ...]
 
     def units(self, layer: int, kind: str) -> int:
+        """Units a module keeps: GQA groups (or heads), MLP channels, or a mixture's experts."""
         entry = self.layers[layer]
-        return entry.attn_units if kind == "attn" else entry.mlp_units
+        if kind == "attn":
+            return entry.attn_units
+        return entry.mlp_units if entry.experts is None else entry.experts
 
     def to_json(self) -> dict:
-        return {"layers": [asdict(entry) for entry in self.layers]}
+        return {"layers": [{k: v for k, v in asdict(entry).items() if v is not None} for entry in self.layers]}
 
     @classmethod
     def from_json(cls, data: dict) -> Allocation:

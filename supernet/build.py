@@ -18,6 +18,7 @@ config loads it without calibrating. ``Supernet.apply`` switches a live model to
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -39,6 +40,7 @@ from supernet.cache import (
 )
 from supernet.compensation import get_compensation
 from supernet.errors import UsageError
+from supernet.expert_criteria import RoutingStats, expert_scores
 from supernet.levels import KINDS, LevelGrid, make_grid
 from supernet.statistics import calibrate
 from supernet.switch import Switcher, Variant, kept_units
@@ -77,16 +79,18 @@ def supernet_grid(
             f"supernet.attn_step={cfg.attn_step} is more than a layer's {totals['attn'] // adapter.unit_step('attn')} "
             f"{'query heads per group' if adapter.attn_unit == 'head' else 'GQA groups'}"
         )
-    if cfg.channel_quantum > totals["mlp"]:
+    mlp_step = 1 if adapter.moe else cfg.channel_quantum  # a mixture's MLP units are whole experts
+    if mlp_step > totals["mlp"]:
         raise UsageError(
             f"supernet.channel_quantum={cfg.channel_quantum} is more than the {totals['mlp']} MLP channels of a layer"
         )
-    return make_grid(
+    grid = make_grid(
         num_layers=geo.num_layers,
         totals=totals,
         unit_params={k: adapter.unit_params(k) for k in KINDS},
         keep=keep,
-        steps={"attn": attn_step, "mlp": cfg.channel_quantum},
+        steps={"attn": attn_step, "mlp": mlp_step},
+        floors={k: adapter.min_units(k) for k in KINDS},
         radius=cfg.radius,
         joint=cfg.joint_budget,
         fraction=cfg.level_fraction,
@@ -94,6 +98,7 @@ def supernet_grid(
         base_params={k: adapter.base_params(k) for k in KINDS},
         base_cost=base_cost,
     )
+    return dataclasses.replace(grid, expert_width=adapter.expert_width) if adapter.moe else grid
 
 
 @dataclass
@@ -125,7 +130,8 @@ class Supernet:
         if key not in self._variants:
             module = self.grid.modules[self.index[layer, kind]]
             count = module.units(level)
-            anchor = level if self.compensation == "none" else module.anchor_above(level)
+            compensated = self.compensation != "none" and (layer, kind) in self.means  # experts never are
+            anchor = module.anchor_above(level) if compensated else level
             bias, weight = self.biases.get((layer, kind, anchor)), self.weights.get((layer, kind, anchor))
             units = kept_units(self.rankings[layer, kind], count)
             if anchor == level:
@@ -182,6 +188,11 @@ def _fill_module(
 ) -> None:
     """Rank one module's units and compute every level's compensation."""
     layer, kind = key
+    if isinstance(stats, RoutingStats):  # whole experts: ranked by the expert criterion, not compensated
+        scores = expert_scores(cfg.expert_criterion, stats)
+        net.rankings[key] = criteria.ranking(scores, 1)
+        net.fluctuation[key] = scores  # what flap_global standardises and allocates by
+        return
     solve = getattr(torch, cfg.solve_dtype)
     scores = criteria.get_criterion(cfg.criterion)(
         adapter, module, kind, stats, damping=cfg.damping, rounds=cfg.obs_rounds, dtype=solve
@@ -204,7 +215,7 @@ def compensate_levels(
     """Compute the compensation of ``levels`` of one ranked module (bias or refit columns; none stores nothing).
 
     The solves run on the module's device in ``supernet.solve_dtype``; what is kept goes to the host."""
-    if cfg.compensation == "none":
+    if cfg.compensation == "none" or isinstance(stats, RoutingStats):  # experts are not compensated
         return
     layer, kind = key
     net.means[key] = stats.mean.float().cpu()

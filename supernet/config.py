@@ -13,6 +13,7 @@ from supernet.adapters.base import ATTN_UNITS
 from supernet.compensation import COMPENSATIONS
 from supernet.criteria import CRITERIA
 from supernet.errors import UsageError, check_choice
+from supernet.expert_criteria import EXPERT_CRITERIA
 from supernet.statistics import GRAM_DTYPES, PROPAGATE
 
 DTYPES = ("float32", "bfloat16", "float16")  # model.dtype, supernet.store_dtype, proxy.kl_cache_dtype
@@ -110,6 +111,7 @@ class SupernetConfig:
     attn_unit: str = "group"  # attention unit: group (a GQA group) | head (a query head of every group; K/V stay)
     attn_step: int = 1  # GQA groups (head: query heads per group) per attention level: the finest change
     channel_quantum: int = 8  # MLP widths are multiples of this (64/128 for hardware-friendly widths)
+    expert_criterion: str = "reap"  # ranks a MoE layer's whole experts: reap (gate x output norm) | frequency
     joint_budget: bool = True  # one budget over attention and MLP; false: attention keeps the uniform group count
     damping: float = 0.01  # H += damping * mean(diag H) * I before OBS and refit (SparseGPT's percdamp)
     obs_rounds: int = 16  # rounds of greedy OBS removal in an MLP (Týr: 16); attention removes one group a round
@@ -130,6 +132,7 @@ class SupernetConfig:
             ("gram_dtype", GRAM_DTYPES),
             ("solve_dtype", GRAM_DTYPES),
             ("attn_unit", ATTN_UNITS),
+            ("expert_criterion", EXPERT_CRITERIA),
         ):
             check_choice(f"supernet.{name}", getattr(self, name), allowed)
         for name in ("attn_step", "channel_quantum", "obs_rounds", "calib_batch_size"):

@@ -60,8 +60,8 @@ def standardise(scores: torch.Tensor) -> torch.Tensor:
 
 
 def full_range(grid: LevelGrid) -> LevelGrid:
-    """``grid`` with every module free from level 0 (removed) to dense, moved a step at a time."""
-    modules = tuple(dataclasses.replace(m, lo=0, hi=m.top, stride=1) for m in grid.modules)
+    """``grid`` with every module free from its least level (0: removed) to dense, moved a step at a time."""
+    modules = tuple(dataclasses.replace(m, lo=m.least, hi=m.top, stride=1) for m in grid.modules)
     return dataclasses.replace(grid, modules=modules, joint=True)
 
 
@@ -117,6 +117,9 @@ def flap_baseline(net: Supernet, switcher: Switcher) -> FlapBaseline:
             continue
         ranking = criteria.ranking(net.fluctuation[key], adapter.unit_step(m.kind))
         units = kept_units(ranking, count)
+        if m.kind == "mlp" and adapter.moe:  # whole experts: ranked by the expert criterion, no bias
+            variants[key] = Variant(units)
+            continue
         weight = switcher.dense_params[key][adapter.output_projection(m.kind)][0].detach().cpu().double()  # [out, in]
         removed = torch.ones(weight.shape[1], dtype=torch.bool)
         removed[adapter.output_columns(units, m.kind)] = False

@@ -38,6 +38,7 @@ class ModuleGrid:
     hi: int  # highest level allowed (<= top)
     stride: int = 1  # levels per coarse level: a mutation's move, the spacing of compensated widths
     centre: int = 0  # the level the coarse levels are counted from (the target, or the best so far)
+    least: int = 0  # the lowest level any grid may give it (a MoE layer's top-k experts; 0: removable)
 
     @property
     def top(self) -> int:
@@ -70,6 +71,7 @@ class LevelGrid:
     unit_cost: dict[str, int] | None = None  # what the budget counts per unit, per kind; None = unit_params
     base_params: dict[str, int] | None = None  # a module's parameters while it keeps any unit (K/V of head units)
     base_cost: dict[str, int] | None = None  # the same in what the budget counts; None = base_params
+    expert_width: int = 0  # a mixture of experts: the MLP kind's units are whole experts of this width
 
     @property
     def costs(self) -> dict[str, int]:
@@ -138,6 +140,10 @@ class LevelGrid:
         for m, lv in zip(self.modules, levels, strict=True):
             by_layer.setdefault(m.layer, {})[m.kind] = m.units(lv)
             by_layer[m.layer][f"{m.kind}_total"] = m.total
+        if self.expert_width:
+            width = self.expert_width
+            return Allocation(tuple(LayerAllocation(e["attn"], e["attn_total"], width, width, e["mlp"], e["mlp_total"])
+                                    for _, e in sorted(by_layer.items())))  # fmt: skip
         return Allocation(
             tuple(
                 LayerAllocation(e["attn"], e["attn_total"], e["mlp"], e["mlp_total"])
@@ -177,6 +183,7 @@ def make_grid(
     unit_cost: dict[str, int] | None = None,
     base_params: dict[str, int] | None = None,
     base_cost: dict[str, int] | None = None,
+    floors: dict[str, int] | None = None,
 ) -> LevelGrid:
     """Build the grid around the most uniform allocation at ``keep``.
 
@@ -190,6 +197,7 @@ def make_grid(
         fraction: a coarse level's share of its module (Týr: 1/8).
         unit_cost: what the budget counts per unit per kind (FLOPs); None = ``unit_params``.
         base_params, base_cost: a module's parameters (cost) while it keeps any unit; None = 0.
+        floors: the fewest units a module of each kind keeps (a MoE layer's top-k experts); None = 0.
     """
     if not 0.0 < keep <= 1.0:
         raise UsageError(f"budget.keep={keep} is outside (0, 1]: give the fraction of parameters to keep")
@@ -206,12 +214,13 @@ def make_grid(
                     for lv in attn_levels)  # fmt: skip
     mlp = max(0, min(num_layers * top["mlp"], (budget - attn_cost) // (steps["mlp"] * costs["mlp"])))
     centre = {"attn": attn_levels, "mlp": _spread(mlp, num_layers)}
+    least = {k: -(-(floors or {}).get(k, 0) // steps[k]) for k in KINDS}
     modules = []
     for layer in range(num_layers):
         for kind in KINDS:
-            c, reach = centre[kind][layer], radius * stride[kind]
-            lo, hi = max(0, c - reach), min(top[kind], c + reach)
-            modules.append(ModuleGrid(layer, kind, steps[kind], totals[kind], lo, hi, stride[kind], c))
+            c, reach = max(centre[kind][layer], least[kind]), radius * stride[kind]
+            lo, hi = max(least[kind], c - reach), min(top[kind], c + reach)
+            modules.append(ModuleGrid(layer, kind, steps[kind], totals[kind], lo, hi, stride[kind], c, least[kind]))
     draft = [m.centre for m in modules]
     extra = dict(unit_cost=unit_cost and costs, base_params=base_params, base_cost=base_cost)
     grid = LevelGrid(tuple(modules), dict(unit_params), joint, tuple(draft), budget, **extra)
@@ -236,8 +245,8 @@ def refine_grid(grid: LevelGrid, levels: Sequence[int], *, radius: int) -> Level
     modules = []
     for m, lv in zip(grid.modules, levels, strict=True):
         stride = max(1, m.stride // 2)
-        modules.append(ModuleGrid(m.layer, m.kind, m.step, m.total, max(0, lv - radius * stride),
-                                  min(m.top, lv + radius * stride), stride, lv))  # fmt: skip
+        modules.append(ModuleGrid(m.layer, m.kind, m.step, m.total, max(m.least, lv - radius * stride),
+                                  min(m.top, lv + radius * stride), stride, lv, m.least))  # fmt: skip
     return dataclasses.replace(grid, modules=tuple(modules), target=tuple(levels))
 
 

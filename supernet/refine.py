@@ -47,7 +47,7 @@ def carry_over(net: Supernet, grid: LevelGrid) -> tuple[Supernet, dict[tuple[int
                 refined.biases[m.layer, m.kind, level] = found["bias"]
             if "weight" in found:
                 refined.weights[m.layer, m.kind, level] = found["weight"]
-            if not found and net.compensation != "none":
+            if not found and net.compensation != "none" and (m.layer, m.kind) in net.means:  # experts: none
                 missing.setdefault((m.layer, m.kind), []).append(level)
     return refined, missing
 

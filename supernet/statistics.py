@@ -1,4 +1,5 @@
-"""Calibration statistics of the output projections' inputs, streamed layer by layer.
+"""Calibration statistics of the output projections' inputs, streamed layer by layer (and, for the
+experts of a mixture, of its routing: :mod:`supernet.expert_criteria`).
 
 For every module the input X of its output projection (o_proj / down_proj; X: [tokens, in]) is
 reduced, per input channel j, to
@@ -37,12 +38,14 @@ import torch
 from tqdm.auto import tqdm
 
 from supernet.errors import check_choice
+from supernet.expert_criteria import RoutingAccumulator
 from supernet.levels import KINDS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from supernet.adapters import DecoderAdapter
+    from supernet.expert_criteria import RoutingStats
     from supernet.switch import Switcher, Variant
 
 log = logging.getLogger(__name__)
@@ -143,18 +146,32 @@ def _run(adapter: DecoderAdapter, layer: torch.nn.Module, batches: list[torch.Te
     return [adapter.run_layer(layer, h.to(device), context).to(h.device) for h in batches]
 
 
+def _accumulator(adapter: DecoderAdapter, layer: torch.nn.Module, kind: str, *, gram: bool, gram_dtype: str,
+                 device: torch.device) -> StatsAccumulator | RoutingAccumulator:  # fmt: skip
+    """What a module's units are scored from: its output projection's input channels, or (the experts of a
+    mixture) the router's choices (:mod:`supernet.expert_criteria`)."""
+    if kind == "mlp" and adapter.moe:
+        return RoutingAccumulator(adapter.units_total("mlp"), device=device)
+    width = adapter.output_linear(layer, kind).in_features
+    return StatsAccumulator(width, gram=gram, gram_dtype=GRAM_DTYPES[gram_dtype], device=device)
+
+
 def _hooked_pass(
     adapter: DecoderAdapter,
     layer: torch.nn.Module,
     batches: list[torch.Tensor],
     context: dict,
-    accumulators: dict[str, StatsAccumulator],
+    accumulators: dict[str, StatsAccumulator | RoutingAccumulator],
     device: torch.device,
 ) -> list[torch.Tensor]:
-    """Run the layer on every batch with input hooks on its output projections; returns its outputs."""
+    """Run the layer on every batch with input hooks on its output projections (a MoE layer: on its
+    experts); returns its outputs."""
     handles = []
     try:
         for kind, acc in accumulators.items():
+            if isinstance(acc, RoutingAccumulator):
+                handles.append(acc.attach(adapter.mlp(layer).experts))
+                continue
             linear = adapter.output_linear(layer, kind)
             handles.append(linear.register_forward_pre_hook(lambda _m, args, acc=acc: acc.update(args[0])))
         return _run(adapter, layer, batches, context, device)
@@ -169,7 +186,7 @@ def calibrate(
     adapter: DecoderAdapter,
     tokens: torch.Tensor,
     *,
-    on_layer: Callable[[int, dict[str, ChannelStats]], dict[str, Variant | None]],
+    on_layer: Callable[[int, dict[str, ChannelStats | RoutingStats]], dict[str, Variant | None]],
     switcher: Switcher | None = None,
     propagate: str = "dense",
     gram: bool = False,
@@ -203,9 +220,7 @@ def calibrate(
     layers = adapter.decoder_layers(model)
     for i in tqdm(range(len(layers)), desc="calibration", disable=not progress, leave=False):
         layer = layers[i]
-        width = {k: adapter.output_linear(layer, k).in_features for k in KINDS}
-        accs = {k: StatsAccumulator(width[k], gram=gram, gram_dtype=GRAM_DTYPES[gram_dtype], device=device)
-                for k in KINDS}  # fmt: skip
+        accs = {k: _accumulator(adapter, layer, k, gram=gram, gram_dtype=gram_dtype, device=device) for k in KINDS}
         # 2) statistics on the dense layer (its outputs are the dense propagation)
         outputs = _hooked_pass(adapter, layer, hidden, context, accs, device)
         stats = {k: acc.finalize() for k, acc in accs.items()}

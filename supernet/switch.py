@@ -64,6 +64,7 @@ class Switcher:
         self.dense_modules: dict[tuple[int, str], nn.Module] = {}
         self.dense_params: dict[tuple[int, str], dict[str, tuple[nn.Parameter, nn.Parameter | None]]] = {}
         self.dense_norms: dict[int, dict[str, nn.Parameter]] = {}  # the adapter's attention_norms per layer
+        self.dense_experts: dict[int, dict[str, nn.Parameter]] = {}  # MoE layers: experts' and router's tensors
         self.current: dict[tuple[int, str], Variant | None] = {}
         for i, layer in enumerate(self.layers):
             for kind in KINDS:
@@ -73,6 +74,8 @@ class Switcher:
                     p.name: (getattr(module, p.name).weight, getattr(module, p.name).bias) for p in self._plan(kind)
                 }
                 self.current[i, kind] = None
+            if adapter.moe:
+                self.dense_experts[i] = adapter.dense_experts(self.dense_modules[i, "mlp"])
             attention = self.dense_modules[i, "attn"]
             self.dense_norms[i] = {p.name: getattr(attention, p.name).weight for p in adapter.attention_norms}
 
@@ -93,7 +96,9 @@ class Switcher:
         """Install ``variant`` (None: the dense module) for one module."""
         key = (layer_idx, kind)
         dense = self.dense_modules[key]
-        if variant is None:
+        if kind == "mlp" and self.adapter.moe:
+            self._set_experts(layer_idx, dense, variant)
+        elif variant is None:
             self._install(layer_idx, kind, dense)
             for name, (weight, bias) in self.dense_params[key].items():
                 _assign(getattr(dense, name), weight, bias)
@@ -108,6 +113,16 @@ class Switcher:
             self._install(layer_idx, kind, dense)
             self._slice(key, dense, variant)
         self.current[key] = variant
+
+    def _set_experts(self, layer_idx: int, dense: nn.Module, variant: Variant | None) -> None:
+        """A MoE block keeping the experts of ``variant`` (None: all); experts carry no compensation."""
+        assert variant is None or not (variant.adds_bias or variant.out_weight is not None), "experts: no compensation"
+        if variant is not None and variant.units.numel() == 0:
+            module = RemovedMLP(self.adapter.geometry.hidden, bias=False)
+            self._install(layer_idx, "mlp", module.to(self.dense_experts[layer_idx]["router"]))
+            return
+        self._install(layer_idx, "mlp", dense)
+        self.adapter.install_experts(dense, self.dense_experts[layer_idx], None if variant is None else variant.units)
 
     def _removed(self, layer_idx: int, kind: str, variant: Variant, dense: nn.Module) -> nn.Module:
         geo = self.adapter.geometry
@@ -190,19 +205,22 @@ class Switcher:
                 if attn is None
                 else (self.adapter.attention_shape(attn.units.numel()))
             )
-            channels = geo.intermediate if mlp is None else mlp.units.numel()
-            shapes.append(
-                {
-                    "num_attention_heads": heads,
-                    "num_key_value_heads": kv_heads,
-                    "intermediate_size": channels,
-                    "attn_out_bias": self._has_out_bias(i, "attn"),
-                    "mlp_out_bias": self._has_out_bias(i, "mlp"),
-                }
-            )
+            kept = self.adapter.units_total("mlp") if mlp is None else mlp.units.numel()
+            shape = {
+                "num_attention_heads": heads,
+                "num_key_value_heads": kv_heads,
+                "intermediate_size": kept,
+                "attn_out_bias": self._has_out_bias(i, "attn"),
+                "mlp_out_bias": self._has_out_bias(i, "mlp"),
+            }
+            if self.adapter.moe:  # the MLP's units are experts; the config's own width field stays
+                shape |= {"num_experts": kept, "intermediate_size": self.adapter.dense_intermediate}
+            shapes.append(shape)
         return shapes
 
     def _has_out_bias(self, layer_idx: int, kind: str) -> bool:
+        if kind == "mlp" and self.adapter.moe:
+            return False
         variant = self.current[layer_idx, kind]
         dense_bias = self.dense_params[layer_idx, kind][self.adapter.output_projection(kind)][1]
         if variant is not None and variant.units.numel() == 0:

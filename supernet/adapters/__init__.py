@@ -10,6 +10,7 @@ from supernet.adapters.gemma3 import Gemma3TextAdapter
 from supernet.adapters.granite import GraniteAdapter
 from supernet.adapters.llama import LlamaAdapter
 from supernet.adapters.mistral import MistralAdapter
+from supernet.adapters.moe import MixtralAdapter, Qwen3MoeAdapter
 from supernet.adapters.olmo2 import Olmo2Adapter
 from supernet.adapters.phi3 import Phi3Adapter
 from supernet.adapters.qwen2 import Qwen2Adapter
@@ -31,6 +32,8 @@ ADAPTERS: dict[str, type[DecoderAdapter]] = {
         Phi3Adapter,
         Olmo2Adapter,
         GraniteAdapter,
+        Qwen3MoeAdapter,
+        MixtralAdapter,
     )  # fmt: skip
     for model_type in cls.model_types
 }

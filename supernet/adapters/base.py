@@ -104,6 +104,8 @@ class DecoderAdapter:
     }  # fmt: skip
     # why llama.cpp's ``deci`` graph cannot compute this family exactly; None: it can (supernet/export/gguf.py)
     gguf_refusal: ClassVar[str | None] = None
+    # mixture of experts: the MLP kind's units are whole routed experts (supernet/adapters/moe.py)
+    moe: ClassVar[bool] = False
 
     def __init__(self, config: PreTrainedConfig, *, attn_unit: str = "group") -> None:
         check_choice("supernet.attn_unit", attn_unit, ATTN_UNITS)
@@ -257,6 +259,10 @@ class DecoderAdapter:
         if kind == "mlp":
             return self.geometry.intermediate
         return self.geometry.num_heads if self.attn_unit == "head" else self.geometry.num_kv_heads
+
+    def min_units(self, kind: str) -> int:
+        """The fewest units a module may keep; 0 lets it be removed (a MoE layer keeps its top-k experts)."""
+        return 0
 
     def unit_step(self, kind: str) -> int:
         """The fewest units a level may add: one query head from every group with ``attn_unit=head``."""

@@ -5,12 +5,13 @@ Saved next to the weights and named by ``auto_map`` in ``config.json``, so that
 process that never imports strata. It imports only torch and transformers.
 
 The model is the dense family's own (Llama, Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3 text, Phi-3, OLMo 2,
-Granite: ``base_model_type``) with each decoder layer rebuilt from a per-layer copy of the config
-(``layer_shapes[i]``: query heads, K/V heads, MLP channels, and whether ``o_proj`` / ``down_proj`` carry
-a bias), so every size a layer's modules derive from the config follows: Phi-3's fused ``qkv_proj`` and
-``gate_up_proj`` and the split of their outputs, OLMo 2's q/k norms over the kept heads. A sub-block with
-no unit left is a ``RemovedAttention`` / ``RemovedMLP``: it adds only its bias (zero when it has none) to
-the residual.
+Granite, Qwen3-MoE, Mixtral: ``base_model_type``) with each decoder layer rebuilt from a per-layer copy of
+the config (``layer_shapes[i]``: query heads, K/V heads, MLP channels or, in a mixture of experts, the
+experts kept (``num_experts``; top-k is capped at it), and whether ``o_proj`` / ``down_proj`` carry a
+bias), so every size a layer's modules derive from the config follows: Phi-3's fused ``qkv_proj`` and
+``gate_up_proj`` and the split of their outputs, OLMo 2's q/k norms over the kept heads, a MoE block's
+experts and router. A sub-block with no unit left is a ``RemovedAttention`` / ``RemovedMLP``: it adds
+only its bias (zero when it has none) to the residual.
 """
 
 from __future__ import annotations
@@ -106,7 +107,14 @@ def _layer_config(base: PreTrainedConfig, shape: dict, head_dim: int) -> PreTrai
     cfg.num_key_value_heads = max(shape["num_key_value_heads"], 1)
     cfg.intermediate_size = shape["intermediate_size"]
     cfg.head_dim = head_dim
+    if "num_experts" in shape:  # a mixture of experts: the experts it keeps, and top-k no more than those
+        cfg.num_local_experts = max(shape["num_experts"], 1)
+        cfg.num_experts_per_tok = min(cfg.num_experts_per_tok, cfg.num_local_experts)
     return cfg
+
+
+def _mlp_removed(shape: dict) -> bool:
+    return shape.get("num_experts", shape["intermediate_size"]) == 0
 
 
 def build_layer(dense_layer: nn.Module, base: PreTrainedConfig, shape: dict, layer_idx: int) -> nn.Module:
@@ -117,7 +125,7 @@ def build_layer(dense_layer: nn.Module, base: PreTrainedConfig, shape: dict, lay
         layer.self_attn = RemovedAttention(layer_idx, base.hidden_size, head_dim, shape["attn_out_bias"])
     elif shape["attn_out_bias"] and layer.self_attn.o_proj.bias is None:
         layer.self_attn.o_proj.bias = nn.Parameter(torch.zeros(base.hidden_size))
-    if shape["intermediate_size"] == 0:
+    if _mlp_removed(shape):
         layer.mlp = RemovedMLP(base.hidden_size, shape["mlp_out_bias"])
     elif shape["mlp_out_bias"] and layer.mlp.down_proj.bias is None:
         layer.mlp.down_proj.bias = nn.Parameter(torch.zeros(base.hidden_size))

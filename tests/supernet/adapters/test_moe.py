@@ -1,0 +1,167 @@
+"""The contract of the mixture-of-experts adapters (Qwen3-MoE, Mixtral): whole experts switched in place
+equal the exported model, in this process and reloaded in one that never imports strata; the router
+keeps exactly the kept experts' rows and renormalises over them as the family does."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from test_contract import RELOAD, _NoTokenizer
+from transformers import AutoModelForCausalLM, MixtralConfig, Qwen3MoeConfig
+
+from supernet.adapters import adapter_for
+from supernet.expert_criteria import RoutingAccumulator, frequency, reap
+from supernet.export import materialize, save_pruned
+from supernet.params import count_params
+from supernet.switch import Switcher, Variant
+
+FAMILIES = {"qwen3_moe": Qwen3MoeConfig, "mixtral": MixtralConfig}
+EXPERTS, TOP_K = 8, 2
+
+
+def tiny_moe(family: str):
+    torch.manual_seed(0)
+    # Qwen3-MoE's released checkpoints renormalise the top-k weights (the config class defaults to not)
+    sizes = {"moe_intermediate_size": 24, "norm_topk_prob": True} if family == "qwen3_moe" else {}
+    config = FAMILIES[family](hidden_size=32, intermediate_size=24, num_hidden_layers=3, num_attention_heads=4,
+                              num_key_value_heads=2, head_dim=8, vocab_size=97, num_local_experts=EXPERTS,
+                              num_experts_per_tok=TOP_K, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                              **sizes)  # fmt: skip
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.uniform_(0.5, 1.5)
+            elif param.dim() >= 2:  # the router starts at zero in Qwen3-MoE: random rows make routing real
+                param.normal_(0.0, 0.3)
+    return model
+
+
+def prune_experts(model) -> Switcher:
+    """Experts {0, 3, 5} of layer 0, top-k of layer 1 (the fewest a layer keeps), 6 of layer 2; a GQA group
+    of layer 1's attention with a bias."""
+    switcher = Switcher(model, adapter_for(model.config))
+    switcher.set(0, "mlp", Variant(torch.tensor([0, 3, 5])))
+    switcher.set(1, "mlp", Variant(torch.tensor([2, 7])))
+    switcher.set(2, "mlp", Variant(torch.tensor([0, 1, 2, 4, 5, 6])))
+    switcher.set(
+        1, "attn", Variant(torch.tensor([1]), out_bias=torch.randn(32, generator=torch.Generator().manual_seed(1)))
+    )
+    return switcher
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_kept_experts_in_place_equal_the_exported_model(family: str) -> None:
+    model = tiny_moe(family)
+    switcher = prune_experts(model)
+    x = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        live = model(x).logits
+        pruned = materialize(model, switcher)
+        exported = pruned(x).logits
+    torch.testing.assert_close(exported, live, atol=1e-4, rtol=0)
+    assert [s["num_experts"] for s in switcher.shapes()] == [3, 2, 6]
+    assert [layer.mlp.gate.weight.shape[0] for layer in pruned.model.layers] == [3, 2, 6]  # router rows
+    assert all(layer.mlp.gate.top_k == TOP_K for layer in pruned.model.layers)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_switching_experts_back_restores_dense_exactly(family: str) -> None:
+    model = tiny_moe(family)
+    x = torch.randint(0, 97, (1, 9))
+    with torch.no_grad():
+        dense = model(x).logits
+        switcher = prune_experts(model)
+        assert not torch.equal(model(x).logits, dense)
+        switcher.apply(dict.fromkeys(switcher.current))
+        assert torch.equal(model(x).logits, dense)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_tokens_routed_to_kept_experts_are_weighted_as_in_the_dense_model(family: str) -> None:
+    """Top-k renormalised over the chosen experts does not depend on the experts not chosen: a token whose
+    dense top-k experts are all kept gets exactly the dense block's output."""
+    model = tiny_moe(family)
+    block = model.model.layers[0].mlp
+    hidden = torch.randn(64, 32, generator=torch.Generator().manual_seed(5))
+    kept = torch.tensor([0, 2, 3, 5, 6])
+    with torch.no_grad():
+        dense = block(hidden[None])[0]
+        _, _, chosen = block.gate(hidden)  # [64, k]
+        switcher = Switcher(model, adapter_for(model.config))
+        switcher.set(0, "mlp", Variant(kept))
+        pruned = block(hidden[None])[0]
+    inside = torch.isin(chosen, kept).all(dim=-1)  # [64]
+    assert 0 < inside.sum() < len(inside)
+    torch.testing.assert_close(pruned[inside], dense[inside], atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(pruned[~inside], dense[~inside])
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_an_expert_unit_holds_its_projections_and_router_row(family: str) -> None:
+    model = tiny_moe(family)
+    adapter = adapter_for(model.config)
+    switcher = Switcher(model, adapter)
+    dense = count_params(adapter.mlp(switcher.layers[0]))
+    switcher.set(0, "mlp", Variant(torch.tensor([1, 4, 6])))
+    assert dense - count_params(adapter.mlp(switcher.layers[0])) == 5 * adapter.unit_params("mlp")
+    assert adapter.unit_params("mlp") == 3 * 32 * 24 + 32 and adapter.min_units("mlp") == TOP_K
+
+
+def test_routing_statistics_count_every_choice_and_weigh_output_norms() -> None:
+    model = tiny_moe("mixtral")
+    block = model.model.layers[0].mlp
+    hidden = torch.randn(40, 32, generator=torch.Generator().manual_seed(6))
+    acc = RoutingAccumulator(EXPERTS)
+    handle = acc.attach(block.experts)
+    with torch.no_grad():
+        block(hidden[None])
+        _, weights, chosen = block.gate(hidden)
+    handle.remove()
+    stats = acc.finalize()
+    assert stats.count == 40 and frequency(stats).sum().item() == pytest.approx(TOP_K)
+    e = int(chosen[0, 0])
+    token, slot = torch.where(chosen == e)
+    with torch.no_grad():
+        gate, up = torch.nn.functional.linear(hidden[token], block.experts.gate_up_proj[e]).chunk(2, dim=-1)
+        out = torch.nn.functional.linear(block.experts.act_fn(gate) * up, block.experts.down_proj[e])
+    expected = (weights[token, slot].double() * out.double().norm(dim=-1)).mean()
+    assert reap(stats)[e].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def reloaded_moe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    root = tmp_path_factory.mktemp("reload-moe")
+    cases = {}
+    for family in sorted(FAMILIES):
+        model = tiny_moe(family)
+        switcher = prune_experts(model)
+        x = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            live = model(x).logits
+            generated = model.generate(x[:1], max_new_tokens=6, do_sample=False)
+        case_dir = root / family
+        save_pruned(model, switcher, _NoTokenizer(), case_dir / "model")
+        save_file({"x": x}, str(case_dir / "in.safetensors"))
+        cases[family] = {"dir": case_dir, "live": live, "generated": generated,
+                         "params": count_params(materialize(model, switcher))}  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", RELOAD, *(str(c["dir"]) for c in cases.values())],
+                          capture_output=True, text=True, cwd=root, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for case, line in zip(cases.values(), proc.stdout.strip().splitlines(), strict=True):
+        case["report"] = json.loads(line)
+        case["result"] = load_file(str(case["dir"] / "out.safetensors"))
+    return cases
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_pruned_moe_reloads_without_strata(family: str, reloaded_moe) -> None:
+    case = reloaded_moe[family]
+    assert case["report"]["strata_modules"] == [] and case["report"]["params"] == case["params"]
+    torch.testing.assert_close(case["result"]["logits"], case["live"], atol=1e-4, rtol=0)
+    assert torch.equal(case["result"]["generated"], case["generated"])
