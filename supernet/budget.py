@@ -73,6 +73,9 @@ def unit_keep(model: nn.Module, adapter: DecoderAdapter, budget: BudgetConfig) -
 def budget_grid(model: nn.Module, adapter: DecoderAdapter, budget: BudgetConfig, cfg: SupernetConfig) -> LevelGrid:
     """The level grid of ``cfg`` around the uniform allocation that meets ``budget``."""
     keep = unit_keep(model, adapter, budget)
+    if budget.kind == "flops" and adapter.moe:
+        raise UsageError("budget.kind=flops would count every expert as computed for every token; a mixture "
+                         "of experts is budgeted by parameters: budget.kind=block_params or total_params")  # fmt: skip
     if budget.kind != "flops":
         return supernet_grid(adapter, keep, cfg)
     costs = {k: unit_flops(adapter, k, budget.seq_len) for k in KINDS}

@@ -30,24 +30,27 @@ for directory in sys.argv[1:]:
 """
 
 
-def layout_dir(name: str, tokenizer_dir: Path, out: Path) -> Path:
-    """A random 2-layer model in layout ``name`` (residual 64, vocabulary 512), with the tiny tokenizer."""
+def layout_dir(name: str, tokenizer_dir: Path, out: Path, **overrides) -> Path:
+    """A random 2-layer model in layout ``name`` (residual 64, vocabulary 512; ``overrides``: other config
+    fields), with the tiny tokenizer."""
     torch.manual_seed(0)
-    config = layout_config(name, layers=2, vocab=512, hidden=64)
+    config = layout_config(name, layers=2, vocab=512, hidden=64, **overrides)
     AutoModelForCausalLM.from_config(config).save_pretrained(out)
     for file in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tokenizer_dir / file, out / file)
     return out
 
 
-def prune_layouts(names: list[str], tokenizer_dir: Path, root: Path, extra: dict[str, list[str]]) -> dict[str, Path]:
+def prune_layouts(names: list[str], tokenizer_dir: Path, root: Path, extra: dict[str, list[str]],
+                  fields: dict[str, dict] | None = None) -> dict[str, Path]:  # fmt: skip
     """``strata`` on each layout, on a few windows of Python source, with ``SHORT_SEARCH`` and the
-    per-layout ``extra`` overrides; returns layout -> run directory."""
+    per-layout ``extra`` overrides (``fields``: per-layout config fields of the model); returns layout -> run
+    directory."""
     text = root / "calib.txt"
     text.write_text((Path(json.__file__).parent / "decoder.py").read_text() * 3)
     out = {}
     for name in names:
-        model = layout_dir(name, tokenizer_dir, root / name)
+        model = layout_dir(name, tokenizer_dir, root / name, **(fields or {}).get(name, {}))
         run_dir = root / f"run-{name}"
         args = [f"model.path={model}", "data.source=text", f"data.path={text}", *SMALL_DATA, "progress=false",
                 f"hydra.run.dir={run_dir}", *SHORT_SEARCH, *extra.get(name, [])]  # fmt: skip

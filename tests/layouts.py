@@ -8,7 +8,8 @@ the ratio of a group's cost to a channel's ((2g + 2) d / 3) does not depend on t
 ``FAMILY_LAYOUTS`` the families with their own quirks (pruned end to end in
 tests/search/app/test_families_run.py); ``REAL_LAYOUTS`` both. Values from each checkpoint's config.json on
 the Hugging Face Hub (google/gemma-2-2b, google/gemma-3-1b-pt, microsoft/Phi-3-mini-4k-instruct,
-allenai/OLMo-2-1124-7B, ibm-granite/granite-3.1-2b-base).
+allenai/OLMo-2-1124-7B, ibm-granite/granite-3.1-2b-base, Qwen/Qwen3-30B-A3B, mistralai/Mixtral-8x7B-v0.1).
+``MOE_LAYOUTS`` are the mixtures of experts (tests/supernet/test_moe_layouts.py, tests/search/app/test_moe_run.py).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from transformers import (
     GraniteConfig,
     LlamaConfig,
     MistralConfig,
+    MixtralConfig,
     Olmo2Config,
     Phi3Config,
     Qwen2Config,
     Qwen3Config,
+    Qwen3MoeConfig,
 )
 
 LAYOUTS = {
@@ -43,6 +46,11 @@ FAMILY_LAYOUTS = {
     "olmo-2-7b": (Olmo2Config, 4096, 11008, 32, 32, 128, 32, 100352, False),
     "granite-3.1-2b": (GraniteConfig, 2048, 8192, 32, 8, 64, 40, 49155, True),
 }
+# mixtures of experts: the intermediate column is one expert's width (Qwen3-30B-A3B: moe_intermediate_size)
+MOE_LAYOUTS = {
+    "qwen3-30b-a3b": (Qwen3MoeConfig, 2048, 768, 32, 4, 128, 48, 151936, False),
+    "mixtral-8x7b": (MixtralConfig, 4096, 14336, 32, 8, 128, 32, 32000, False),
+}
 REAL_LAYOUTS = LAYOUTS | FAMILY_LAYOUTS
 # the rest of what sets a family apart, as in its checkpoint's config.json
 QUIRKS = {
@@ -50,14 +58,19 @@ QUIRKS = {
                        sliding_window=4096),
     "gemma-3-1b": dict(query_pre_attn_scalar=256, sliding_window=512),
     "phi-3-mini": dict(sliding_window=2047),
+    "qwen3-30b-a3b": dict(moe_intermediate_size=768, num_local_experts=128, num_experts_per_tok=8,
+                          norm_topk_prob=True),
+    "mixtral-8x7b": dict(num_local_experts=8, num_experts_per_tok=2, sliding_window=None),
     "granite-3.1-2b": dict(embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.015625,
                            logits_scaling=8.0),
 }  # fmt: skip
 
 
-def layout_config(name: str, *, layers: int | None = None, vocab: int | None = None, hidden: int | None = None):
-    """The transformers config of a real layout (optionally fewer layers, a smaller vocabulary or residual)."""
-    cls, d_model, inter, heads, kv, head_dim, n_layers, n_vocab, tied = REAL_LAYOUTS[name]
+def layout_config(name: str, *, layers: int | None = None, vocab: int | None = None, hidden: int | None = None,
+                  **overrides):  # fmt: skip
+    """The transformers config of a real layout (optionally fewer layers, a smaller vocabulary or residual;
+    ``overrides``: other config fields, e.g. a mixture's expert count)."""
+    cls, d_model, inter, heads, kv, head_dim, n_layers, n_vocab, tied = (REAL_LAYOUTS | MOE_LAYOUTS)[name]
     config = cls(
         hidden_size=hidden or d_model,
         intermediate_size=inter,
@@ -68,7 +81,7 @@ def layout_config(name: str, *, layers: int | None = None, vocab: int | None = N
         vocab_size=vocab or n_vocab,
         tie_word_embeddings=tied,
         max_position_embeddings=512,
-        **QUIRKS.get(name, {}),
+        **(QUIRKS.get(name, {}) | overrides),
     )
     for token in ("pad_token_id", "bos_token_id", "eos_token_id"):  # a shrunk vocabulary: ids inside it
         if isinstance(getattr(config, token, None), int) and getattr(config, token) >= config.vocab_size:

@@ -1,0 +1,45 @@
+"""``strata`` end to end on mixtures of experts: random 2-layer models in the layouts of Qwen3-30B-A3B and
+Mixtral-8x7B with 8 experts and top-2 (a narrow residual and the tiny reference's tokenizer keep them
+small), pruned to keep 0.5 with the default settings but the search's length. ``allocation.json`` says
+how many experts each layer keeps (top-k to all), ``model/`` reloads in a process that never imports
+strata with ``metrics.json``'s parameter count, in the family's own classes, and generates."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from layout_runs import prune_layouts, reload_without_strata
+from layouts import MOE_LAYOUTS
+
+EXPERTS = {"num_local_experts": 8, "num_experts_per_tok": 2}
+LAYER_CLASSES = {"qwen3-30b-a3b": "Qwen3MoeDecoderLayer", "mixtral-8x7b": "MixtralDecoderLayer"}
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    fields = dict.fromkeys(MOE_LAYOUTS, EXPERTS)
+    return prune_layouts(sorted(MOE_LAYOUTS), tiny_reference_dir, tmp_path_factory.mktemp("moe"), {}, fields)
+
+
+def test_every_mixture_is_pruned_on_budget_with_its_experts_counted(runs: dict[str, Path]) -> None:
+    for name, run_dir in runs.items():
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        budget = metrics["budget"]
+        assert budget["target_cost"] - budget["slack"] < budget["cost"] <= budget["target_cost"], name
+        assert metrics["allocation"] == "search" and set(metrics["baselines"]) == {"uniform", "flap_global"}, name
+        layers = json.loads((run_dir / "allocation.json").read_text())["layers"]
+        assert all(entry["experts_total"] == 8 and 2 <= entry["experts"] <= 8 for entry in layers), name
+        assert sum(entry["experts"] for entry in layers) < 16, name
+        shapes = json.loads((run_dir / "model" / "config.json").read_text())["layer_shapes"]
+        assert [s["num_experts"] for s in shapes] == [entry["experts"] for entry in layers], name
+        for flap_layer in metrics["baselines"]["flap_global"]["allocation"]["layers"]:
+            assert 2 <= flap_layer["experts"] <= 8, name
+
+
+def test_every_pruned_mixture_reloads_without_strata(runs: dict[str, Path]) -> None:
+    for name, reloaded in reload_without_strata(runs).items():
+        metrics = json.loads((runs[name] / "metrics.json").read_text())
+        assert reloaded == {"params": metrics["pruned"]["params"], "generated": 6,
+                            "family": LAYER_CLASSES[name], "strata_modules": []}, name  # fmt: skip
