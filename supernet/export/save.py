@@ -30,6 +30,8 @@ _DROP = ("model_type", "architectures", "transformers_version", "auto_map", "_na
 def strata_config(dense_config, layer_shapes: list[dict]) -> StrataConfig:
     """The dense config's fields plus the per-layer widths."""
     fields = {k: v for k, v in dense_config.to_dict().items() if k not in _DROP}
+    if any("num_experts" in shape for shape in layer_shapes):  # the routing loss stacks every layer's router
+        fields["output_router_logits"] = False  # logits, which per-layer expert counts make ragged
     config = StrataConfig(base_model_type=dense_config.model_type, layer_shapes=layer_shapes, **fields)
     config.architectures = ["StrataForCausalLM"]
     return config

@@ -10,7 +10,7 @@ the zoo (``zoo-*``, :data:`ZOO`): models of the same recipe in the layouts of re
 the property that breaks pruners built around one shape (Qwen2.5-0.5B's 7:1 GQA with q/k/v biases,
 Qwen3's head_dim != hidden / heads with q/k norms, Llama-3's 4:1 GQA, an untied MHA Llama, Gemma 2's
 head_dim 256 with soft-capping, sandwich norms and alternating sliding/global layers, Phi-3's fused
-projections), so that a GQA group is no whole number of MLP channels.
+projections, Qwen3-MoE's routed experts), so that a GQA group is no whole number of MLP channels.
 The weights are saved in bfloat16 to stay small, while ``config.json`` says float32, so
 ``from_pretrained`` loads (and strata computes) in float32.
 """
@@ -84,6 +84,8 @@ class Recipe:
     save_dtype: str = "bfloat16"  # dtype of the saved weights; loading is float32 (config.json says so)
     # the family's own config fields beyond the shared ones, as (name, value) pairs (Gemma 2's window)
     family_config: tuple[tuple[str, Any], ...] = ()
+    # a mixture of experts: weight of the router's load-balancing loss while training (0: not added)
+    router_aux_loss: float = 0.0
 
     def __post_init__(self) -> None:
         assert self.family in CONFIG_CLASSES, f"family {self.family!r} is not one of {', '.join(CONFIG_CLASSES)}"
@@ -99,6 +101,7 @@ CONFIG_CLASSES = {
     "qwen3": "Qwen3Config",
     "gemma2": "Gemma2Config",
     "phi3": "Phi3Config",
+    "qwen3_moe": "Qwen3MoeConfig",
 }
 ZOO_TRAINING = dict(steps=200, warmup_steps=20)  # ~7 minutes each on 2 cores, 0.8M tokens
 
@@ -127,6 +130,13 @@ ZOO: dict[str, Recipe] = {
     # Phi-3-mini's fused qkv_proj and gate_up_proj, multi-head attention (32/32), MLP 2.67x hidden, untied
     "zoo-phi3": Recipe(name="zoo-phi3", family="phi3", hidden_size=256, num_heads=8, num_kv_heads=8, head_dim=32,
                        intermediate_size=688, tie_word_embeddings=False, **ZOO_TRAINING),
+    # Qwen3-MoE (Qwen3-30B-A3B's block at small scale): 8 routed experts of width 256, top-2 renormalised, per-head
+    # q/k norms, every layer sparse; the router's load-balancing loss keeps every expert in use while training
+    "zoo-qwen3moe": Recipe(name="zoo-qwen3moe", family="qwen3_moe", hidden_size=256, num_heads=8, num_kv_heads=4,
+                           head_dim=32, intermediate_size=256, family_config=(
+                               ("moe_intermediate_size", 256), ("num_local_experts", 8), ("num_experts_per_tok", 2),
+                               ("norm_topk_prob", True), ("router_aux_loss_coef", 0.01)),
+                           router_aux_loss=0.01, **ZOO_TRAINING),
 }  # fmt: skip
 
 RECIPES: dict[str, Recipe] = {
@@ -158,6 +168,7 @@ RECIPES: dict[str, Recipe] = {
 LATER_FIELDS = {
     "family": "llama",
     "family_config": (),
+    "router_aux_loss": 0.0,
 }  # fields added after presets were built: hashed only when not this default
 
 
@@ -229,7 +240,8 @@ def _train(recipe: Recipe, model: PreTrainedModel, windows: torch.LongTensor, *,
             group["lr"] = learning_rate(recipe, step)
         rows = torch.arange(step * recipe.batch_size, (step + 1) * recipe.batch_size) % windows.shape[0]
         batch = windows[rows]  # [batch_size, seq_len]
-        loss = model(input_ids=batch, labels=batch).loss
+        routing = {"output_router_logits": True} if recipe.router_aux_loss else {}  # + the balancing loss
+        loss = model(input_ids=batch, labels=batch, **routing).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
         optimizer.step()
