@@ -26,6 +26,14 @@ class LayerAllocation:
     experts_total: int | None = None
 
 
+def module_units(entry: dict, kind: str) -> tuple[int, int]:
+    """(kept, total) units of one module in an ``allocation.json`` layer entry: GQA groups (or heads), MLP
+    channels, or in a mixture of experts the experts."""
+    if kind == "mlp" and "experts" in entry:
+        return entry["experts"], entry["experts_total"]
+    return entry[f"{kind}_units"], entry[f"{kind}_units_total"]
+
+
 @dataclass(frozen=True)
 class Allocation:
     layers: tuple[LayerAllocation, ...]

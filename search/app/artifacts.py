@@ -26,6 +26,7 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
 from search.app.rundir import ARTIFACTS
+from supernet.allocation import module_units
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -61,7 +62,7 @@ def allocation_svg(allocation: dict, *, title: str) -> str:
     for i, entry in enumerate(layers):
         x = left + i * (2 * bar + gap)
         for j, kind in enumerate(("attn", "mlp")):
-            kept, total = entry[f"{kind}_units"], entry[f"{kind}_units_total"]
+            kept, total = module_units(entry, kind)
             h = height * kept / total if total else 0.0
             parts.append(
                 f'<rect x="{x + j * bar}" y="{top + height - h:.1f}" width="{bar}" height="{h:.1f}" '

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.app.rundir import open_storage, read_json, run_config, run_studies
+from supernet.allocation import module_units
 from supernet.files import write_text
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPORT = "report.html"
-KIND_NAMES = {"attn": "attention: GQA groups kept", "mlp": "MLP: channels kept"}
+KIND_NAMES = {"attn": "attention: GQA groups kept", "mlp": "MLP: channels (a mixture: experts) kept"}
 COLORS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d")
 
 
@@ -48,10 +49,9 @@ def allocation_figure(allocation: dict, *, keep: float | None, uniform: dict | N
     x = list(range(len(layers)))
     fig = make_subplots(rows=1, cols=2, subplot_titles=list(KIND_NAMES.values()))
     for col, kind in enumerate(("attn", "mlp"), start=1):
-        kept = [e[f"{kind}_units"] for e in layers]
-        total = [e[f"{kind}_units_total"] for e in layers]
+        kept, total = zip(*(module_units(e, kind) for e in layers), strict=True) if layers else ((), ())
         if uniform is not None:
-            reference = [e[f"{kind}_units"] for e in uniform["layers"]]
+            reference = [module_units(e, kind)[0] for e in uniform["layers"]]
         else:
             reference = [keep * t for t in total] if keep is not None else None
         fig.add_trace(go.Bar(x=x, y=total, name="dense", marker_color="#dddddd", showlegend=col == 1), row=1, col=col)

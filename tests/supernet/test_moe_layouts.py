@@ -79,3 +79,24 @@ def test_a_flops_budget_is_refused_for_a_mixture() -> None:
     model, adapter = meta_moe("mixtral-8x7b")
     with pytest.raises(UsageError, match="block_params or total_params"):
         budget_grid(model, adapter, BudgetConfig(kind="flops", keep=0.5), SupernetConfig())
+
+
+def test_expert_allocations_round_trip_and_read_as_experts() -> None:
+    from supernet.allocation import Allocation, module_units
+
+    model, adapter = meta_moe("qwen3-30b-a3b")
+    grid = budget_grid(model, adapter, BudgetConfig(keep=0.5), SupernetConfig())
+    data = grid.allocation(grid.target).to_json()
+    assert Allocation.from_json(data).to_json() == data
+    assert grid.levels_of(Allocation.from_json(data)) == list(grid.target)
+    entry = data["layers"][0]
+    assert module_units(entry, "mlp") == (entry["experts"], 128) and module_units(entry, "attn")[1] == 4
+    dense_grid = budget_grid(*meta_llama(), BudgetConfig(keep=0.5), SupernetConfig())
+    assert "experts" not in dense_grid.allocation(dense_grid.target).to_json()["layers"][0]
+
+
+def meta_llama():
+    config = layout_config("llama-3.2-1b")
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return model, adapter_for(config)
