@@ -1,0 +1,67 @@
+"""Expert scores from routing statistics: frequency counts every top-k choice, REAP averages the gate value
+times the expert's output norm over the tokens routed to it (checked against an explicit computation)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, MixtralConfig
+
+from supernet.errors import UsageError
+from supernet.expert_criteria import RoutingAccumulator, expert_scores, frequency, reap
+
+EXPERTS, TOP_K = 8, 2
+
+
+def tiny_mixtral():
+    torch.manual_seed(0)
+    config = MixtralConfig(
+        hidden_size=32,
+        intermediate_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=97,
+        num_local_experts=EXPERTS,
+        num_experts_per_tok=TOP_K,
+    )
+    model = AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.3)
+    return model
+
+
+def test_routing_statistics_count_every_choice_and_weigh_output_norms() -> None:
+    model = tiny_mixtral()
+    block = model.model.layers[0].mlp
+    hidden = torch.randn(40, 32, generator=torch.Generator().manual_seed(6))
+    acc = RoutingAccumulator(EXPERTS)
+    handle = acc.attach(block.experts)
+    with torch.no_grad():
+        block(hidden[None])
+        _, weights, chosen = block.gate(hidden)
+    handle.remove()
+    stats = acc.finalize()
+    assert stats.count == 40 and frequency(stats).sum().item() == pytest.approx(TOP_K)
+    e = int(chosen[0, 0])
+    token, slot = torch.where(chosen == e)
+    with torch.no_grad():
+        gate, up = torch.nn.functional.linear(hidden[token], block.experts.gate_up_proj[e]).chunk(2, dim=-1)
+        out = torch.nn.functional.linear(block.experts.act_fn(gate) * up, block.experts.down_proj[e])
+    expected = (weights[token, slot].double() * out.double().norm(dim=-1)).mean()
+    assert reap(stats)[e].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_an_unused_expert_scores_zero_and_an_unknown_criterion_is_refused() -> None:
+    acc = RoutingAccumulator(4)
+    experts = torch.nn.Module()
+    experts.gate_up_proj = torch.nn.Parameter(torch.randn(4, 6, 5))
+    experts.down_proj = torch.nn.Parameter(torch.randn(4, 5, 3))
+    experts.act_fn = torch.nn.functional.silu
+    acc.update(experts, torch.randn(6, 5), torch.tensor([[0, 1]] * 6), torch.full((6, 2), 0.5))
+    stats = acc.finalize()
+    assert reap(stats)[2:].tolist() == [0.0, 0.0] and frequency(stats).tolist() == [1.0, 1.0, 0.0, 0.0]
+    with pytest.raises(UsageError, match="supernet.expert_criterion='random'"):
+        expert_scores("random", stats)
