@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     pool_cpus = max(3 * args.threads_per_worker, os.cpu_count() or 1)  # logical: the pools take turns
     ray.init(num_cpus=pool_cpus, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     spec = EvaluatorSpec(model_dir=str(Path(model_dir).resolve()), dtype="float32", device=args.device, proxy=proxy,
-                         stage_tokens=stage, batch_size=8, prescreen=None, attn_unit="group",
+                         stage_tokens=stage, batch_size=8, prescreen=None, attn_unit="group", expert_unit="expert",
                          calib=tensors_to_bytes({"calib": calib}))  # fmt: skip
     rcfg = RayConfig(threads_per_worker=args.threads_per_worker)
     scorers, startup = {}, {}

@@ -83,6 +83,7 @@ class EvaluatorSpec:
     batch_size: int
     prescreen: str | None
     attn_unit: str  # supernet.attn_unit: the actor's adapter must slice attention as the driver's does
+    expert_unit: str  # supernet.expert_unit: and a mixture's experts
     calib: bytes = field(repr=False)  # {"calib": [windows, seq_len] fitness token ids} as safetensors bytes
 
     def state(self, supernet: Supernet) -> SupernetState:
@@ -93,7 +94,8 @@ class EvaluatorSpec:
         from supernet.loading import load_model
         from supernet.switch import Switcher
 
-        model, _, adapter = load_model(self.model_dir, dtype=self.dtype, device=self.device, attn_unit=self.attn_unit)
+        model, _, adapter = load_model(self.model_dir, dtype=self.dtype, device=self.device, attn_unit=self.attn_unit,
+                                       expert_unit=self.expert_unit)  # fmt: skip
         calib = tensors_from_bytes(self.calib)["calib"]
         return Evaluator(
             model, Switcher(model, adapter), state.load(), self.proxy, stage_windows(calib, self.stage_tokens),

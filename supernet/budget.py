@@ -7,6 +7,9 @@
 - ``total_params``: every parameter of the model. Embeddings, head, norms and unit-less parameters
   (``N_fixed = N_total - N_units``) always stay, so keeping ``keep * N_total`` parameters keeps the
   fraction ``(keep * N_total - N_fixed) / N_units`` of the unit parameters.
+- ``active_params``: the block parameters one token uses. In a dense model all of them (the same as
+  ``block_params``); in a mixture of experts with channel units (``supernet.expert_unit=channel``) a
+  channel unit counts in its top-k experts only, 3 H k, and the router (E H) while the MLP is present.
 - ``flops``: forward FLOPs of the transformer blocks on one sequence of ``T = budget.seq_len`` tokens,
   counting a multiply-add as 2 FLOPs. A unit's cost (supernet/flops.py: Kaplan et al. 2020's 2N per token,
   plus causal attention's T(T+1)/2 query-key pairs, each 2d for QK^T and 2d for AV per query head):
@@ -74,9 +77,16 @@ def budget_grid(model: nn.Module, adapter: DecoderAdapter, budget: BudgetConfig,
     """The level grid of ``cfg`` around the uniform allocation that meets ``budget``."""
     keep = unit_keep(model, adapter, budget)
     if budget.kind == "flops" and adapter.moe:
-        raise UsageError("budget.kind=flops would count every expert as computed for every token; a mixture "
-                         "of experts is budgeted by parameters: budget.kind=block_params or total_params")  # fmt: skip
-    if budget.kind != "flops":
+        raise UsageError("budget.kind=flops would count every expert as computed for every token; budget a "
+                         "mixture by budget.kind=active_params (with supernet.expert_unit=channel)")  # fmt: skip
+    if budget.kind == "active_params" and adapter.moe:
+        if not adapter.channel_units:
+            raise UsageError("budget.kind=active_params counts the top-k experts a token uses, which removing "
+                             "whole experts does not change: use supernet.expert_unit=channel")  # fmt: skip
+        actives = {k: adapter.active_params(k) for k in KINDS}
+        return supernet_grid(adapter, keep, cfg, unit_cost={k: a[0] for k, a in actives.items()},
+                             base_cost={k: a[1] for k, a in actives.items()})  # fmt: skip
+    if budget.kind != "flops":  # block_params, total_params, and active_params of a dense model (all are active)
         return supernet_grid(adapter, keep, cfg)
     costs = {k: unit_flops(adapter, k, budget.seq_len) for k in KINDS}
     bases = {k: base_flops(adapter, k, budget.seq_len) for k in KINDS}

@@ -40,7 +40,7 @@ from supernet.cache import (
 )
 from supernet.compensation import get_compensation
 from supernet.errors import UsageError
-from supernet.expert_criteria import RoutingStats, expert_scores
+from supernet.expert_criteria import RoutingStats, channel_scores, expert_scores
 from supernet.levels import KINDS, LevelGrid, make_grid
 from supernet.statistics import calibrate
 from supernet.switch import Switcher, Variant, kept_units
@@ -79,7 +79,11 @@ def supernet_grid(
             f"supernet.attn_step={cfg.attn_step} is more than a layer's {totals['attn'] // adapter.unit_step('attn')} "
             f"{'query heads per group' if adapter.attn_unit == 'head' else 'GQA groups'}"
         )
-    mlp_step = 1 if adapter.moe else cfg.channel_quantum  # a mixture's MLP units are whole experts
+    mlp_step = 1 if adapter.moe and not adapter.channel_units else cfg.channel_quantum  # whole experts: 1
+    if adapter.moe and adapter.channel_units and cfg.channel_quantum % 8:
+        raise UsageError(f"supernet.channel_quantum={cfg.channel_quantum} with supernet.expert_unit=channel: "
+                         "transformers' grouped expert kernels need each expert's rows in multiples of 16 bytes; "
+                         "use a multiple of 8")  # fmt: skip
     if mlp_step > totals["mlp"]:
         raise UsageError(
             f"supernet.channel_quantum={cfg.channel_quantum} is more than the {totals['mlp']} MLP channels of a layer"
@@ -98,7 +102,10 @@ def supernet_grid(
         base_params={k: adapter.base_params(k) for k in KINDS},
         base_cost=base_cost,
     )
-    return dataclasses.replace(grid, expert_width=adapter.expert_width) if adapter.moe else grid
+    if not adapter.moe:
+        return grid
+    return dataclasses.replace(grid, moe={"unit": adapter.expert_unit, "experts": adapter.num_experts,
+                                          "width": adapter.expert_width})  # fmt: skip
 
 
 @dataclass
@@ -188,6 +195,11 @@ def _fill_module(
 ) -> None:
     """Rank one module's units and compute every level's compensation."""
     layer, kind = key
+    if isinstance(stats, RoutingStats) and adapter.channel_units:  # each expert ranks its own channels
+        scores = channel_scores(stats, module.experts.down_proj)  # [E, I]
+        net.rankings[key] = scores.argsort(dim=1, descending=True, stable=True)  # [E, I] per expert, best first
+        net.fluctuation[key] = scores.sort(dim=1, descending=True).values.mean(dim=0)  # [I]: the u-th best's
+        return
     if isinstance(stats, RoutingStats):  # whole experts: ranked by the expert criterion, not compensated
         scores = expert_scores(cfg.expert_criterion, stats)
         net.rankings[key] = criteria.ranking(scores, 1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from supernet.adapters.base import ATTN_UNITS
+from supernet.adapters.moe import EXPERT_UNITS
 from supernet.compensation import COMPENSATIONS
 from supernet.criteria import CRITERIA
 from supernet.errors import UsageError, check_choice
@@ -18,7 +19,7 @@ from supernet.statistics import GRAM_DTYPES, PROPAGATE
 
 DTYPES = ("float32", "bfloat16", "float16")  # model.dtype, supernet.store_dtype, proxy.kl_cache_dtype
 DATA_SOURCES = ("builtin", "text", "jsonl", "hf_disk", "parquet")
-BUDGET_KINDS = ("block_params", "total_params", "flops")
+BUDGET_KINDS = ("block_params", "total_params", "flops", "active_params")
 
 
 @dataclass
@@ -85,7 +86,8 @@ def resolve_data_source(model: ModelConfig, data: DataConfig) -> None:
 
 @dataclass
 class BudgetConfig:
-    kind: str = "block_params"  # what is counted: block_params | total_params | flops (supernet/budget.py)
+    kind: str = "block_params"  # what is counted: block_params | total_params | flops | active_params (the
+    # parameters one token uses: a mixture's top-k experts; supernet/budget.py)
     keep: float = 0.5  # fraction of that count to keep, in (0, 1]
     seq_len: int = 2048  # flops: tokens of the sequence the FLOPs are counted on (attention grows with it)
 
@@ -112,6 +114,7 @@ class SupernetConfig:
     attn_step: int = 1  # GQA groups (head: query heads per group) per attention level: the finest change
     channel_quantum: int = 8  # MLP widths are multiples of this (64/128 for hardware-friendly widths)
     expert_criterion: str = "reap"  # ranks a MoE layer's whole experts: reap (gate x output norm) | frequency
+    expert_unit: str = "expert"  # a MoE layer's MLP units: whole experts | channel (one channel of every expert)
     joint_budget: bool = True  # one budget over attention and MLP; false: attention keeps the uniform group count
     damping: float = 0.01  # H += damping * mean(diag H) * I before OBS and refit (SparseGPT's percdamp)
     obs_rounds: int = 16  # rounds of greedy OBS removal in an MLP (Týr: 16); attention removes one group a round
@@ -133,6 +136,7 @@ class SupernetConfig:
             ("solve_dtype", GRAM_DTYPES),
             ("attn_unit", ATTN_UNITS),
             ("expert_criterion", EXPERT_CRITERIA),
+            ("expert_unit", EXPERT_UNITS),
         ):
             check_choice(f"supernet.{name}", getattr(self, name), allowed)
         for name in ("attn_step", "channel_quantum", "obs_rounds", "calib_batch_size"):

@@ -10,6 +10,11 @@ expert's output f_e(x) on its tokens. Per expert e, over the n calibration token
   (REAP, ICLR 2026): how much an expert adds where it is used.
 
 X_e is the set of tokens routed to e; an expert no token chose scores 0 under both. Higher is kept first.
+
+With channel units (``supernet.expert_unit=channel``) each expert ranks its own channels j by Wanda-sp's
+score on what its down projection sees, x = g_e(x) h_e(x) (h: the gated activation; the output is
+``down_proj(x)``): ||x_j||_2 over X_e times ||W_down[:, j]||_2 (:func:`channel_scores`). Experts carry no
+bias, so nothing compensates a removed channel's mean: the score counts the mean with the spread.
 """
 
 from __future__ import annotations
@@ -31,14 +36,17 @@ class RoutingStats:
     routed: torch.Tensor  # [E] float64, tokens routed to each expert (|X_e|)
     gate_sum: torch.Tensor  # [E] float64, sum of g_e(x) over X_e
     reap_sum: torch.Tensor  # [E] float64, sum of g_e(x) ||f_e(x)||_2 over X_e
+    channel_sq: torch.Tensor | None = None  # [E, I] float64, sum over X_e of (g_e(x) h_e(x)_j)^2 (channel units)
 
 
 class RoutingAccumulator:
     """Streams the routing of calibration batches into :class:`RoutingStats` (a forward pre-hook on the
     experts module: its inputs are the hidden states [tokens, H], top-k indices and top-k weights [tokens, k])."""
 
-    def __init__(self, experts: int, *, device: torch.device | str = "cpu") -> None:
+    def __init__(self, experts: int, *, channels: int = 0, device: torch.device | str = "cpu") -> None:
+        """``channels``: each expert's width, to accumulate its channels' statistics too (0: experts only)."""
         self.count = 0
+        self.channel_sq = torch.zeros(experts, channels, dtype=torch.float64, device=device) if channels else None
         self.routed = torch.zeros(experts, dtype=torch.float64, device=device)
         self.gate_sum = torch.zeros(experts, dtype=torch.float64, device=device)
         self.reap_sum = torch.zeros(experts, dtype=torch.float64, device=device)
@@ -55,14 +63,17 @@ class RoutingAccumulator:
             token, slot = torch.where(index == e)
             g = weights[token, slot].double()  # [|X_e| in this batch]
             gate, up = nn.functional.linear(hidden[token], module.gate_up_proj[e]).chunk(2, dim=-1)
-            out = nn.functional.linear(module.act_fn(gate) * up, module.down_proj[e])  # [|X_e|, H]
+            h = module.act_fn(gate) * up  # [|X_e|, I]
+            out = nn.functional.linear(h, module.down_proj[e])  # [|X_e|, H]
+            if self.channel_sq is not None:
+                self.channel_sq[e] += (g[:, None] * h.double()).pow(2).sum(dim=0)
             self.routed[e] += len(token)
             self.gate_sum[e] += g.sum()
             self.reap_sum[e] += (g * out.double().norm(dim=-1)).sum()
 
     def finalize(self) -> RoutingStats:
         assert self.count > 0, "no calibration token reached this MoE layer"
-        return RoutingStats(self.count, self.routed, self.gate_sum, self.reap_sum)
+        return RoutingStats(self.count, self.routed, self.gate_sum, self.reap_sum, self.channel_sq)
 
 
 def frequency(stats: RoutingStats) -> torch.Tensor:
@@ -73,6 +84,13 @@ def frequency(stats: RoutingStats) -> torch.Tensor:
 def reap(stats: RoutingStats) -> torch.Tensor:
     """Mean of g_e(x) ||f_e(x)||_2 over the tokens routed to e (0 for an unused expert): [E] float64."""
     return torch.where(stats.routed > 0, stats.reap_sum / stats.routed.clamp_min(1), torch.zeros_like(stats.routed))
+
+
+def channel_scores(stats: RoutingStats, down_proj: torch.Tensor) -> torch.Tensor:
+    """Wanda-sp score of every channel of every expert: ||x_j||_2 ||W_down[:, j]||_2, [E, I] float64.
+    down_proj: the experts' dense [E, H, I]."""
+    assert stats.channel_sq is not None, "channel statistics were not accumulated (expert_unit=channel)"
+    return stats.channel_sq.sqrt() * down_proj.detach().double().norm(dim=1)
 
 
 EXPERT_CRITERIA: dict[str, Callable[[RoutingStats], torch.Tensor]] = {"frequency": frequency, "reap": reap}

@@ -115,11 +115,11 @@ def flap_baseline(net: Supernet, switcher: Switcher) -> FlapBaseline:
         if count == m.total:
             variants[key] = None
             continue
+        if m.kind == "mlp" and adapter.moe:  # experts or expert channels, by the supernet's ranking; no bias
+            variants[key] = Variant(kept_units(net.rankings[key], count))
+            continue
         ranking = criteria.ranking(net.fluctuation[key], adapter.unit_step(m.kind))
         units = kept_units(ranking, count)
-        if m.kind == "mlp" and adapter.moe:  # whole experts: ranked by the expert criterion, no bias
-            variants[key] = Variant(units)
-            continue
         weight = switcher.dense_params[key][adapter.output_projection(m.kind)][0].detach().cpu().double()  # [out, in]
         removed = torch.ones(weight.shape[1], dtype=torch.bool)
         removed[adapter.output_columns(units, m.kind)] = False

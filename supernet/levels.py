@@ -71,7 +71,8 @@ class LevelGrid:
     unit_cost: dict[str, int] | None = None  # what the budget counts per unit, per kind; None = unit_params
     base_params: dict[str, int] | None = None  # a module's parameters while it keeps any unit (K/V of head units)
     base_cost: dict[str, int] | None = None  # the same in what the budget counts; None = base_params
-    expert_width: int = 0  # a mixture of experts: the MLP kind's units are whole experts of this width
+    # a mixture of experts: {"unit": "expert" | "channel", "experts": per layer, "width": an expert's channels}
+    moe: dict | None = None
 
     @property
     def costs(self) -> dict[str, int]:
@@ -140,9 +141,14 @@ class LevelGrid:
         for m, lv in zip(self.modules, levels, strict=True):
             by_layer.setdefault(m.layer, {})[m.kind] = m.units(lv)
             by_layer[m.layer][f"{m.kind}_total"] = m.total
-        if self.expert_width:
-            width = self.expert_width
+        if self.moe and self.moe["unit"] == "expert":  # the MLP's units are experts, each at its full width
+            width = self.moe["width"]
             return Allocation(tuple(LayerAllocation(e["attn"], e["attn_total"], width, width, e["mlp"], e["mlp_total"])
+                                    for _, e in sorted(by_layer.items())), mlp_unit="expert")  # fmt: skip
+        if self.moe:  # channels of every expert: all experts stay while any channel does
+            experts = self.moe["experts"]
+            return Allocation(tuple(LayerAllocation(e["attn"], e["attn_total"], e["mlp"], e["mlp_total"],
+                                                    experts if e["mlp"] else 0, experts)
                                     for _, e in sorted(by_layer.items())))  # fmt: skip
         return Allocation(
             tuple(

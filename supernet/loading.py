@@ -116,9 +116,15 @@ def faithful_tokenizer(path: Path, tokenizer: PreTrainedTokenizerBase) -> PreTra
 
 
 def load_model(
-    path: str | Path, *, dtype: str = "float32", device: str = "cpu", attn_unit: str = "group"
+    path: str | Path,
+    *,
+    dtype: str = "float32",
+    device: str = "cpu",
+    attn_unit: str = "group",
+    expert_unit: str = "expert",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, DecoderAdapter]:
-    """The model in eval mode (no gradients), its tokenizer and its family's adapter (with ``attn_unit``)."""
+    """The model in eval mode (no gradients), its tokenizer and its family's adapter (with ``attn_unit`` and,
+    for a mixture of experts, ``expert_unit``)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
@@ -127,7 +133,7 @@ def load_model(
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError(f"{path / 'config.json'} cannot be read ({first_line(exc)}): re-save the model") from exc
-    adapter = adapter_for(config, attn_unit=attn_unit)
+    adapter = adapter_for(config, attn_unit=attn_unit, expert_unit=expert_unit)
     check_weights(path)
     try:
         model, info = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), use_safetensors=True,

@@ -151,7 +151,8 @@ def _accumulator(adapter: DecoderAdapter, layer: torch.nn.Module, kind: str, *, 
     """What a module's units are scored from: its output projection's input channels, or (the experts of a
     mixture) the router's choices (:mod:`supernet.expert_criteria`)."""
     if kind == "mlp" and adapter.moe:
-        return RoutingAccumulator(adapter.units_total("mlp"), device=device)
+        channels = adapter.expert_width if adapter.channel_units else 0
+        return RoutingAccumulator(adapter.num_experts, channels=channels, device=device)
     width = adapter.output_linear(layer, kind).in_features
     return StatsAccumulator(width, gram=gram, gram_dtype=GRAM_DTYPES[gram_dtype], device=device)
 

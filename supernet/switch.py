@@ -50,8 +50,9 @@ class Variant:
 
 
 def kept_units(ranking: torch.Tensor, count: int) -> torch.Tensor:
-    """The ``count`` best units of a ranking, ascending (so nested levels slice consistently)."""
-    return ranking[:count].sort().values
+    """The ``count`` best units of a ranking, ascending (so nested levels slice consistently); a ranking per
+    row ([E, I]: each expert's channels) keeps ``count`` in every row."""
+    return ranking[..., :count].sort(dim=-1).values
 
 
 class Switcher:
@@ -205,7 +206,7 @@ class Switcher:
                 if attn is None
                 else (self.adapter.attention_shape(attn.units.numel()))
             )
-            kept = self.adapter.units_total("mlp") if mlp is None else mlp.units.numel()
+            kept = self.adapter.units_total("mlp") if mlp is None else mlp.units.shape[-1]
             shape = {
                 "num_attention_heads": heads,
                 "num_key_value_heads": kv_heads,
@@ -213,8 +214,8 @@ class Switcher:
                 "attn_out_bias": self._has_out_bias(i, "attn"),
                 "mlp_out_bias": self._has_out_bias(i, "mlp"),
             }
-            if self.adapter.moe:  # the MLP's units are experts; the config's own width field stays
-                shape |= {"num_experts": kept, "intermediate_size": self.adapter.dense_intermediate}
+            if self.adapter.moe:  # experts kept and their width; the config's own width field stays
+                shape |= self.adapter.moe_shape(kept)
             shapes.append(shape)
         return shapes
 

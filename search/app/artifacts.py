@@ -62,7 +62,7 @@ def allocation_svg(allocation: dict, *, title: str) -> str:
     for i, entry in enumerate(layers):
         x = left + i * (2 * bar + gap)
         for j, kind in enumerate(("attn", "mlp")):
-            kept, total = module_units(entry, kind)
+            kept, total = module_units(allocation, entry, kind)
             h = height * kept / total if total else 0.0
             parts.append(
                 f'<rect x="{x + j * bar}" y="{top + height - h:.1f}" width="{bar}" height="{h:.1f}" '

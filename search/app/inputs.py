@@ -52,14 +52,22 @@ def resolve_model_path(model: ModelConfig, *, progress: bool) -> tuple[Path, str
 
 
 def load_inputs(
-    model: ModelConfig, data: DataConfig, *, device: str, attn_unit: str, seed: int, progress: bool
+    model: ModelConfig,
+    data: DataConfig,
+    *,
+    device: str,
+    attn_unit: str,
+    seed: int,
+    progress: bool,
+    expert_unit: str = "expert",
 ) -> Inputs:
     """Check the device, seed torch, load the model and check ``data``'s windows fit its positions."""
     check_device(device, available=True)
     torch.manual_seed(seed)
     directory, name = resolve_model_path(model, progress=progress)
     weights = weight_files(directory, getattr(torch, model.dtype))  # before the load reads them
-    loaded, tokenizer, adapter = load_model(directory, dtype=model.dtype, device=device, attn_unit=attn_unit)
+    loaded, tokenizer, adapter = load_model(directory, dtype=model.dtype, device=device, attn_unit=attn_unit,
+                                            expert_unit=expert_unit)  # fmt: skip
     check_positions(loaded.config, data)
     return Inputs(loaded, tokenizer, adapter, directory, name, weights)
 

@@ -49,9 +49,9 @@ def allocation_figure(allocation: dict, *, keep: float | None, uniform: dict | N
     x = list(range(len(layers)))
     fig = make_subplots(rows=1, cols=2, subplot_titles=list(KIND_NAMES.values()))
     for col, kind in enumerate(("attn", "mlp"), start=1):
-        kept, total = zip(*(module_units(e, kind) for e in layers), strict=True) if layers else ((), ())
+        kept, total = zip(*(module_units(allocation, e, kind) for e in layers), strict=True) if layers else ((), ())
         if uniform is not None:
-            reference = [module_units(e, kind)[0] for e in uniform["layers"]]
+            reference = [module_units(uniform, e, kind)[0] for e in uniform["layers"]]
         else:
             reference = [keep * t for t in total] if keep is not None else None
         fig.add_trace(go.Bar(x=x, y=total, name="dense", marker_color="#dddddd", showlegend=col == 1), row=1, col=col)

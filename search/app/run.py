@@ -104,7 +104,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     if not cfg.progress:  # transformers' own bars (loading weights, writing shards) follow the quiet switch too
         transformers.utils.logging.disable_progress_bar()
     inputs = load_inputs(cfg.model, cfg.data, device=cfg.device, attn_unit=cfg.supernet.attn_unit, seed=cfg.seed,
-                         progress=cfg.progress)  # fmt: skip
+                         expert_unit=cfg.supernet.expert_unit, progress=cfg.progress)  # fmt: skip
     model, tokenizer, adapter = inputs.model, inputs.tokenizer, inputs.adapter
     if cfg.export.gguf:  # refuse a model llama.cpp cannot run before the hours of work, not after
         check_exportable(model.config, tokenizer)

@@ -10,12 +10,12 @@ from supernet.adapters.gemma3 import Gemma3TextAdapter
 from supernet.adapters.granite import GraniteAdapter
 from supernet.adapters.llama import LlamaAdapter
 from supernet.adapters.mistral import MistralAdapter
-from supernet.adapters.moe import MixtralAdapter, Qwen3MoeAdapter
+from supernet.adapters.moe import EXPERT_UNITS, MixtralAdapter, Qwen3MoeAdapter
 from supernet.adapters.olmo2 import Olmo2Adapter
 from supernet.adapters.phi3 import Phi3Adapter
 from supernet.adapters.qwen2 import Qwen2Adapter
 from supernet.adapters.qwen3 import Qwen3Adapter
-from supernet.errors import UsageError
+from supernet.errors import UsageError, check_choice
 
 if TYPE_CHECKING:
     from transformers import PreTrainedConfig
@@ -39,16 +39,18 @@ ADAPTERS: dict[str, type[DecoderAdapter]] = {
 }
 
 
-def adapter_for(config: PreTrainedConfig, *, attn_unit: str = "group") -> DecoderAdapter:
-    """The adapter of ``config.model_type`` (attention units: ``group`` or ``head``); a one-line
-    UsageError for any other architecture."""
+def adapter_for(config: PreTrainedConfig, *, attn_unit: str = "group", expert_unit: str = "expert") -> DecoderAdapter:
+    """The adapter of ``config.model_type`` (attention units: ``group`` or ``head``; a mixture's MLP units:
+    ``expert`` (whole experts) or ``channel`` (of every expert)); a one-line UsageError for any other family."""
+    check_choice("supernet.expert_unit", expert_unit, EXPERT_UNITS)
     model_type = getattr(config, "model_type", None)
     if model_type not in ADAPTERS:
         raise UsageError(
             f"unsupported architecture {model_type!r}: strata prunes {', '.join(sorted(ADAPTERS))} "
             "(add an adapter under supernet/adapters/ for another family)"
         )
-    return ADAPTERS[model_type](config, attn_unit=attn_unit)
+    cls = ADAPTERS[model_type]
+    return cls(config, attn_unit=attn_unit, expert_unit=expert_unit) if cls.moe else cls(config, attn_unit=attn_unit)
 
 
 __all__ = ["ADAPTERS", "DecoderAdapter", "Geometry", "Projection", "adapter_for"]

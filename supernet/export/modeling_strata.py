@@ -107,14 +107,21 @@ def _layer_config(base: PreTrainedConfig, shape: dict, head_dim: int) -> PreTrai
     cfg.num_key_value_heads = max(shape["num_key_value_heads"], 1)
     cfg.intermediate_size = shape["intermediate_size"]
     cfg.head_dim = head_dim
-    if "num_experts" in shape:  # a mixture of experts: the experts it keeps, and top-k no more than those
+    if "num_experts" in shape:  # a mixture of experts: the experts it keeps (top-k no more), their width
         cfg.num_local_experts = max(shape["num_experts"], 1)
         cfg.num_experts_per_tok = min(cfg.num_experts_per_tok, cfg.num_local_experts)
+        width = max(shape.get("expert_width", 1), 1)
+        if getattr(cfg, "moe_intermediate_size", None):
+            cfg.moe_intermediate_size = width
+        else:  # Mixtral: intermediate_size is an expert's width
+            cfg.intermediate_size = width
     return cfg
 
 
 def _mlp_removed(shape: dict) -> bool:
-    return shape.get("num_experts", shape["intermediate_size"]) == 0
+    if "num_experts" in shape:
+        return shape["num_experts"] == 0 or shape.get("expert_width", 1) == 0
+    return shape["intermediate_size"] == 0
 
 
 def build_layer(dense_layer: nn.Module, base: PreTrainedConfig, shape: dict, layer_idx: int) -> nn.Module:

@@ -65,3 +65,25 @@ def test_an_unused_expert_scores_zero_and_an_unknown_criterion_is_refused() -> N
     assert reap(stats)[2:].tolist() == [0.0, 0.0] and frequency(stats).tolist() == [1.0, 1.0, 0.0, 0.0]
     with pytest.raises(UsageError, match="supernet.expert_criterion='random'"):
         expert_scores("random", stats)
+
+
+def test_expert_channels_are_scored_on_their_gate_weighted_inputs() -> None:
+    from supernet.expert_criteria import channel_scores
+
+    model = tiny_mixtral()
+    block = model.model.layers[0].mlp
+    hidden = torch.randn(30, 32, generator=torch.Generator().manual_seed(7))
+    acc = RoutingAccumulator(EXPERTS, channels=24)
+    handle = acc.attach(block.experts)
+    with torch.no_grad():
+        block(hidden[None])
+        _, weights, chosen = block.gate(hidden)
+    handle.remove()
+    scores = channel_scores(acc.finalize(), block.experts.down_proj)  # [E, I]
+    e = int(chosen[3, 1])
+    token, slot = torch.where(chosen == e)
+    with torch.no_grad():
+        gate, up = torch.nn.functional.linear(hidden[token], block.experts.gate_up_proj[e]).chunk(2, dim=-1)
+        x = weights[token, slot, None].double() * (block.experts.act_fn(gate) * up).double()  # [|X_e|, I]
+    expected = x.norm(dim=0) * block.experts.down_proj[e].double().norm(dim=0)
+    torch.testing.assert_close(scores[e], expected)

@@ -50,7 +50,11 @@ def assert_rule(grid, levels, top_k: int):
 def test_expert_grids_meet_the_rule_with_every_allocator(name: str, kind: str, keep: float) -> None:
     model, adapter = meta_moe(name)
     grid = budget_grid(model, adapter, BudgetConfig(kind=kind, keep=keep), SupernetConfig())
-    assert grid.step("mlp") == 1 and grid.expert_width == adapter.expert_width
+    assert grid.step("mlp") == 1 and grid.moe == {
+        "unit": "expert",
+        "experts": adapter.num_experts,
+        "width": adapter.expert_width,
+    }
     assert all(m.lo >= adapter.top_k for m in grid.modules if m.kind == "mlp")
     for allocator in ALLOCATORS:
         assert_rule(grid, allocate(allocator, Scores(grid), grid, keep), adapter.top_k)
@@ -77,7 +81,7 @@ def test_a_thousand_switches_and_repairs_keep_top_k_experts(name: str) -> None:
 
 def test_a_flops_budget_is_refused_for_a_mixture() -> None:
     model, adapter = meta_moe("mixtral-8x7b")
-    with pytest.raises(UsageError, match="block_params or total_params"):
+    with pytest.raises(UsageError, match="budget.kind=active_params"):
         budget_grid(model, adapter, BudgetConfig(kind="flops", keep=0.5), SupernetConfig())
 
 
@@ -90,7 +94,7 @@ def test_expert_allocations_round_trip_and_read_as_experts() -> None:
     assert Allocation.from_json(data).to_json() == data
     assert grid.levels_of(Allocation.from_json(data)) == list(grid.target)
     entry = data["layers"][0]
-    assert module_units(entry, "mlp") == (entry["experts"], 128) and module_units(entry, "attn")[1] == 4
+    assert module_units(data, entry, "mlp") == (entry["experts"], 128) and module_units(data, entry, "attn")[1] == 4
     dense_grid = budget_grid(*meta_llama(), BudgetConfig(keep=0.5), SupernetConfig())
     assert "experts" not in dense_grid.allocation(dense_grid.target).to_json()["layers"][0]
 
@@ -100,3 +104,38 @@ def meta_llama():
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     return model, adapter_for(config)
+
+
+@pytest.mark.parametrize("name", sorted(MOE_LAYOUTS))
+@pytest.mark.parametrize("keep", [0.3, 0.5, 0.7])
+def test_expert_channel_grids_meet_an_active_params_budget(name: str, keep: float) -> None:
+    """Channel units under budget.kind=active_params: a channel costs 3 H k (its top-k experts), and every
+    allocator and level switch meets the budget rule counted that way."""
+    config = layout_config(name)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    adapter = adapter_for(config, expert_unit="channel")
+    grid = budget_grid(
+        model, adapter, BudgetConfig(kind="active_params", keep=keep), SupernetConfig(expert_unit="channel")
+    )
+    assert (
+        grid.costs["mlp"] == 3 * config.hidden_size * adapter.top_k
+        and grid.step("mlp") == SupernetConfig().channel_quantum
+    )
+    for allocator in ALLOCATORS:
+        assert_rule(grid, allocate(allocator, Scores(grid), grid, keep), 0)
+    rng = np.random.default_rng(0)
+    parent = list(grid.target)
+    for _ in range(200):
+        parent = level_switch(rng, parent, grid)
+        assert_rule(grid, parent, 0)
+    layer = grid.allocation(grid.target).to_json()["layers"][0]
+    assert (
+        layer["experts"] == layer["experts_total"] == adapter.num_experts and layer["mlp_units"] < adapter.expert_width
+    )
+
+
+def test_an_active_params_budget_with_whole_experts_is_refused() -> None:
+    model, adapter = meta_moe("qwen3-30b-a3b")
+    with pytest.raises(UsageError, match="supernet.expert_unit=channel"):
+        budget_grid(model, adapter, BudgetConfig(kind="active_params", keep=0.5), SupernetConfig())

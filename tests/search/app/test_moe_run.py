@@ -17,10 +17,30 @@ EXPERTS = {"num_local_experts": 8, "num_experts_per_tok": 2}
 LAYER_CLASSES = {"qwen3-30b-a3b": "Qwen3MoeDecoderLayer", "mixtral-8x7b": "MixtralDecoderLayer"}
 
 
+CHANNELS = ["supernet.expert_unit=channel", "budget.kind=active_params"]
+
+
 @pytest.fixture(scope="module")
 def runs(tiny_reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     fields = dict.fromkeys(MOE_LAYOUTS, EXPERTS)
     return prune_layouts(sorted(MOE_LAYOUTS), tiny_reference_dir, tmp_path_factory.mktemp("moe"), {}, fields)
+
+
+def test_expert_channels_under_an_active_params_budget(tiny_reference_dir: Path, tmp_path: Path) -> None:
+    """Qwen3-30B-A3B's layout with channel units and budget.kind=active_params: every expert stays, each layer
+    at its own expert width, and the active-parameter cost meets the budget rule."""
+    name = "qwen3-30b-a3b"
+    run_dir = prune_layouts([name], tiny_reference_dir, tmp_path, {name: CHANNELS}, {name: EXPERTS})[name]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    budget = metrics["budget"]
+    assert budget["kind"] == "active_params"
+    assert budget["target_cost"] - budget["slack"] < budget["cost"] <= budget["target_cost"]
+    layers = json.loads((run_dir / "allocation.json").read_text())["layers"]
+    assert all(entry["experts"] in (0, 8) and entry["mlp_units"] < entry["mlp_units_total"] for entry in layers)
+    shapes = json.loads((run_dir / "model" / "config.json").read_text())["layer_shapes"]
+    assert [s["expert_width"] for s in shapes] == [entry["mlp_units"] for entry in layers]
+    (reloaded,) = reload_without_strata({name: run_dir}).values()
+    assert reloaded["params"] == metrics["pruned"]["params"] and reloaded["strata_modules"] == []
 
 
 def test_every_mixture_is_pruned_on_budget_with_its_experts_counted(runs: dict[str, Path]) -> None:

@@ -1,6 +1,7 @@
-"""The contract of the mixture-of-experts adapters (Qwen3-MoE, Mixtral): whole experts switched in place
-equal the exported model, in this process and reloaded in one that never imports strata; the router
-keeps exactly the kept experts' rows and renormalises over them as the family does."""
+"""The contract of the mixture-of-experts adapters (Qwen3-MoE, Mixtral): whole experts, or the channels of
+every expert, switched in place equal the exported model, in this process and reloaded in one that never
+imports strata; the router keeps exactly the kept experts' rows and renormalises over them as the family
+does."""
 
 from __future__ import annotations
 
@@ -54,6 +55,45 @@ def prune_experts(model) -> Switcher:
     return switcher
 
 
+def prune_channels(model) -> Switcher:
+    """Channel units: every expert of layer 0 keeps its own 8 channels, layer 1 loses its MoE block (no
+    channel left), layer 2 keeps 16 channels per expert (widths of the grid's channel quantum: transformers'
+    grouped expert kernels need rows of 16 bytes)."""
+    switcher = Switcher(model, adapter_for(model.config, expert_unit="channel"))
+    gen = torch.Generator().manual_seed(4)
+    channels = lambda w: torch.stack([torch.randperm(24, generator=gen)[:w].sort().values for _ in range(EXPERTS)])  # noqa: E731
+    switcher.set(0, "mlp", Variant(channels(8)))
+    switcher.set(1, "mlp", Variant(torch.zeros(EXPERTS, 0, dtype=torch.long)))
+    switcher.set(2, "mlp", Variant(channels(16)))
+    return switcher
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_expert_channels_in_place_equal_the_exported_model(family: str) -> None:
+    model = tiny_moe(family)
+    switcher = prune_channels(model)
+    pruned = assert_live_equals_materialised(model, switcher)
+    assert [(s["num_experts"], s["expert_width"]) for s in switcher.shapes()] == [(8, 8), (0, 0), (8, 16)]
+    assert tuple(pruned.model.layers[2].mlp.experts.down_proj.shape) == (EXPERTS, 32, 16)
+    assert type(pruned.model.layers[1].mlp).__name__ == "RemovedMLP"
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_switching_expert_channels_back_restores_dense_exactly(family: str) -> None:
+    assert_switching_back_is_exact(tiny_moe(family), prune_channels)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_channel_unit_holds_its_rows_in_every_expert(family: str) -> None:
+    model = tiny_moe(family)
+    adapter = adapter_for(model.config, expert_unit="channel")
+    switcher = Switcher(model, adapter)
+    dense = count_params(adapter.mlp(switcher.layers[0]))
+    switcher.set(0, "mlp", Variant(torch.arange(8).repeat(EXPERTS, 1)))
+    assert dense - count_params(adapter.mlp(switcher.layers[0])) == (24 - 8) * adapter.unit_params("mlp")
+    assert adapter.unit_params("mlp") == 3 * 32 * EXPERTS and adapter.active_params("mlp") == (3 * 32 * TOP_K, 8 * 32)
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_kept_experts_in_place_equal_the_exported_model(family: str) -> None:
     model = tiny_moe(family)
@@ -104,17 +144,17 @@ def test_an_expert_unit_holds_its_projections_and_router_row(family: str) -> Non
 def reloaded_moe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     root = tmp_path_factory.mktemp("reload-moe")
     cases = {}
-    for family in sorted(FAMILIES):
+    for family, prune in [(f, p) for f in sorted(FAMILIES) for p in (prune_experts, prune_channels)]:
         model = tiny_moe(family)
-        switcher = prune_experts(model)
+        switcher = prune(model)
         x = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(3))
         with torch.no_grad():
             live = model(x).logits
             generated = model.generate(x[:1], max_new_tokens=6, do_sample=False)
-        case_dir = root / family
+        case_dir = root / f"{family}-{prune.__name__}"
         save_pruned(model, switcher, _NoTokenizer(), case_dir / "model")
         save_file({"x": x}, str(case_dir / "in.safetensors"))
-        cases[family] = {"dir": case_dir, "live": live, "generated": generated,
+        cases[family, prune.__name__] = {"dir": case_dir, "live": live, "generated": generated,
                          "params": count_params(materialize(model, switcher))}  # fmt: skip
     proc = subprocess.run([sys.executable, "-c", RELOAD, *(str(c["dir"]) for c in cases.values())],
                           capture_output=True, text=True, cwd=root, check=False)  # fmt: skip
@@ -125,9 +165,10 @@ def reloaded_moe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     return cases
 
 
+@pytest.mark.parametrize("units", ["prune_experts", "prune_channels"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_pruned_moe_reloads_without_strata(family: str, reloaded_moe) -> None:
-    case = reloaded_moe[family]
+def test_pruned_moe_reloads_without_strata(family: str, units: str, reloaded_moe) -> None:
+    case = reloaded_moe[family, units]
     assert case["report"]["strata_modules"] == [] and case["report"]["params"] == case["params"]
     torch.testing.assert_close(case["result"]["logits"], case["live"], atol=1e-4, rtol=0)
     assert torch.equal(case["result"]["generated"], case["generated"])
