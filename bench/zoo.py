@@ -16,7 +16,8 @@ supernet was fitted on, ``search.fitness=calibration``); ``resample`` (early sta
 every generation, ``search.resample=true``); ``head`` (query heads as attention units); ``frequency`` (a
 mixture's experts ranked by how often the router picks them instead of REAP; its ``uniform`` row is
 uniform frequency pruning, the defaults' is uniform REAP pruning, and ``moe`` in the output compares the
-searched allocation with the better of the two). ``--quick``: keep
+searched allocation with the better of the two); ``active_params`` (a mixture's expert channels as units,
+``supernet.expert_unit=channel``, under ``budget.kind=active_params``: the parameters one token uses). ``--quick``: keep
 0.5, the defaults, 48 trials. Writes ``bench/results/<--name>.json`` (default ``zoo.json``;
 ``zoo-quick.json``) and prints a markdown table.
 """
@@ -49,6 +50,8 @@ SETUPS = {  # name -> overrides per config node
     "resample": {"search": {"resample": True}},
     "head": {"supernet": {"attn_unit": "head"}},
     "frequency": {"supernet": {"expert_criterion": "frequency"}},  # a mixture's experts ranked by routing share
+    # a mixture's expert channels under the parameters one token uses (its top-k experts)
+    "active_params": {"supernet": {"expert_unit": "channel"}, "budget": {"kind": "active_params"}},
 }
 MOE_AIM = 0.90  # issue 14: searched <= 0.90x the best uniform expert pruning (REAP or frequency)
 TARGETS = {"vs_dense": 1.10, "vs_flap_global": 0.80}  # issue 12: searched <= 1.10x dense (aim), <= 0.80x FLAP
@@ -63,7 +66,7 @@ def run_config(model: str, keep: float, overrides: dict, trials: int | None) -> 
     return RunConfig(
         model=ModelConfig(path=path, reference="default"),
         data=DataConfig(source="builtin"),
-        budget=BudgetConfig(keep=keep),
+        budget=BudgetConfig(keep=keep, **overrides.get("budget", {})),
         supernet=SupernetConfig(**overrides.get("supernet", {})),
         search=SearchConfig(**search),
         progress=False,
