@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from supernet.export.modeling_strata import RemovedAttention, RemovedMLP
 from supernet.levels import KINDS
 
 if TYPE_CHECKING:
@@ -119,6 +118,8 @@ class Switcher:
         """A MoE block keeping the experts of ``variant`` (None: all); experts carry no compensation."""
         assert variant is None or not (variant.adds_bias or variant.out_weight is not None), "experts: no compensation"
         if variant is not None and variant.units.numel() == 0:
+            from supernet.export.modeling_strata import RemovedMLP  # transformers, only when a module goes
+
             module = RemovedMLP(self.adapter.geometry.hidden, bias=False)
             self._install(layer_idx, "mlp", module.to(self.dense_experts[layer_idx]["router"]))
             return
@@ -126,6 +127,8 @@ class Switcher:
         self.adapter.install_experts(dense, self.dense_experts[layer_idx], None if variant is None else variant.units)
 
     def _removed(self, layer_idx: int, kind: str, variant: Variant, dense: nn.Module) -> nn.Module:
+        from supernet.export.modeling_strata import RemovedAttention, RemovedMLP  # transformers, when needed
+
         geo = self.adapter.geometry
         weight = self.dense_params[layer_idx, kind][self.adapter.output_projection(kind)][0]
         _, bias = self._output(kind, weight, None, variant)

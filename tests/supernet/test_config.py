@@ -24,3 +24,9 @@ def test_the_default_supernet_is_the_measured_best() -> None:
     """bench/criteria.py: OBS ranking with the intercept refit is best under the uniform allocation."""
     cfg = SupernetConfig()
     assert (cfg.criterion, cfg.compensation) == ("obs", "refit_intercept")
+
+
+@pytest.mark.parametrize(("key", "value"), [("expert_criterion", "random"), ("expert_unit", "row")])
+def test_unknown_expert_settings_are_refused_with_the_choices(key: str, value: str) -> None:
+    with pytest.raises(UsageError, match=f"supernet.{key}='{value}' is not one of"):
+        SupernetConfig(**{key: value})

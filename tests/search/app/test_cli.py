@@ -247,7 +247,6 @@ BAD_INPUTS = {
     "unknown_fitness_windows": (lambda tmp, ref: ["search.fitness=train"], "search.fitness='train'"),
     "resample_with_workers": (lambda tmp, ref: ["search.resample=true", "search.workers=2"], "search.workers=1"),
     "survivors_per_stage": (lambda tmp, ref: ["search.survivors=[1,1]"], "one entry per stage"),
-    "gguf_dtype_unknown": (lambda tmp, ref: ["export.gguf_dtype=q4_k"], "export.gguf_dtype='q4_k'"),
     "gguf_without_route": (lambda tmp, ref: [*BUILTIN, "model.path=" + str(layout_dir("qwen3-0.6b", ref, tmp / "q3")),
                                              "export.gguf=true"], "no llama.cpp route for qwen3"),
     "no_window_for_fitness": (lambda tmp, ref: [*_text(tmp, b"x = 1\n" * 400), "data.calib_sequences=64"],

@@ -12,7 +12,8 @@ from supernet.errors import UsageError
 
 def test_unknown_architecture_names_the_supported_ones() -> None:
     with pytest.raises(
-        UsageError, match="unsupported architecture 'gpt2'.*gemma2, gemma3_text, granite, llama, mistral, olmo2, phi3"
+        UsageError,
+        match="unsupported architecture 'gpt2'.*gemma2, gemma3_text, granite, llama, mistral, mixtral, olmo2, phi3",
     ):
         adapter_for(GPT2Config())
 
@@ -24,10 +25,12 @@ def test_every_family_is_registered() -> None:
         "granite",
         "llama",
         "mistral",
+        "mixtral",
         "olmo2",
         "phi3",
         "qwen2",
         "qwen3",
+        "qwen3_moe",
     ]
 
 

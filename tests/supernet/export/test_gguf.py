@@ -5,8 +5,6 @@ test_gguf_llama_cpp.py."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import gguf
@@ -151,32 +149,39 @@ def test_q8_0_quantises_rows_of_32_and_keeps_other_rows_f16(llama_gguf: tuple[Pa
     assert types["blk.0.attn_norm.weight"] == f32
 
 
-def export_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "search.app.export", *args, "--quiet"], capture_output=True,
-                          text=True, check=False)  # fmt: skip
+def export_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    """``strata-export ARGS --quiet`` in this process: (exit status, stderr)."""
+    from search.app.export import main
+
+    try:
+        main([*args, "--quiet"])
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    return status, capsys.readouterr().err
 
 
-def test_strata_export_writes_run_dir_model_gguf(llama_gguf: tuple[Path, Path], tmp_path: Path) -> None:
+def test_strata_export_writes_run_dir_model_gguf(llama_gguf: tuple[Path, Path], tmp_path: Path, capsys) -> None:
     model, reference = llama_gguf
     run_dir = tmp_path / "run"
-    (run_dir).mkdir()
+    run_dir.mkdir()
     (run_dir / "model").symlink_to(model)
-    proc = export_cli(str(run_dir))
-    assert proc.returncode == 0, proc.stderr
+    status, err = export_cli(capsys, str(run_dir))
+    assert status == 0, err
     assert (run_dir / "model.gguf").read_bytes() == reference.read_bytes()  # deterministic, same as the API
 
 
-def test_strata_export_refusals_are_one_line_errors(tmp_path: Path, tiny_reference_dir: Path) -> None:
+def test_strata_export_refusals_are_one_line_errors(tmp_path: Path, tiny_reference_dir: Path, capsys) -> None:
     qwen3 = layout_dir("qwen3-0.6b", tiny_reference_dir, tmp_path / "qwen3")
     for args, expected in (
         ([str(tmp_path / "nothing")], "holds neither model/config.json"),
         ([str(qwen3)], "no llama.cpp route for qwen3"),
         ([str(qwen3), "--dtype", "q4_k"], "invalid choice"),
     ):
-        proc = export_cli(*args)
-        errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-        assert proc.returncode == 2 and len(errors) == 1 and expected in errors[0], proc.stderr
-        assert "Traceback" not in proc.stderr
+        status, err = export_cli(capsys, *args)
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert status == 2 and len(errors) == 1 and expected in errors[0], err
+        assert "Traceback" not in err
     assert not (qwen3 / "model.gguf").exists()
 
 
