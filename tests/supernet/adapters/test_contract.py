@@ -163,23 +163,20 @@ class _NoTokenizer:
         pass
 
 
-@pytest.fixture(scope="module")
-def reloaded(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict]:
-    """Every family and unit pruned, saved, and reloaded in one process that never imports strata."""
-    root = tmp_path_factory.mktemp("reload")
-    cases = {}
-    for family, attn_unit in CASES:
-        model = tiny_model(family, tied=family in TIED)
-        switcher = prune_candidate(model, attn_unit)
-        x = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(3))
-        with torch.no_grad():
-            live = model(x).logits
-            generated = model.generate(x[:1], max_new_tokens=6, do_sample=False)
-        case_dir = root / f"{family}-{attn_unit}"
-        out = save_pruned(model, switcher, _NoTokenizer(), case_dir / "model")
-        save_file({"x": x}, str(case_dir / "in.safetensors"))
-        cases[family, attn_unit] = {"dir": case_dir, "model_dir": out, "live": live, "generated": generated,
-                                    "params": count_params(materialize(model, switcher))}  # fmt: skip
+def saved_case(model, switcher: Switcher, case_dir) -> dict:
+    """Save the candidate under ``case_dir/model`` with an input; what the live model gave on it."""
+    x = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        live = model(x).logits
+        generated = model.generate(x[:1], max_new_tokens=6, do_sample=False)
+    out = save_pruned(model, switcher, _NoTokenizer(), case_dir / "model")
+    save_file({"x": x}, str(case_dir / "in.safetensors"))
+    return {"dir": case_dir, "model_dir": out, "live": live, "generated": generated,
+            "params": count_params(materialize(model, switcher))}  # fmt: skip
+
+
+def reload_cases(cases: dict, root) -> dict:
+    """Reload every saved case in one process that never imports strata: its report and outputs."""
     proc = subprocess.run([sys.executable, "-c", RELOAD, *(str(c["dir"]) for c in cases.values())],
                           capture_output=True, text=True, cwd=root, check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -187,6 +184,17 @@ def reloaded(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], 
         case["report"] = json.loads(line)
         case["result"] = load_file(str(case["dir"] / "out.safetensors"))
     return cases
+
+
+@pytest.fixture(scope="module")
+def reloaded(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict]:
+    """Every family and unit pruned, saved, and reloaded in one process that never imports strata."""
+    root = tmp_path_factory.mktemp("reload")
+    cases = {}
+    for family, attn_unit in CASES:
+        model = tiny_model(family, tied=family in TIED)
+        cases[family, attn_unit] = saved_case(model, prune_candidate(model, attn_unit), root / f"{family}-{attn_unit}")
+    return reload_cases(cases, root)
 
 
 @pytest.mark.parametrize(("family", "attn_unit"), CASES)

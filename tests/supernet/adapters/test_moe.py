@@ -5,18 +5,12 @@ does."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-from test_contract import RELOAD, _NoTokenizer, assert_live_equals_materialised, assert_switching_back_is_exact
+from test_contract import assert_live_equals_materialised, assert_switching_back_is_exact, reload_cases, saved_case
 from transformers import AutoModelForCausalLM, MixtralConfig, Qwen3MoeConfig
 
 from supernet.adapters import adapter_for
-from supernet.export import materialize, save_pruned
 from supernet.params import count_params
 from supernet.switch import Switcher, Variant
 
@@ -141,28 +135,13 @@ def test_an_expert_unit_holds_its_projections_and_router_row(family: str) -> Non
 
 
 @pytest.fixture(scope="module")
-def reloaded_moe(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+def reloaded_moe(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict]:
     root = tmp_path_factory.mktemp("reload-moe")
     cases = {}
     for family, prune in [(f, p) for f in sorted(FAMILIES) for p in (prune_experts, prune_channels)]:
         model = tiny_moe(family)
-        switcher = prune(model)
-        x = torch.randint(0, 97, (2, 11), generator=torch.Generator().manual_seed(3))
-        with torch.no_grad():
-            live = model(x).logits
-            generated = model.generate(x[:1], max_new_tokens=6, do_sample=False)
-        case_dir = root / f"{family}-{prune.__name__}"
-        save_pruned(model, switcher, _NoTokenizer(), case_dir / "model")
-        save_file({"x": x}, str(case_dir / "in.safetensors"))
-        cases[family, prune.__name__] = {"dir": case_dir, "live": live, "generated": generated,
-                         "params": count_params(materialize(model, switcher))}  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", RELOAD, *(str(c["dir"]) for c in cases.values())],
-                          capture_output=True, text=True, cwd=root, check=False)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for case, line in zip(cases.values(), proc.stdout.strip().splitlines(), strict=True):
-        case["report"] = json.loads(line)
-        case["result"] = load_file(str(case["dir"] / "out.safetensors"))
-    return cases
+        cases[family, prune.__name__] = saved_case(model, prune(model), root / f"{family}-{prune.__name__}")
+    return reload_cases(cases, root)
 
 
 @pytest.mark.parametrize("units", ["prune_experts", "prune_channels"])
