@@ -8,8 +8,9 @@ the ratio of a group's cost to a channel's ((2g + 2) d / 3) does not depend on t
 ``FAMILY_LAYOUTS`` the families with their own quirks (pruned end to end in
 tests/search/app/test_families_run.py); ``REAL_LAYOUTS`` both. Values from each checkpoint's config.json on
 the Hugging Face Hub (google/gemma-2-2b, google/gemma-3-1b-pt, microsoft/Phi-3-mini-4k-instruct,
-allenai/OLMo-2-1124-7B, ibm-granite/granite-3.1-2b-base, Qwen/Qwen3-30B-A3B, mistralai/Mixtral-8x7B-v0.1).
-``MOE_LAYOUTS`` are the mixtures of experts (tests/supernet/test_moe_layouts.py, tests/search/app/test_moe_run.py).
+allenai/OLMo-2-1124-7B, ibm-granite/granite-3.1-2b-base, Qwen/Qwen3-30B-A3B, mistralai/Mixtral-8x7B-v0.1,
+Qwen/Qwen1.5-MoE-A2.7B). ``MOE_LAYOUTS`` are the mixtures of experts (tests/supernet/test_moe_layouts.py,
+tests/search/app/test_moe_run.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from transformers import (
     Olmo2Config,
     Phi3Config,
     Qwen2Config,
+    Qwen2MoeConfig,
     Qwen3Config,
     Qwen3MoeConfig,
 )
@@ -50,6 +52,7 @@ FAMILY_LAYOUTS = {
 MOE_LAYOUTS = {
     "qwen3-30b-a3b": (Qwen3MoeConfig, 2048, 768, 32, 4, 128, 48, 151936, False),
     "mixtral-8x7b": (MixtralConfig, 4096, 14336, 32, 8, 128, 32, 32000, False),
+    "qwen1.5-moe-a2.7b": (Qwen2MoeConfig, 2048, 1408, 16, 16, 128, 24, 151936, False),
 }
 REAL_LAYOUTS = LAYOUTS | FAMILY_LAYOUTS
 # the rest of what sets a family apart, as in its checkpoint's config.json
@@ -61,6 +64,8 @@ QUIRKS = {
     "qwen3-30b-a3b": dict(moe_intermediate_size=768, num_local_experts=128, num_experts_per_tok=8,
                           norm_topk_prob=True),
     "mixtral-8x7b": dict(num_local_experts=8, num_experts_per_tok=2, sliding_window=None),
+    "qwen1.5-moe-a2.7b": dict(moe_intermediate_size=1408, num_experts=60, num_experts_per_tok=4,
+                              shared_expert_intermediate_size=5632, norm_topk_prob=False),
     "granite-3.1-2b": dict(embedding_multiplier=12.0, residual_multiplier=0.22, attention_multiplier=0.015625,
                            logits_scaling=8.0),
 }  # fmt: skip

@@ -10,7 +10,7 @@ from supernet.adapters.gemma3 import Gemma3TextAdapter
 from supernet.adapters.granite import GraniteAdapter
 from supernet.adapters.llama import LlamaAdapter
 from supernet.adapters.mistral import MistralAdapter
-from supernet.adapters.moe import EXPERT_UNITS, MixtralAdapter, Qwen3MoeAdapter
+from supernet.adapters.moe import EXPERT_UNITS, MixtralAdapter, Qwen2MoeAdapter, Qwen3MoeAdapter
 from supernet.adapters.olmo2 import Olmo2Adapter
 from supernet.adapters.phi3 import Phi3Adapter
 from supernet.adapters.qwen2 import Qwen2Adapter
@@ -33,6 +33,7 @@ ADAPTERS: dict[str, type[DecoderAdapter]] = {
         Olmo2Adapter,
         GraniteAdapter,
         Qwen3MoeAdapter,
+        Qwen2MoeAdapter,
         MixtralAdapter,
     )  # fmt: skip
     for model_type in cls.model_types

@@ -1,4 +1,4 @@
-"""Mixture-of-experts families (Qwen3-MoE, Mixtral): a layer's MLP is its routed experts, one unit per
+"""Mixture-of-experts families (Qwen3-MoE, Qwen2-MoE, Mixtral): a layer's MLP is its routed experts, one unit per
 whole expert.
 
 Where experts live (transformers 5): the decoder layer's ``mlp`` is a sparse MoE block whose ``experts``
@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from supernet.adapters.mistral import MistralAdapter
+from supernet.adapters.qwen2 import Qwen2Adapter
 from supernet.adapters.qwen3 import Qwen3Adapter
 from supernet.errors import UsageError
 
@@ -46,13 +47,14 @@ class MoeMixin:
     """The expert facts shared by the MoE families; mixed in before the family's dense adapter."""
 
     moe: ClassVar[bool] = True
+    experts_field: ClassVar[str] = "num_local_experts"  # the config field of the routed experts' count
     mlp_plan = ()  # no Linear projections: the experts' tensors are 3-D (``dense_experts``)
     gguf_refusal = "llama.cpp's deci graph has no routed experts (strata-export writes dense families only)"
 
     def __init__(self, config: PreTrainedConfig, *, attn_unit: str = "group", expert_unit: str = "expert") -> None:
         super().__init__(config, attn_unit=attn_unit)
         self.expert_unit = expert_unit
-        self.num_experts = int(config.num_local_experts)
+        self.num_experts = int(getattr(config, self.experts_field))
         self.top_k = int(config.num_experts_per_tok)
         self.expert_width = int(getattr(config, "moe_intermediate_size", None) or config.intermediate_size)
         self.dense_intermediate = int(config.intermediate_size)  # the config's own field, kept in layer_shapes
@@ -148,17 +150,47 @@ class MoeMixin:
             block.top_k = block.gate.top_k
 
 
+def check_every_layer_sparse(config: PreTrainedConfig, family: str) -> None:
+    """Qwen's MoE configs may keep dense MLPs in some layers (``mlp_only_layers``, ``decoder_sparse_step``);
+    strata prunes those whose every layer is a mixture."""
+    dense = [i for i in range(config.num_hidden_layers)
+             if i in config.mlp_only_layers or (i + 1) % config.decoder_sparse_step]  # fmt: skip
+    if dense:
+        raise UsageError(f"strata prunes {family} models whose every layer is sparse (decoder_sparse_step=1, "
+                         f"mlp_only_layers=[]); this one has dense MLPs in layers {dense}")  # fmt: skip
+
+
 class Qwen3MoeAdapter(MoeMixin, Qwen3Adapter):
     model_types = ("qwen3_moe",)
 
     def __init__(self, config: PreTrainedConfig, *, attn_unit: str = "group", expert_unit: str = "expert") -> None:
-        sparse = [i for i in range(config.num_hidden_layers)
-                  if i not in config.mlp_only_layers and (i + 1) % config.decoder_sparse_step == 0]  # fmt: skip
-        if len(sparse) != config.num_hidden_layers:
-            raise UsageError("strata prunes Qwen3-MoE models whose every layer is sparse (decoder_sparse_step=1, "
-                             f"mlp_only_layers=[]); this one has dense MLPs in layers "
-                             f"{sorted(set(range(config.num_hidden_layers)) - set(sparse))}")  # fmt: skip
+        check_every_layer_sparse(config, "Qwen3-MoE")
         super().__init__(config, attn_unit=attn_unit, expert_unit=expert_unit)
+
+
+class Qwen2MoeAdapter(MoeMixin, Qwen2Adapter):
+    """Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B): routed experts as Qwen3-MoE's, plus a shared expert (an MLP
+    of ``shared_expert_intermediate_size`` and a sigmoid gate) that every token uses; the shared expert is
+    kept whole (its parameters count as fixed, like norms). Its checkpoints do not renormalise the top-k
+    weights (``norm_topk_prob=false``)."""
+
+    model_types = ("qwen2_moe",)
+    experts_field = "num_experts"
+
+    def __init__(self, config: PreTrainedConfig, *, attn_unit: str = "group", expert_unit: str = "expert") -> None:
+        check_every_layer_sparse(config, "Qwen2-MoE")
+        super().__init__(config, attn_unit=attn_unit, expert_unit=expert_unit)
+        self.shared_width = int(config.shared_expert_intermediate_size)
+        self.qkv_bias = bool(getattr(config, "qkv_bias", True))
+
+    def has_bias(self, kind: str, name: str) -> bool:
+        return self.qkv_bias and super().has_bias(kind, name)
+
+    def fixed_params(self, kind: str) -> int:
+        """The shared expert (3 H I_shared) and its gate (H)."""
+        if kind != "mlp":
+            return super().fixed_params(kind)
+        return 3 * self.geometry.hidden * self.shared_width + self.geometry.hidden
 
 
 class MixtralAdapter(MoeMixin, MistralAdapter):

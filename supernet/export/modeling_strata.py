@@ -5,7 +5,7 @@ Saved next to the weights and named by ``auto_map`` in ``config.json``, so that
 process that never imports strata. It imports only torch and transformers.
 
 The model is the dense family's own (Llama, Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3 text, Phi-3, OLMo 2,
-Granite, Qwen3-MoE, Mixtral: ``base_model_type``) with each decoder layer rebuilt from a per-layer copy of
+Granite, Qwen3-MoE, Qwen2-MoE, Mixtral: ``base_model_type``) with each decoder layer rebuilt from a per-layer copy of
 the config (``layer_shapes[i]``: query heads, K/V heads, MLP channels or, in a mixture of experts, the
 experts kept (``num_experts``; top-k is capped at it), and whether ``o_proj`` / ``down_proj`` carry a
 bias), so every size a layer's modules derive from the config follows: Phi-3's fused ``qkv_proj`` and
@@ -108,8 +108,9 @@ def _layer_config(base: PreTrainedConfig, shape: dict, head_dim: int) -> PreTrai
     cfg.intermediate_size = shape["intermediate_size"]
     cfg.head_dim = head_dim
     if "num_experts" in shape:  # a mixture of experts: the experts it keeps (top-k no more), their width
-        cfg.num_local_experts = max(shape["num_experts"], 1)
-        cfg.num_experts_per_tok = min(cfg.num_experts_per_tok, cfg.num_local_experts)
+        count = max(shape["num_experts"], 1)
+        cfg.num_local_experts = cfg.num_experts = count  # the field is num_experts in Qwen2-MoE (an unused one
+        cfg.num_experts_per_tok = min(cfg.num_experts_per_tok, count)  # is harmless, an alias maps in Qwen3-MoE)
         width = max(shape.get("expert_width", 1), 1)
         if getattr(cfg, "moe_intermediate_size", None):
             cfg.moe_intermediate_size = width

@@ -1,8 +1,9 @@
-"""``strata`` end to end on mixtures of experts: random 2-layer models in the layouts of Qwen3-30B-A3B and
-Mixtral-8x7B with 8 experts and top-2 (a narrow residual and the tiny reference's tokenizer keep them
-small), pruned to keep 0.5 with the default settings but the search's length. ``allocation.json`` says
-how many experts each layer keeps (top-k to all), ``model/`` reloads in a process that never imports
-strata with ``metrics.json``'s parameter count, in the family's own classes, and generates."""
+"""``strata`` end to end on mixtures of experts: random 2-layer models in the layouts of Qwen3-30B-A3B,
+Mixtral-8x7B and Qwen1.5-MoE-A2.7B (with its shared expert), with 8 experts and top-2 (a narrow residual
+and the tiny reference's tokenizer keep them small), pruned to keep 0.5 with the default settings but the
+search's length. ``allocation.json`` says how many experts each layer keeps (top-k to all), ``model/``
+reloads in a process that never imports strata with ``metrics.json``'s parameter count, in the family's
+own classes, and generates."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ import pytest
 from layout_runs import prune_layouts, reload_without_strata
 from layouts import MOE_LAYOUTS
 
+# 8 experts, top-2, in each family's own field (Qwen2-MoE's is num_experts)
 EXPERTS = {"num_local_experts": 8, "num_experts_per_tok": 2}
-LAYER_CLASSES = {"qwen3-30b-a3b": "Qwen3MoeDecoderLayer", "mixtral-8x7b": "MixtralDecoderLayer"}
+FIELDS = {"qwen3-30b-a3b": EXPERTS, "mixtral-8x7b": EXPERTS,
+          "qwen1.5-moe-a2.7b": {"num_experts": 8, "num_experts_per_tok": 2}}  # fmt: skip
+LAYER_CLASSES = {"qwen3-30b-a3b": "Qwen3MoeDecoderLayer", "mixtral-8x7b": "MixtralDecoderLayer",
+                 "qwen1.5-moe-a2.7b": "Qwen2MoeDecoderLayer"}  # fmt: skip
 
 
 CHANNELS = ["supernet.expert_unit=channel", "budget.kind=active_params"]
@@ -22,8 +27,7 @@ CHANNELS = ["supernet.expert_unit=channel", "budget.kind=active_params"]
 
 @pytest.fixture(scope="module")
 def runs(tiny_reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    fields = dict.fromkeys(MOE_LAYOUTS, EXPERTS)
-    return prune_layouts(sorted(MOE_LAYOUTS), tiny_reference_dir, tmp_path_factory.mktemp("moe"), {}, fields)
+    return prune_layouts(sorted(MOE_LAYOUTS), tiny_reference_dir, tmp_path_factory.mktemp("moe"), {}, FIELDS)
 
 
 def test_expert_channels_under_an_active_params_budget(tiny_reference_dir: Path, tmp_path: Path) -> None:

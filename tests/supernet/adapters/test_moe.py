@@ -8,24 +8,28 @@ from __future__ import annotations
 import pytest
 import torch
 from test_contract import assert_live_equals_materialised, assert_switching_back_is_exact, reload_cases, saved_case
-from transformers import AutoModelForCausalLM, MixtralConfig, Qwen3MoeConfig
+from transformers import AutoModelForCausalLM, MixtralConfig, Qwen2MoeConfig, Qwen3MoeConfig
 
 from supernet.adapters import adapter_for
 from supernet.params import count_params
 from supernet.switch import Switcher, Variant
 
-FAMILIES = {"qwen3_moe": Qwen3MoeConfig, "mixtral": MixtralConfig}
+FAMILIES = {"qwen3_moe": Qwen3MoeConfig, "qwen2_moe": Qwen2MoeConfig, "mixtral": MixtralConfig}
 EXPERTS, TOP_K = 8, 2
 
 
 def tiny_moe(family: str):
     torch.manual_seed(0)
-    # Qwen3-MoE's released checkpoints renormalise the top-k weights (the config class defaults to not)
-    sizes = {"moe_intermediate_size": 24, "norm_topk_prob": True} if family == "qwen3_moe" else {}
+    # as the released checkpoints: Qwen3-MoE renormalises the top-k weights (its config class defaults to
+    # not), Qwen2-MoE does not and has a shared expert; Qwen2-MoE names the expert count num_experts
+    sizes = {
+        "qwen3_moe": {"moe_intermediate_size": 24, "norm_topk_prob": True, "num_local_experts": EXPERTS},
+        "qwen2_moe": {"moe_intermediate_size": 24, "shared_expert_intermediate_size": 40, "num_experts": EXPERTS},
+        "mixtral": {"num_local_experts": EXPERTS},
+    }[family]
     config = FAMILIES[family](hidden_size=32, intermediate_size=24, num_hidden_layers=3, num_attention_heads=4,
-                              num_key_value_heads=2, head_dim=8, vocab_size=97, num_local_experts=EXPERTS,
-                              num_experts_per_tok=TOP_K, pad_token_id=0, bos_token_id=1, eos_token_id=2,
-                              **sizes)  # fmt: skip
+                              num_key_value_heads=2, head_dim=8, vocab_size=97, num_experts_per_tok=TOP_K,
+                              pad_token_id=0, bos_token_id=1, eos_token_id=2, **sizes)  # fmt: skip
     model = AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -119,7 +123,10 @@ def test_tokens_routed_to_kept_experts_are_weighted_as_in_the_dense_model(family
         pruned = block(hidden[None])[0]
     inside = torch.isin(chosen, kept).all(dim=-1)  # [64]
     assert 0 < inside.sum() < len(inside)
-    torch.testing.assert_close(pruned[inside], dense[inside], atol=1e-6, rtol=1e-5)
+    if getattr(model.config, "norm_topk_prob", True):  # Mixtral always renormalises
+        torch.testing.assert_close(pruned[inside], dense[inside], atol=1e-6, rtol=1e-5)
+    else:  # Qwen2-MoE: softmax over the kept experts only, every kept weight rises
+        assert not torch.allclose(pruned[inside], dense[inside])
     assert not torch.allclose(pruned[~inside], dense[~inside])
 
 
@@ -132,6 +139,8 @@ def test_an_expert_unit_holds_its_projections_and_router_row(family: str) -> Non
     switcher.set(0, "mlp", Variant(torch.tensor([1, 4, 6])))
     assert dense - count_params(adapter.mlp(switcher.layers[0])) == 5 * adapter.unit_params("mlp")
     assert adapter.unit_params("mlp") == 3 * 32 * 24 + 32 and adapter.min_units("mlp") == TOP_K
+    kept = count_params(adapter.mlp(switcher.layers[0]))
+    assert kept == 3 * adapter.unit_params("mlp") + adapter.base_params("mlp") + adapter.fixed_params("mlp")
 
 
 @pytest.fixture(scope="module")

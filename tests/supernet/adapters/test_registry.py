@@ -29,6 +29,7 @@ def test_every_family_is_registered() -> None:
         "olmo2",
         "phi3",
         "qwen2",
+        "qwen2_moe",
         "qwen3",
         "qwen3_moe",
     ]
