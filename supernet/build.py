@@ -196,12 +196,12 @@ def _fill_module(
     """Rank one module's units and compute every level's compensation."""
     layer, kind = key
     if isinstance(stats, RoutingStats) and adapter.channel_units:  # each expert ranks its own channels
-        scores = channel_scores(stats, module.experts.down_proj)  # [E, I]
+        scores = channel_scores(stats, module.experts.down_proj).cpu()  # [E, I]
         net.rankings[key] = scores.argsort(dim=1, descending=True, stable=True)  # [E, I] per expert, best first
         net.fluctuation[key] = scores.sort(dim=1, descending=True).values.mean(dim=0)  # [I]: the u-th best's
         return
     if isinstance(stats, RoutingStats):  # whole experts: ranked by the expert criterion, not compensated
-        scores = expert_scores(cfg.expert_criterion, stats)
+        scores = expert_scores(cfg.expert_criterion, stats).cpu()
         net.rankings[key] = criteria.ranking(scores, 1)
         net.fluctuation[key] = scores  # what flap_global standardises and allocates by
         return
