@@ -5,36 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, MixtralConfig
+from moe_models import EXPERTS, TOP_K, tiny_moe
 
 from supernet.errors import UsageError
 from supernet.expert_criteria import RoutingAccumulator, expert_scores, frequency, reap
 
-EXPERTS, TOP_K = 8, 2
-
-
-def tiny_mixtral():
-    torch.manual_seed(0)
-    config = MixtralConfig(
-        hidden_size=32,
-        intermediate_size=24,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=97,
-        num_local_experts=EXPERTS,
-        num_experts_per_tok=TOP_K,
-    )
-    model = AutoModelForCausalLM.from_config(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, 0.3)
-    return model
-
 
 def test_routing_statistics_count_every_choice_and_weigh_output_norms() -> None:
-    model = tiny_mixtral()
+    model = tiny_moe("mixtral")
     block = model.model.layers[0].mlp
     hidden = torch.randn(40, 32, generator=torch.Generator().manual_seed(6))
     acc = RoutingAccumulator(EXPERTS)
@@ -70,7 +48,7 @@ def test_an_unused_expert_scores_zero_and_an_unknown_criterion_is_refused() -> N
 def test_expert_channels_are_scored_on_their_gate_weighted_inputs() -> None:
     from supernet.expert_criteria import channel_scores
 
-    model = tiny_mixtral()
+    model = tiny_moe("mixtral")
     block = model.model.layers[0].mlp
     hidden = torch.randn(30, 32, generator=torch.Generator().manual_seed(7))
     acc = RoutingAccumulator(EXPERTS, channels=24)
