@@ -151,8 +151,12 @@ class SafetensorsReader:
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(self.handles[name].get_slice(name).get_shape())
 
-    def loader(self, name: str, transform: Callable[[torch.Tensor], torch.Tensor] = lambda t: t):
-        return lambda: transform(self.handles[name].get_tensor(name).float())
+    def loader(self, name: str, transform: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+               rows: slice | None = None):  # fmt: skip
+        """A function reading tensor ``name`` (only ``rows``: one block of a fused projection) as float32."""
+        if rows is None:
+            return lambda: transform(self.handles[name].get_tensor(name).float())
+        return lambda: transform(self.handles[name].get_slice(name)[rows].float())
 
 
 def layer_tensors(
@@ -183,13 +187,13 @@ def layer_tensors(
                     yield TensorOut(out + f"{name}.weight", shape, lambda s=shape: torch.zeros(s))
                     continue
 
-                def take(t, start=start, n_rows=n_rows, heads=heads, side=projection.side):
-                    t = t[start : start + n_rows] if side == "out" else t
+                def take(t, heads=heads):
                     return permute_rope(t, heads) if heads else t
 
-                yield TensorOut(out + f"{name}.weight", shape, reader.loader(source + ".weight", take))
+                block = slice(start, start + n_rows) if projection.side == "out" else None  # this block's rows only
+                yield TensorOut(out + f"{name}.weight", shape, reader.loader(source + ".weight", take, block))
                 if source + ".bias" in reader and projection.side == "out":
-                    yield TensorOut(out + f"{name}.bias", (n_rows,), reader.loader(source + ".bias", take))
+                    yield TensorOut(out + f"{name}.bias", (n_rows,), reader.loader(source + ".bias", take, block))
         out_proj = next(p.name for p in plan if p.side == "in")
         (out_name,) = adapter.gguf_names[out_proj]
         bias = f"{prefix}{module}.{out_proj}.bias" if live[kind] else f"{prefix}{module}.bias"
