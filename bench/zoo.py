@@ -17,7 +17,10 @@ every generation, ``search.resample=true``); ``head`` (query heads as attention 
 mixture's experts ranked by how often the router picks them instead of REAP; its ``uniform`` row is
 uniform frequency pruning, the defaults' is uniform REAP pruning, and ``moe`` in the output compares the
 searched allocation with the better of the two); ``active_params`` (a mixture's expert channels as units,
-``supernet.expert_unit=channel``, under ``budget.kind=active_params``: the parameters one token uses). ``--quick``: keep
+``supernet.expert_unit=channel``, under ``budget.kind=active_params``: the parameters one token uses); ``both``
+(a mixture's expert count and expert width per layer in one search, ``supernet.expert_unit=both``; its
+``uniform`` row is uniform REAP pruning at the widest width the budget allows) and ``both_active`` (the same under
+``budget.kind=active_params``, where the uniform row keeps every expert at a uniform width). ``--quick``: keep
 0.5, the defaults, 48 trials. Writes ``bench/results/<--name>.json`` (default ``zoo.json``;
 ``zoo-quick.json``) and prints a markdown table.
 """
@@ -52,6 +55,9 @@ SETUPS = {  # name -> overrides per config node
     "frequency": {"supernet": {"expert_criterion": "frequency"}},  # a mixture's experts ranked by routing share
     # a mixture's expert channels under the parameters one token uses (its top-k experts)
     "active_params": {"supernet": {"expert_unit": "channel"}, "budget": {"kind": "active_params"}},
+    # a mixture's experts and their width in one search, by parameters held and by parameters a token uses
+    "both": {"supernet": {"expert_unit": "both"}},
+    "both_active": {"supernet": {"expert_unit": "both"}, "budget": {"kind": "active_params"}},
 }
 MOE_AIM = 0.90  # issue 14: searched <= 0.90x the best uniform expert pruning (REAP or frequency)
 TARGETS = {"vs_dense": 1.10, "vs_flap_global": 0.80}  # issue 12: searched <= 1.10x dense (aim), <= 0.80x FLAP
@@ -129,11 +135,16 @@ def moe_rows(rows: list[dict]) -> list[dict]:
         freq = next((f for f in same if f["setup"] == "frequency"), None)
         if r["setup"] != "defaults" or freq is None:
             continue
-        ratio = r["searched_ppl"] / min(r["uniform_ppl"], freq["uniform_ppl"])
-        out.append({"model": r["model"], "keep": r["keep"], "dense_ppl": r["dense_ppl"],
-                    "uniform_reap_ppl": r["uniform_ppl"], "uniform_frequency_ppl": freq["uniform_ppl"],
-                    "flap_global_ppl": r["flap_global_ppl"], "searched_ppl": r["searched_ppl"],
-                    "vs_best_uniform": ratio, "meets_aim": ratio <= MOE_AIM})  # fmt: skip
+        best = min(r["uniform_ppl"], freq["uniform_ppl"])
+        ratio = r["searched_ppl"] / best
+        row = {"model": r["model"], "keep": r["keep"], "dense_ppl": r["dense_ppl"],
+               "uniform_reap_ppl": r["uniform_ppl"], "uniform_frequency_ppl": freq["uniform_ppl"],
+               "flap_global_ppl": r["flap_global_ppl"], "searched_ppl": r["searched_ppl"],
+               "vs_best_uniform": ratio, "meets_aim": ratio <= MOE_AIM}  # fmt: skip
+        both = next((f for f in same if f["setup"] == "both"), None)
+        if both is not None:  # experts and width in one search, against the same uniform expert pruning
+            row |= {"searched_both_ppl": both["searched_ppl"], "both_vs_best_uniform": both["searched_ppl"] / best}
+        out.append(row)
     return out
 
 

@@ -29,10 +29,19 @@ class LayerAllocation:
 
 def module_units(allocation: dict, entry: dict, kind: str) -> tuple[int, int]:
     """(kept, total) units of one module in a layer ``entry`` of ``allocation.json``'s ``allocation``: GQA
-    groups (or heads), MLP channels, or the experts where a mixture's MLP units are experts."""
-    if kind == "mlp" and allocation.get("mlp_unit") == "expert":
+    groups (or heads), MLP channels, or the experts (kind ``experts``, or ``mlp`` where a mixture's MLP units
+    are experts)."""
+    if kind == "experts" or (kind == "mlp" and allocation.get("mlp_unit") == "expert"):
         return entry["experts"], entry["experts_total"]
     return entry[f"{kind}_units"], entry[f"{kind}_units_total"]
+
+
+def chart_kinds(allocation: dict) -> tuple[str, ...]:
+    """The modules a chart of ``allocation.json``'s ``allocation`` shows: attention and MLP, and a mixture's
+    expert count beside its experts' width where the MLP's units are channels."""
+    layers = allocation["layers"]
+    both = allocation.get("mlp_unit", "channel") == "channel" and bool(layers) and "experts" in layers[0]
+    return ("attn", "mlp", "experts") if both else ("attn", "mlp")
 
 
 @dataclass(frozen=True)
@@ -41,10 +50,13 @@ class Allocation:
     mlp_unit: str = "channel"  # what the MLP's units are: channels (of every expert, in a mixture) | expert
 
     def units(self, layer: int, kind: str) -> int:
-        """Units a module keeps: GQA groups (or heads), MLP channels, or a mixture's experts."""
+        """Units a module keeps: GQA groups (or heads), MLP channels, or a mixture's experts (the MLP kind's
+        units where they are whole experts; the ``experts`` kind's where a layer has both)."""
         entry = self.layers[layer]
         if kind == "attn":
             return entry.attn_units
+        if kind == "experts":  # a mixture's expert count beside its experts' width (expert_unit=both)
+            return entry.experts
         return entry.experts if self.mlp_unit == "expert" else entry.mlp_units
 
     def to_json(self) -> dict:

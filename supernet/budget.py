@@ -60,8 +60,7 @@ def unit_keep(model: nn.Module, adapter: DecoderAdapter, budget: BudgetConfig) -
     if budget.kind != "total_params":
         return budget.keep
     geo = adapter.geometry
-    per_layer = sum(adapter.units_total(k) * adapter.unit_params(k) + adapter.base_params(k) for k in KINDS)
-    units = geo.num_layers * per_layer
+    units = geo.num_layers * adapter.block_unit_params()
     total = count_params(model)
     fixed = total - units
     keep = (budget.keep * total - fixed) / units
@@ -82,10 +81,10 @@ def budget_grid(model: nn.Module, adapter: DecoderAdapter, budget: BudgetConfig,
     if budget.kind == "active_params" and adapter.moe:
         if not adapter.channel_units:
             raise UsageError("budget.kind=active_params counts the top-k experts a token uses, which removing "
-                             "whole experts does not change: use supernet.expert_unit=channel")  # fmt: skip
-        actives = {k: adapter.active_params(k) for k in KINDS}
+                             "whole experts does not change: use supernet.expert_unit=channel or both")  # fmt: skip
+        actives = {k: adapter.active_params(k) for k in adapter.grid_kinds}
         return supernet_grid(adapter, keep, cfg, unit_cost={k: a[0] for k, a in actives.items()},
-                             base_cost={k: a[1] for k, a in actives.items()})  # fmt: skip
+                             base_cost={k: a[1] for k, a in actives.items()}, active=True)  # fmt: skip
     if budget.kind != "flops":  # block_params, total_params, and active_params of a dense model (all are active)
         return supernet_grid(adapter, keep, cfg)
     costs = {k: unit_flops(adapter, k, budget.seq_len) for k in KINDS}

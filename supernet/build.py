@@ -18,7 +18,6 @@ config loads it without calibrating. ``Supernet.apply`` switches a live model to
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,7 +40,8 @@ from supernet.cache import (
 from supernet.compensation import get_compensation
 from supernet.errors import UsageError
 from supernet.expert_criteria import RoutingStats, channel_scores, expert_scores
-from supernet.levels import KINDS, LevelGrid, make_grid
+from supernet.grids import make_grid
+from supernet.levels import KINDS, LevelGrid
 from supernet.statistics import calibrate
 from supernet.switch import Switcher, Variant, kept_units
 
@@ -65,14 +65,17 @@ def supernet_grid(
     *,
     unit_cost: dict[str, int] | None = None,
     base_cost: dict[str, int] | None = None,
+    active: bool = False,
 ) -> LevelGrid:
     """The level grid of ``cfg`` around the uniform allocation at ``keep`` of the units' cost.
 
     ``unit_cost``, ``base_cost``: what the budget counts per unit and per present module (None =
     parameters; supernet/budget.py for FLOPs). An attention level is ``attn_step`` GQA groups, or
-    ``attn_step`` query heads of every group with ``attn_unit=head``."""
+    ``attn_step`` query heads of every group with ``attn_unit=head``. ``active``: the budget counts what
+    one token uses (a mixture with ``expert_unit=both`` counts an expert channel in top-k experts)."""
     geo = adapter.geometry
-    totals = {k: adapter.units_total(k) for k in KINDS}
+    kinds = adapter.grid_kinds
+    totals = {k: adapter.units_total(k) for k in kinds}
     attn_step = cfg.attn_step * adapter.unit_step("attn")
     if attn_step > totals["attn"]:
         raise UsageError(
@@ -81,31 +84,33 @@ def supernet_grid(
         )
     mlp_step = 1 if adapter.moe and not adapter.channel_units else cfg.channel_quantum  # whole experts: 1
     if adapter.moe and adapter.channel_units and cfg.channel_quantum % 8:
-        raise UsageError(f"supernet.channel_quantum={cfg.channel_quantum} with supernet.expert_unit=channel: "
-                         "transformers' grouped expert kernels need each expert's rows in multiples of 16 bytes; "
-                         "use a multiple of 8")  # fmt: skip
+        raise UsageError(f"supernet.channel_quantum={cfg.channel_quantum} with supernet.expert_unit="
+                         f"{adapter.expert_unit}: transformers' grouped expert kernels need each expert's rows in "
+                         "multiples of 16 bytes; use a multiple of 8")  # fmt: skip
     if mlp_step > totals["mlp"]:
         raise UsageError(
             f"supernet.channel_quantum={cfg.channel_quantum} is more than the {totals['mlp']} MLP channels of a layer"
         )
-    grid = make_grid(
+    moe = None
+    if adapter.moe:
+        moe = {"unit": adapter.expert_unit, "experts": adapter.num_experts, "width": adapter.expert_width}
+        if active and adapter.expert_unit == "both":
+            moe["active_top_k"] = adapter.top_k
+    return make_grid(
         num_layers=geo.num_layers,
         totals=totals,
-        unit_params={k: adapter.unit_params(k) for k in KINDS},
+        unit_params={k: adapter.unit_params(k) for k in kinds},
         keep=keep,
-        steps={"attn": attn_step, "mlp": mlp_step},
-        floors={k: adapter.min_units(k) for k in KINDS},
+        steps={"attn": attn_step, "mlp": mlp_step, **{k: 1 for k in kinds[len(KINDS) :]}},
+        floors={k: adapter.min_units(k) for k in kinds},
         radius=cfg.radius,
         joint=cfg.joint_budget,
         fraction=cfg.level_fraction,
         unit_cost=unit_cost,
-        base_params={k: adapter.base_params(k) for k in KINDS},
+        base_params={k: adapter.base_params(k) for k in kinds},
         base_cost=base_cost,
+        moe=moe,
     )
-    if not adapter.moe:
-        return grid
-    return dataclasses.replace(grid, moe={"unit": adapter.expert_unit, "experts": adapter.num_experts,
-                                          "width": adapter.expert_width})  # fmt: skip
 
 
 @dataclass
@@ -195,7 +200,7 @@ def _fill_module(
 ) -> None:
     """Rank one module's units and compute every level's compensation."""
     layer, kind = key
-    if isinstance(stats, RoutingStats) and adapter.channel_units:  # each expert ranks its own channels
+    if isinstance(stats, RoutingStats) and kind == "mlp" and adapter.channel_units:  # experts rank their channels
         scores = channel_scores(stats, module.experts.down_proj).cpu()  # [E, I]
         net.rankings[key] = scores.argsort(dim=1, descending=True, stable=True)  # [E, I] per expert, best first
         net.fluctuation[key] = scores.sort(dim=1, descending=True).values.mean(dim=0)  # [I]: the u-th best's
@@ -261,9 +266,9 @@ def calibrate_into(
     switcher = Switcher(model, adapter)
 
     def on_layer(i: int, stats: dict) -> dict[str, Variant | None]:
-        for kind in KINDS:
-            fill(switcher.dense_modules[i, kind], (i, kind), stats[kind])
-        return {kind: net.variant(i, kind, net.grid.target[net.index[i, kind]]) for kind in KINDS}
+        for kind in adapter.grid_kinds:  # a mixture's expert count is scored from its MLP's routing statistics
+            fill(switcher.dense_modules[i, kind if kind in KINDS else "mlp"], (i, kind), stats.get(kind, stats["mlp"]))
+        return {kind: net.variant(i, kind, net.grid.target[net.index[i, kind]]) for kind in adapter.grid_kinds}
 
     calibrate(
         model,

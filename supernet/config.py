@@ -115,6 +115,7 @@ class SupernetConfig:
     channel_quantum: int = 8  # MLP widths are multiples of this (64/128 for hardware-friendly widths)
     expert_criterion: str = "reap"  # ranks a MoE layer's whole experts: reap (gate x output norm) | frequency
     expert_unit: str = "expert"  # a MoE layer's MLP units: whole experts | channel (one channel of every expert)
+    # | both (an expert count and the experts' width per layer, costed together: one search trades them)
     joint_budget: bool = True  # one budget over attention and MLP; false: attention keeps the uniform group count
     damping: float = 0.01  # H += damping * mean(diag H) * I before OBS and refit (SparseGPT's percdamp)
     obs_rounds: int = 16  # rounds of greedy OBS removal in an MLP (Týr: 16); attention removes one group a round

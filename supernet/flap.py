@@ -73,7 +73,8 @@ def global_counts(fluctuation: dict[ModuleKey, torch.Tensor], grid: LevelGrid) -
     z = torch.cat(zs)  # [all units]
     raw = torch.cat([fluctuation[m.layer, m.kind].double() for m in grid.modules])  # [all units]
     module_of = torch.cat([torch.full((len(zi),), i) for i, zi in enumerate(zs)])  # [all units]
-    cost = torch.tensor([grid.costs[grid.modules[i].kind] for i in module_of.tolist()], dtype=torch.long)
+    unit_cost = [grid.unit_cost_dense(i) for i in range(len(grid.modules))]  # a coupled unit: its partner dense
+    cost = torch.tensor([unit_cost[i] for i in module_of.tolist()], dtype=torch.long)
     by_raw = torch.argsort(raw, descending=True, stable=True)
     order = by_raw[torch.argsort(z[by_raw], descending=True, stable=True)]
     kept = order[torch.cumsum(cost[order], dim=0) <= grid.budget]
@@ -115,7 +116,7 @@ def flap_baseline(net: Supernet, switcher: Switcher) -> FlapBaseline:
         if count == m.total:
             variants[key] = None
             continue
-        if m.kind == "mlp" and adapter.moe:  # experts or expert channels, by the supernet's ranking; no bias
+        if m.kind != "attn" and adapter.moe:  # experts or expert channels, by the supernet's ranking; no bias
             variants[key] = Variant(kept_units(net.rankings[key], count))
             continue
         ranking = criteria.ranking(net.fluctuation[key], adapter.unit_step(m.kind))
@@ -131,6 +132,6 @@ def flap_baseline(net: Supernet, switcher: Switcher) -> FlapBaseline:
         "steps": {k: grid.step(k) for k in ("attn", "mlp")},
         "units_moved": sum(moved),
         "modules_moved": sum(1 for d in moved if d),
-        "exact_units_cost": int(sum(c * grid.costs[m.kind] for c, m in zip(counts, grid.modules, strict=True))),
+        "exact_units_cost": int(sum(c * grid.unit_cost_dense(i) for i, c in enumerate(counts))),
     }
     return FlapBaseline(grid, levels, variants, approximated)

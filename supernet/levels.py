@@ -13,12 +13,20 @@ and below it by less than one MLP step's cost. A move of attention is paid for i
 (:func:`settle`), so attention and MLP share one budget even when a group is no whole number of
 channels (Llama-3.1-8B: 426.7). With ``joint=False`` attention keeps its target's group count and the
 MLP meets the rest of the budget.
+
+**Coupled modules** (a mixture of experts with ``supernet.expert_unit=both``): a layer has an ``experts``
+module (how many experts it keeps, at least top-k) beside its ``mlp`` module (each kept expert's width),
+and the two cost together, not additively: e experts of width w cost e R + w C c(e), R an expert's router
+row, C a channel in one expert, c(e) = e for parameters and min(k, e) for active parameters (a token uses
+k experts); nothing when e or w is 0 (the block is removed). The width module carries the pair's cost
+(:meth:`LevelGrid.owned`), and a move of either is priced with the other as it stands
+(:meth:`LevelGrid.share`); the cost is monotone in both levels, so the budget rule and every move
+below hold unchanged, with one MLP step's cost taken in every expert (the slack).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +34,7 @@ from supernet.allocation import Allocation, LayerAllocation
 from supernet.errors import UsageError
 
 KINDS = ("attn", "mlp")
+EXPERTS = "experts"  # the coupled expert-count module of a mixture with ``expert_unit=both``
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,7 @@ class ModuleGrid:
     stride: int = 1  # levels per coarse level: a mutation's move, the spacing of compensated widths
     centre: int = 0  # the level the coarse levels are counted from (the target, or the best so far)
     least: int = 0  # the lowest level any grid may give it (a MoE layer's top-k experts; 0: removable)
+    partner: int = -1  # the index of the module it costs together with (a layer's experts and their width)
 
     @property
     def top(self) -> int:
@@ -83,6 +93,17 @@ class LevelGrid:
         base = self.base_params if self.base_cost is None else self.base_cost
         return base or dict.fromkeys(KINDS, 0)
 
+    @property
+    def coupled(self) -> bool:
+        """Whether a layer's expert count and expert width are two modules costing together."""
+        return bool(self.moe) and self.moe["unit"] == "both"
+
+    def copies(self, experts: int) -> int:
+        """How many of a layer's ``experts`` the budget counts one expert channel in: all of them
+        (parameters), or the top-k a token uses (``budget.kind=active_params``)."""
+        top_k = (self.moe or {}).get("active_top_k")
+        return experts if top_k is None else min(top_k, experts)
+
     def step(self, kind: str) -> int:
         return next(m.step for m in self.modules if m.kind == kind)
 
@@ -90,21 +111,58 @@ class LevelGrid:
         return max(m.stride for m in self.modules if m.kind == kind)
 
     def step_cost(self, kind: str) -> int:
-        return self.step(kind) * self.costs[kind]
+        """One step of a module of ``kind``; a coupled width step is paid in every expert a layer may keep."""
+        cost = self.step(kind) * self.costs[kind]
+        return cost * self.copies(self.moe["experts"]) if self.coupled and kind == "mlp" else cost
+
+    def unit_cost_dense(self, i: int) -> int:
+        """What one unit of module ``i`` costs with its partner dense: an expert at full width, a channel in
+        every expert (FLAP's global ranking prices units so)."""
+        m = self.modules[i]
+        if m.partner < 0:
+            return self.costs[m.kind]
+        if m.kind == EXPERTS:
+            return self.costs[EXPERTS] + self.moe["width"] * self.costs["mlp"]
+        return self.costs["mlp"] * self.copies(self.moe["experts"])
 
     def module_cost(self, i: int, level: int) -> int:
-        """What module ``i`` costs at ``level``: its units, plus its base while it keeps any."""
+        """What an uncoupled module ``i`` costs at ``level``: its units, plus its base while it keeps any."""
         m = self.modules[i]
+        assert m.partner < 0, f"{m} costs together with module {m.partner}: use share()"
         units = m.units(level)
-        return units * self.costs[m.kind] + (self.bases[m.kind] if units else 0)
+        return units * self.costs[m.kind] + (self.bases.get(m.kind, 0) if units else 0)
 
-    def cost(self, levels: Sequence[int]) -> int:
-        """What the budget counts (parameters or FLOPs) for an allocation given as levels."""
-        return sum(self.module_cost(i, lv) for i, lv in enumerate(levels))
+    def share(self, i: int, level: int, levels: Sequence[int]) -> int:
+        """What module ``i`` at ``level`` costs together with its partner at ``levels[partner]`` (an
+        uncoupled module: alone). Differences of it price a move of ``i`` with everything else fixed."""
+        m = self.modules[i]
+        if m.partner < 0:
+            return self.module_cost(i, level)
+        at = {i: level, m.partner: levels[m.partner]}
+        e, w = (i, m.partner) if m.kind == EXPERTS else (m.partner, i)
+        experts, width = self.modules[e].units(at[e]), self.modules[w].units(at[w])
+        if not experts or not width:
+            return 0
+        return experts * self.costs[EXPERTS] + width * self.costs["mlp"] * self.copies(experts)
+
+    def owned(self, i: int, levels: Sequence[int]) -> int:
+        """Module ``i``'s part of ``cost(levels)``: a coupled pair is carried by its width module."""
+        m = self.modules[i]
+        return 0 if m.partner >= 0 and m.kind == EXPERTS else self.share(i, levels[i], levels)
+
+    def cost(self, levels: Sequence[int], members: Sequence[int] | None = None) -> int:
+        """What the budget counts (parameters or FLOPs) for an allocation given as levels (of ``members``)."""
+        return sum(self.owned(i, levels) for i in (range(len(self.modules)) if members is None else members))
+
+    def dense_cost(self) -> int:
+        """What the dense model costs (every module at its top level)."""
+        full = tuple(dataclasses.replace(m, lo=m.least, hi=m.top) for m in self.modules)
+        return dataclasses.replace(self, modules=full).cost([m.top for m in self.modules])
 
     def params(self, levels: Sequence[int]) -> int:
         """Prunable parameters kept by an allocation given as levels (its cost when parameters are counted)."""
-        return dataclasses.replace(self, unit_cost=None, base_cost=None).cost(levels)
+        moe = self.moe and {k: v for k, v in self.moe.items() if k != "active_top_k"}
+        return dataclasses.replace(self, unit_cost=None, base_cost=None, moe=moe).cost(levels)
 
     def budget_groups(self) -> list[tuple[list[int], int, int]]:
         """(module indices, budget, slack) of each budget: cost in (budget - slack, budget].
@@ -115,7 +173,7 @@ class LevelGrid:
         if self.joint:
             return [(everything, self.budget, self.step_cost("mlp"))]
         attn = [i for i in everything if self.modules[i].kind == "attn"]
-        mlp = [i for i in everything if self.modules[i].kind == "mlp"]
+        mlp = [i for i in everything if self.modules[i].kind != "attn"]
         attn_budget = sum(self.module_cost(i, self.target[i]) for i in attn)
         return [(attn, attn_budget, self.step_cost("attn")), (mlp, self.budget - attn_budget, self.step_cost("mlp"))]
 
@@ -126,7 +184,7 @@ class LevelGrid:
         if not self.in_bounds(levels):
             return False
         for members, budget, slack in self.budget_groups():
-            cost = sum(self.module_cost(i, levels[i]) for i in members)
+            cost = self.cost(levels, members)
             if not budget - slack < cost <= budget:
                 return False
         return True
@@ -145,11 +203,14 @@ class LevelGrid:
             width = self.moe["width"]
             return Allocation(tuple(LayerAllocation(e["attn"], e["attn_total"], width, width, e["mlp"], e["mlp_total"])
                                     for _, e in sorted(by_layer.items())), mlp_unit="expert")  # fmt: skip
-        if self.moe:  # channels of every expert: all experts stay while any channel does
-            experts = self.moe["experts"]
-            return Allocation(tuple(LayerAllocation(e["attn"], e["attn_total"], e["mlp"], e["mlp_total"],
-                                                    experts if e["mlp"] else 0, experts)
-                                    for _, e in sorted(by_layer.items())))  # fmt: skip
+        if self.moe:  # channels of every expert; the experts kept (coupled: a module; else all) while any channel is
+
+            def experts(e: dict) -> int:
+                return (e[EXPERTS] if EXPERTS in e else self.moe["experts"]) if e["mlp"] else 0
+
+            total = self.moe["experts"]
+            return Allocation(tuple(LayerAllocation(e["attn"], e["attn_total"], e["mlp"], e["mlp_total"], experts(e),
+                                                    total) for _, e in sorted(by_layer.items())))  # fmt: skip
         return Allocation(
             tuple(
                 LayerAllocation(e["attn"], e["attn_total"], e["mlp"], e["mlp_total"])
@@ -162,6 +223,9 @@ class LevelGrid:
         levels = []
         for m in self.modules:
             units = allocation.units(m.layer, m.kind)
+            if m.kind == EXPERTS and units == 0:  # a removed block: its expert count costs nothing
+                levels.append(m.least)
+                continue
             if units == m.total:
                 levels.append(m.top)
                 continue
@@ -171,100 +235,9 @@ class LevelGrid:
         return levels
 
 
-def strides(totals: dict[str, int], steps: dict[str, int], fraction: float) -> dict[str, int]:
-    """Levels per coarse level: ``fraction`` of each module, at least one step."""
-    return {k: max(1, round(fraction * totals[k] / steps[k])) for k in KINDS}
-
-
-def make_grid(
-    *,
-    num_layers: int,
-    totals: dict[str, int],
-    unit_params: dict[str, int],
-    keep: float,
-    steps: dict[str, int],
-    radius: int,
-    joint: bool = True,
-    fraction: float = 0.125,
-    unit_cost: dict[str, int] | None = None,
-    base_params: dict[str, int] | None = None,
-    base_cost: dict[str, int] | None = None,
-    floors: dict[str, int] | None = None,
-) -> LevelGrid:
-    """Build the grid around the most uniform allocation at ``keep``.
-
-    Args:
-        totals: units of a dense module per kind (GQA groups, MLP channels).
-        unit_params: parameters per unit per kind.
-        keep: fraction of the prunable cost to keep, in (0, 1].
-        steps: units per level per kind (1 GQA group, ``channel_quantum`` channels).
-        radius: coarse levels each module may move away from its target (Týr: 4, i.e. 9 levels).
-        joint: one budget over attention and MLP.
-        fraction: a coarse level's share of its module (Týr: 1/8).
-        unit_cost: what the budget counts per unit per kind (FLOPs); None = ``unit_params``.
-        base_params, base_cost: a module's parameters (cost) while it keeps any unit; None = 0.
-        floors: the fewest units a module of each kind keeps (a MoE layer's top-k experts); None = 0.
-    """
-    if not 0.0 < keep <= 1.0:
-        raise UsageError(f"budget.keep={keep} is outside (0, 1]: give the fraction of parameters to keep")
-    costs = dict(unit_params if unit_cost is None else unit_cost)
-    bases = dict((base_params if base_cost is None else base_cost) or dict.fromkeys(KINDS, 0))
-    dense = num_layers * sum(totals[k] * costs[k] + bases[k] for k in KINDS)
-    budget = math.floor(keep * dense + 1e-9 * dense)  # float noise must not cost a unit at keep = 1
-    top = {k: -(-totals[k] // steps[k]) for k in KINDS}
-    stride = strides(totals, steps, fraction)
-    # attention keeps round(keep * groups) on average; the MLP takes the rest of the budget, spread evenly
-    attn = min(num_layers * top["attn"], round(keep * num_layers * totals["attn"] / steps["attn"]))
-    attn_levels = _spread(attn, num_layers)
-    attn_cost = sum(min(lv * steps["attn"], totals["attn"]) * costs["attn"] + bases["attn"] * (lv > 0)
-                    for lv in attn_levels)  # fmt: skip
-    mlp = max(0, min(num_layers * top["mlp"], (budget - attn_cost) // (steps["mlp"] * costs["mlp"])))
-    centre = {"attn": attn_levels, "mlp": _spread(mlp, num_layers)}
-    least = {k: -(-(floors or {}).get(k, 0) // steps[k]) for k in KINDS}
-    modules = []
-    for layer in range(num_layers):
-        for kind in KINDS:
-            c, reach = max(centre[kind][layer], least[kind]), radius * stride[kind]
-            lo, hi = max(least[kind], c - reach), min(top[kind], c + reach)
-            modules.append(ModuleGrid(layer, kind, steps[kind], totals[kind], lo, hi, stride[kind], c, least[kind]))
-    draft = [m.centre for m in modules]
-    extra = dict(unit_cost=unit_cost and costs, base_params=base_params, base_cost=base_cost)
-    grid = LevelGrid(tuple(modules), dict(unit_params), joint, tuple(draft), budget, **extra)
-    target = repair(grid, draft, strict=False)
-    if target is None or grid.cost(target) == 0:
-        smallest = math.ceil(1000 * max(grid.step_cost(k) for k in KINDS) / dense) / 1000
-        raise UsageError(
-            f"budget.keep={keep} cannot be reached on this level grid (steps {steps}): "
-            f"use keep >= {smallest}, or smaller level steps"
-        )
-    return LevelGrid(tuple(modules), dict(unit_params), joint, tuple(target), budget, **extra)
-
-
-def refine_grid(grid: LevelGrid, levels: Sequence[int], *, radius: int) -> LevelGrid:
-    """Týr-the-Pruner's coarse-to-fine step: a grid centred on ``levels`` with half the coarse level.
-
-    Levels keep their meaning (the step is unchanged), so the centre keeps exactly the units of
-    ``levels`` and the budget is the same; every module may move ``radius`` new coarse levels
-    (``stride`` halved, at least one step) around it.
-    """
-    assert grid.on_budget(levels), f"levels {list(levels)} are not an allocation on the grid's budget"
-    modules = []
-    for m, lv in zip(grid.modules, levels, strict=True):
-        stride = max(1, m.stride // 2)
-        modules.append(ModuleGrid(m.layer, m.kind, m.step, m.total, max(m.least, lv - radius * stride),
-                                  min(m.top, lv + radius * stride), stride, lv, m.least))  # fmt: skip
-    return dataclasses.replace(grid, modules=tuple(modules), target=tuple(levels))
-
-
-def _spread(total: int, parts: int) -> list[int]:
-    """``total`` split into ``parts`` integers differing by at most one, the extras evenly spaced."""
-    base, extra = divmod(total, parts)
-    return [base + ((i + 1) * extra) // parts - (i * extra) // parts for i in range(parts)]
-
-
-def _gain(grid: LevelGrid, i: int, level: int) -> int:
-    """What one more level of module ``i`` costs."""
-    return grid.module_cost(i, level + 1) - grid.module_cost(i, level)
+def _gain(grid: LevelGrid, levels: Sequence[int], i: int) -> int:
+    """What one more level of module ``i`` costs, the others as in ``levels``."""
+    return grid.share(i, levels[i] + 1, levels) - grid.share(i, levels[i], levels)
 
 
 def settle(grid: LevelGrid, levels: list[int], order: Sequence[int]) -> bool:
@@ -276,26 +249,59 @@ def settle(grid: LevelGrid, levels: list[int], order: Sequence[int]) -> bool:
     """
     for members, budget, slack in grid.budget_groups():
         movers = [i for i in order if i in members]
-        cost = sum(grid.module_cost(i, levels[i]) for i in members)
+        cost = grid.cost(levels, members)
         while cost > budget:
             i = next((i for i in movers if levels[i] > grid.modules[i].lo), None)
             if i is None:
                 return False
             m = grid.modules[i]
             down = levels[i] - m.lo
-            one = grid.module_cost(i, levels[i]) - grid.module_cost(i, levels[i] - 1)
-            moves = max(1, min(m.stride, down, (cost - budget) // one))
-            cost -= grid.module_cost(i, levels[i]) - grid.module_cost(i, levels[i] - moves)
+            one = grid.share(i, levels[i], levels) - grid.share(i, levels[i] - 1, levels)
+            moves = max(1, min(m.stride, down, (cost - budget) // max(one, 1)))
+            cost -= grid.share(i, levels[i], levels) - grid.share(i, levels[i] - moves, levels)
             levels[i] -= moves
-        for i in movers:
-            m = grid.modules[i]
-            while levels[i] < m.hi and cost + (gain := _gain(grid, i, levels[i])) <= budget:
-                moves = max(1, min(m.stride, m.hi - levels[i], (budget - cost) // max(gain, 1)))
-                cost += grid.module_cost(i, levels[i] + moves) - grid.module_cost(i, levels[i])
-                levels[i] += moves
+        cost = _fill(grid, levels, movers, cost, budget)
+        if cost <= budget - slack and grid.coupled:
+            cost = _trade(grid, levels, movers, cost, budget, slack)
         if cost <= budget - slack:
             return False
     return True
+
+
+def _fill(grid: LevelGrid, levels: list[int], movers: Sequence[int], cost: int, budget: int) -> int:
+    """While the next level of one of ``movers`` still fits, the first such gains it (in place); the cost."""
+    for i in movers:
+        m = grid.modules[i]
+        while levels[i] < m.hi and cost + (gain := _gain(grid, levels, i)) <= budget:
+            moves = max(1, min(m.stride, m.hi - levels[i], (budget - cost) // max(gain, 1)))
+            cost += grid.share(i, levels[i] + moves, levels) - grid.share(i, levels[i], levels)
+            levels[i] += moves
+    return cost
+
+
+def _trade(grid: LevelGrid, levels: list[int], movers: Sequence[int], cost: int, budget: int, slack: int) -> int:
+    """Close a gap of at least ``slack`` that no single move fits (every width at its top, an expert dearer
+    than the gap): one more expert in a layer, paid by that layer's width, then fill again. The first of
+    ``movers`` that lands in the window wins; a trade that cannot pay for itself is undone."""
+    for i in movers:
+        m = grid.modules[i]
+        if m.kind != EXPERTS or levels[i] >= m.hi:
+            continue
+        w = m.partner
+        trial = list(levels)
+        trial[i] += 1
+        paid = cost + grid.share(i, trial[i], trial) - grid.share(i, levels[i], levels)
+        while paid > budget and trial[w] > grid.modules[w].lo:
+            paid -= grid.share(w, trial[w], trial) - grid.share(w, trial[w] - 1, trial)
+            trial[w] -= 1
+        if paid > budget:
+            continue
+        paid = _fill(grid, trial, movers, paid, budget)
+        levels[:] = trial
+        cost = paid
+        if cost > budget - slack:
+            break
+    return cost
 
 
 def repair(
@@ -319,7 +325,7 @@ def repair(
     # losing order: lowest priority, then furthest above target; gaining is the reverse order
     losers = sorted(range(n), key=lambda i: (priority[i], grid.target[i] - out[i], i))
     gainers = sorted(range(n), key=lambda i: (-priority[i], out[i] - grid.target[i], i))
-    over = any(sum(grid.module_cost(i, out[i]) for i in g) > b for g, b, _ in grid.budget_groups())
+    over = any(grid.cost(out, g) > b for g, b, _ in grid.budget_groups())
     ok = settle(grid, out, losers if over else gainers) and (not over or settle(grid, out, gainers))
     if not ok:
         assert not strict, f"levels {list(levels)} cannot reach the budget within the grid's bounds"

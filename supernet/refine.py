@@ -1,6 +1,6 @@
 """Coarse-to-fine (Týr-the-Pruner): the supernet of a refined grid, rebuilding only what changed.
 
-A refined grid (``supernet.levels.refine_grid``) keeps every module's unit ranking, so a variant of the
+A refined grid (``supernet.grids.refine_grid``) keeps every module's unit ranking, so a variant of the
 new grid is again the best ``units`` units of that ranking. What may be missing is compensation: a
 bias or refit columns exist for the coarse widths (anchors) of the old grid; an anchor of the finer
 grid that the old one lacked needs the module's calibration statistics, so one calibration pass

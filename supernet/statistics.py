@@ -232,11 +232,11 @@ def calibrate(
         # 3) expected propagation: the outputs of the layer at its target variants
         if propagate == "expected":
             try:
-                for kind in KINDS:
-                    switcher.set(i, kind, targets.get(kind))
+                for kind in targets:
+                    switcher.set(i, kind, targets[kind])
                 outputs = _run(adapter, layer, hidden, context, device)
             finally:
-                for kind in KINDS:
+                for kind in targets:
                     switcher.set(i, kind, None)
         hidden = outputs
     log.info("calibrated %d layers on %d tokens (%s propagation)", len(layers), tokens.numel(), propagate)

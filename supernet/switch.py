@@ -76,6 +76,8 @@ class Switcher:
                 self.current[i, kind] = None
             if adapter.moe:
                 self.dense_experts[i] = adapter.dense_experts(self.dense_modules[i, "mlp"])
+                for kind in adapter.grid_kinds[len(KINDS) :]:  # the expert count beside the width (both units)
+                    self.current[i, kind] = None
             attention = self.dense_modules[i, "attn"]
             self.dense_norms[i] = {p.name: getattr(attention, p.name).weight for p in adapter.attention_norms}
 
@@ -95,10 +97,15 @@ class Switcher:
     def set(self, layer_idx: int, kind: str, variant: Variant | None) -> None:
         """Install ``variant`` (None: the dense module) for one module."""
         key = (layer_idx, kind)
+        if kind != "attn" and self.adapter.moe:
+            assert variant is None or not (variant.adds_bias or variant.out_weight is not None), (
+                "experts: no compensation"
+            )
+            self.current[key] = variant
+            self._set_experts(layer_idx)
+            return
         dense = self.dense_modules[key]
-        if kind == "mlp" and self.adapter.moe:
-            self._set_experts(layer_idx, dense, variant)
-        elif variant is None:
+        if variant is None:
             self._install(layer_idx, kind, dense)
             for name, (weight, bias) in self.dense_params[key].items():
                 _assign(getattr(dense, name), weight, bias)
@@ -114,17 +121,32 @@ class Switcher:
             self._slice(key, dense, variant)
         self.current[key] = variant
 
-    def _set_experts(self, layer_idx: int, dense: nn.Module, variant: Variant | None) -> None:
-        """A MoE block keeping the experts of ``variant`` (None: all); experts carry no compensation."""
-        assert variant is None or not (variant.adds_bias or variant.out_weight is not None), "experts: no compensation"
-        if variant is not None and variant.units.numel() == 0:
+    def moe_units(self, layer_idx: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(experts kept [kept] or None for all, channels each dense expert keeps [E, width] or None for all) of
+        a MoE layer, from its live variants: the MLP's units are experts (1-D) or channels (2-D), and with both
+        unit kinds the ``experts`` module holds the experts."""
+        mlp, count = self.current[layer_idx, "mlp"], self.current.get((layer_idx, "experts"))
+        experts = None if count is None else count.units
+        channels = None
+        if mlp is not None and mlp.units.dim() == 1:
+            experts = mlp.units
+        elif mlp is not None:
+            channels = mlp.units
+        return experts, channels
+
+    def _set_experts(self, layer_idx: int) -> None:
+        """The MoE block of a layer keeping the experts and channels of its variants; experts carry no
+        compensation, and a block with no expert or no channel left is removed."""
+        dense = self.dense_modules[layer_idx, "mlp"]
+        experts, channels = self.moe_units(layer_idx)
+        if (experts is not None and experts.numel() == 0) or (channels is not None and channels.shape[-1] == 0):
             from supernet.export.modeling_strata import RemovedMLP  # transformers, only when a module goes
 
             module = RemovedMLP(self.adapter.geometry.hidden, bias=False)
             self._install(layer_idx, "mlp", module.to(self.dense_experts[layer_idx]["router"]))
             return
         self._install(layer_idx, "mlp", dense)
-        self.adapter.install_experts(dense, self.dense_experts[layer_idx], None if variant is None else variant.units)
+        self.adapter.install_experts(dense, self.dense_experts[layer_idx], experts, channels)
 
     def _removed(self, layer_idx: int, kind: str, variant: Variant, dense: nn.Module) -> nn.Module:
         from supernet.export.modeling_strata import RemovedAttention, RemovedMLP  # transformers, when needed
@@ -210,6 +232,10 @@ class Switcher:
                 else (self.adapter.attention_shape(attn.units.numel()))
             )
             kept = self.adapter.units_total("mlp") if mlp is None else mlp.units.shape[-1]
+            if self.adapter.moe:
+                experts, channels = self.moe_units(i)
+                width = self.adapter.expert_width if channels is None else channels.shape[-1]
+                kept = self.adapter.num_experts if experts is None else experts.numel()
             shape = {
                 "num_attention_heads": heads,
                 "num_key_value_heads": kv_heads,
@@ -218,7 +244,7 @@ class Switcher:
                 "mlp_out_bias": self._has_out_bias(i, "mlp"),
             }
             if self.adapter.moe:  # experts kept and their width; the config's own width field stays
-                shape |= self.adapter.moe_shape(kept)
+                shape |= self.adapter.moe_shape(kept, width)
             shapes.append(shape)
         return shapes
 

@@ -26,7 +26,7 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
 from search.app.rundir import ARTIFACTS
-from supernet.allocation import module_units
+from supernet.allocation import chart_kinds, module_units
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KIND_COLORS = {"attn": "#4c78a8", "mlp": "#f58518"}
+KIND_COLORS = {"attn": "#4c78a8", "mlp": "#f58518", "experts": "#54a24b"}
 
 
 def artifact_store(run_dir: Path) -> FileSystemArtifactStore:
@@ -50,8 +50,9 @@ def artifact_store(run_dir: Path) -> FileSystemArtifactStore:
 def allocation_svg(allocation: dict, *, title: str) -> str:
     """A grouped bar chart, as a standalone SVG, of the fraction of units each layer keeps per kind."""
     layers = allocation["layers"]
+    kinds = chart_kinds(allocation)
     bar, gap, height, left, top = 7, 6, 120, 34, 22
-    width = left + len(layers) * (2 * bar + gap) + 10
+    width = left + len(layers) * (len(kinds) * bar + gap) + 10
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{top + height + 30}" '
         'font-family="sans-serif" font-size="10">',
@@ -60,8 +61,8 @@ def allocation_svg(allocation: dict, *, title: str) -> str:
         f'<text x="2" y="{top + 8}">100%</text><text x="14" y="{top + height}">0%</text>',
     ]
     for i, entry in enumerate(layers):
-        x = left + i * (2 * bar + gap)
-        for j, kind in enumerate(("attn", "mlp")):
+        x = left + i * (len(kinds) * bar + gap)
+        for j, kind in enumerate(kinds):
             kept, total = module_units(allocation, entry, kind)
             h = height * kept / total if total else 0.0
             parts.append(
@@ -73,6 +74,8 @@ def allocation_svg(allocation: dict, *, title: str) -> str:
     legend_y = top + height + 26
     parts.append(f'<text x="{left}" y="{legend_y}" fill="{KIND_COLORS["attn"]}">attention</text>')
     parts.append(f'<text x="{left + 60}" y="{legend_y}" fill="{KIND_COLORS["mlp"]}">mlp</text>')
+    if "experts" in kinds:
+        parts.append(f'<text x="{left + 90}" y="{legend_y}" fill="{KIND_COLORS["experts"]}">experts</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 

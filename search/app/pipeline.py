@@ -23,7 +23,8 @@ from search.fitness import Evaluator
 from search.study import finished_count, iteration_study, make_storage, open_study
 from supernet.budget import base_flops, unit_flops
 from supernet.errors import UsageError
-from supernet.levels import refine_grid, repair
+from supernet.grids import refine_grid
+from supernet.levels import repair
 from supernet.refine import refine_supernet
 
 if TYPE_CHECKING:
@@ -166,7 +167,7 @@ def second_objective(
     else:
         counted = dataclasses.replace(grid, unit_cost={k: unit_flops(adapter, k, seq_len) for k in kinds},
                                       base_cost={k: base_flops(adapter, k, seq_len) for k in kinds})  # fmt: skip
-    dense = sum(m.total * counted.costs[m.kind] + counted.bases[m.kind] for m in grid.modules)
+    dense = counted.dense_cost()
     return lambda levels: counted.cost(levels) / dense
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.app.rundir import open_storage, read_json, run_config, run_studies
-from supernet.allocation import module_units
+from supernet.allocation import chart_kinds, module_units
 from supernet.files import write_text
 
 if TYPE_CHECKING:
@@ -35,7 +35,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REPORT = "report.html"
-KIND_NAMES = {"attn": "attention: GQA groups kept", "mlp": "MLP: channels (a mixture: experts) kept"}
+KIND_NAMES = {
+    "attn": "attention: GQA groups kept",
+    "mlp": "MLP: channels (a mixture: experts) kept",
+    "experts": "experts kept",
+}
 COLORS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d")
 
 
@@ -47,8 +51,9 @@ def allocation_figure(allocation: dict, *, keep: float | None, uniform: dict | N
 
     layers = allocation["layers"]
     x = list(range(len(layers)))
-    fig = make_subplots(rows=1, cols=2, subplot_titles=list(KIND_NAMES.values()))
-    for col, kind in enumerate(("attn", "mlp"), start=1):
+    kinds = chart_kinds(allocation)
+    fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[KIND_NAMES[k] for k in kinds])
+    for col, kind in enumerate(kinds, start=1):
         kept, total = zip(*(module_units(allocation, e, kind) for e in layers), strict=True) if layers else ((), ())
         if uniform is not None:
             reference = [module_units(uniform, e, kind)[0] for e in uniform["layers"]]

@@ -88,12 +88,12 @@ def search_and_baselines(cfg: RunConfig, model, adapter, switcher, net, grid, ca
 
 
 def budget_entry(cfg: RunConfig, grid: LevelGrid, levels: list[int]) -> dict:
-    """metrics.json's budget: what is counted, the fraction asked, the cost of target and result, and the
-    budget rule's slack (one MLP step's cost)."""
+    """metrics.json's budget: what is counted, the fraction asked, the cost of the dense model, target and
+    result, and the budget rule's slack (one MLP step's cost)."""
     entry = {"kind": cfg.budget.kind, "keep": cfg.budget.keep}
     if cfg.budget.kind == "flops":
         entry["seq_len"] = cfg.budget.seq_len
-    entry["target_cost"], entry["cost"] = grid.budget, grid.cost(levels)
+    entry["dense_cost"], entry["target_cost"], entry["cost"] = grid.dense_cost(), grid.budget, grid.cost(levels)
     entry["slack"] = grid.step_cost("mlp")  # the rule: target_cost - slack < cost <= target_cost
     return entry
 

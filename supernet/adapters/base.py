@@ -255,6 +255,15 @@ class DecoderAdapter:
         (block,) = [p.block for p in plan if p.side == "in"]
         return self.block_index(units, block, kind=kind)
 
+    @property
+    def grid_kinds(self) -> tuple[str, ...]:
+        """The modules of a layer the level grid holds, in grid order (a mixture may add its expert count)."""
+        return ("attn", "mlp")
+
+    def block_unit_params(self) -> int:
+        """Parameters of one layer's units (attention and MLP, with their bases), all kept."""
+        return sum(self.units_total(k) * self.unit_params(k) + self.base_params(k) for k in ("attn", "mlp"))
+
     def units_total(self, kind: str) -> int:
         if kind == "mlp":
             return self.geometry.intermediate

@@ -22,6 +22,11 @@ expert's u-th best channel (experts rank their own channels, on the gate-weighte
 over the tokens routed to them), so a layer keeps the same width w in all its experts and every expert
 (3 H w each, plus the router). This is what a compute budget can buy: a token uses top-k experts, so
 ``budget.kind=active_params`` counts 3 H k per channel unit (:meth:`MoeMixin.active_params`).
+
+With ``expert_unit="both"`` a layer has both: an ``experts`` module (how many experts it keeps, by the
+expert criterion; a unit is an expert's router row, H) and the ``mlp`` module (the width every kept
+expert keeps, by its own channel ranking; a unit is one channel of one expert, 3 H). The level grid
+costs the two together, e R + w 3 H c(e) (``supernet.levels``), so one search trades experts for width.
 """
 
 from __future__ import annotations
@@ -40,7 +45,9 @@ if TYPE_CHECKING:
     from transformers import PreTrainedConfig
 
 EXPERT_TENSORS = ("gate_up_proj", "down_proj")  # the experts module's 3-D weights, expert-major
-EXPERT_UNITS = ("expert", "channel")  # a MoE layer's MLP units: whole experts, or one channel of every expert
+# a MoE layer's MLP units: whole experts, one channel of every expert, or both (an expert count and a width)
+EXPERT_UNITS = ("expert", "channel", "both")
+EXPERTS = "experts"  # the expert-count module's kind with expert_unit="both"
 
 
 class MoeMixin:
@@ -62,47 +69,73 @@ class MoeMixin:
     # ---- units ------------------------------------------------------------------------------
     @property
     def channel_units(self) -> bool:
-        """Whether the MLP's units are channels of every expert (else whole experts)."""
-        return self.expert_unit == "channel"
+        """Whether the MLP's units are channels of the experts (else whole experts)."""
+        return self.expert_unit in ("channel", "both")
+
+    @property
+    def grid_kinds(self) -> tuple[str, ...]:
+        """The modules of a layer: with ``expert_unit=both`` an expert count beside the experts' width."""
+        return (*super().grid_kinds, EXPERTS) if self.expert_unit == "both" else super().grid_kinds
 
     def units_total(self, kind: str) -> int:
+        if kind == EXPERTS:
+            return self.num_experts
         if kind != "mlp":
             return super().units_total(kind)
         return self.expert_width if self.channel_units else self.num_experts
 
     def unit_step(self, kind: str) -> int:
-        return 1 if kind == "mlp" else super().unit_step(kind)
+        return 1 if kind in ("mlp", EXPERTS) else super().unit_step(kind)
 
     def min_units(self, kind: str) -> int:
-        """With expert units a layer keeps top-k experts at least (and never removes its MoE block)."""
-        return self.top_k if kind == "mlp" and not self.channel_units else super().min_units(kind)
+        """A layer keeps top-k experts at least (with whole expert units it never removes its MoE block; with
+        both, a width of 0 removes it)."""
+        if kind == EXPERTS or (kind == "mlp" and not self.channel_units):
+            return self.top_k
+        return super().min_units(kind)
 
     def unit_params(self, kind: str) -> int:
         """An expert: its gate, up and down projections (3 H I) and its router row (H); a channel unit: that
-        channel's gate and up rows and down column in every expert (3 H E)."""
+        channel's gate and up rows and down column in every expert (3 H E). With both kinds an ``experts``
+        unit is a router row (H) and an ``mlp`` unit a channel of one expert (3 H): the grid multiplies."""
+        hidden = self.geometry.hidden
+        if kind == EXPERTS:
+            return hidden
         if kind != "mlp":
             return super().unit_params(kind)
-        hidden = self.geometry.hidden
+        if self.expert_unit == "both":
+            return 3 * hidden
         return 3 * hidden * self.num_experts if self.channel_units else 3 * hidden * self.expert_width + hidden
 
     def base_params(self, kind: str) -> int:
         """With channel units the router (E H) stays while any channel does."""
+        if kind == EXPERTS:
+            return 0
         if kind != "mlp":
             return super().base_params(kind)
-        return self.num_experts * self.geometry.hidden if self.channel_units else 0
+        return self.num_experts * self.geometry.hidden if self.expert_unit == "channel" else 0
+
+    def block_unit_params(self) -> int:
+        """Parameters of a layer's units: every expert (3 H I + H each) and the attention's."""
+        experts = self.num_experts * (3 * self.geometry.hidden * self.expert_width + self.geometry.hidden)
+        return experts + self.units_total("attn") * self.unit_params("attn") + self.base_params("attn")
 
     def active_params(self, kind: str) -> tuple[int, int]:
         """(per unit, base) parameters one token uses (``budget.kind=active_params``): a channel unit in its
-        top-k experts (3 H k) and the whole router (E H, every logit is computed); attention as ``params``."""
+        top-k experts (3 H k) and the whole router (E H, every logit is computed); attention as ``params``.
+        With both kinds the grid counts a channel of one expert (3 H) in min(k, e) of the e kept experts."""
+        if kind == EXPERTS:
+            return self.unit_params(kind), 0
         if kind != "mlp":
             return self.unit_params(kind), self.base_params(kind)
         assert self.channel_units, "active parameters are counted on channel units"
+        if self.expert_unit == "both":
+            return self.unit_params(kind), 0
         return 3 * self.geometry.hidden * self.top_k, self.base_params(kind)
 
-    def moe_shape(self, kept: int) -> dict[str, int]:
-        """A layer's ``layer_shapes`` fields with ``kept`` MLP units: experts kept and their width (and the
-        config's own ``intermediate_size``, unchanged)."""
-        experts, width = (self.num_experts, kept) if self.channel_units else (kept, self.expert_width)
+    def moe_shape(self, experts: int, width: int) -> dict[str, int]:
+        """A layer's ``layer_shapes`` fields: ``experts`` kept of ``width`` channels each (and the config's own
+        ``intermediate_size``, unchanged)."""
         if experts == 0 or width == 0:
             experts = width = 0
         return {"num_experts": experts, "expert_width": width, "intermediate_size": self.dense_intermediate}
@@ -112,35 +145,30 @@ class MoeMixin:
         """The dense tensors of a sparse MoE block, expert-major: the experts' weights and the router's."""
         return {**{name: getattr(block.experts, name) for name in EXPERT_TENSORS}, "router": block.gate.weight}
 
-    def install_experts(self, block: nn.Module, dense: dict[str, nn.Parameter], units: torch.Tensor | None) -> None:
-        """Point ``block`` at the slices of ``units`` (None: the dense tensors themselves) and set the sizes its
-        forward reads (expert count, top-k). ``units``: experts [kept], ascending; with channel units the
-        channels each expert keeps, [E, kept] ascending per row."""
-        if units is not None and units.dim() == 2:
-            self._install_channels(block, dense, units)
-            return
-        count = self.num_experts if units is None else units.numel()
-        for name, tensor in dense.items():
-            sliced = tensor if units is None else nn.Parameter(tensor.index_select(0, units.to(tensor.device)),
-                                                               requires_grad=tensor.requires_grad)  # fmt: skip
+    def install_experts(self, block: nn.Module, dense: dict[str, nn.Parameter], experts: torch.Tensor | None,
+                        channels: torch.Tensor | None = None) -> None:  # fmt: skip
+        """Point ``block`` at the slices of the kept experts and channels and set the sizes its forward reads
+        (expert count, top-k, width). ``experts``: [kept] ascending (None: all); ``channels``: what each dense
+        expert keeps, [E, width] ascending per row (None: every channel); the dense tensors themselves when
+        both are None."""
+        count = self.num_experts if experts is None else experts.numel()
+        tensors = dict(dense)
+        if experts is not None:
+            for name, tensor in dense.items():
+                tensors[name] = tensor.index_select(0, experts.to(tensor.device))
+        if channels is not None:
+            c = channels.to(tensors["gate_up_proj"].device)  # [E, w]
+            c = c if experts is None else c.index_select(0, experts.to(c.device))  # [kept, w]
+            gate_up, down = tensors["gate_up_proj"], tensors["down_proj"]  # [kept, 2I, H], [kept, H, I]
+            rows = torch.cat([c, c + self.expert_width], dim=1)  # [kept, 2w]: gate rows c, up rows I + c
+            tensors["gate_up_proj"] = gate_up.gather(1, rows[:, :, None].expand(-1, -1, gate_up.shape[2]))
+            tensors["down_proj"] = down.gather(2, c[:, None, :].expand(-1, down.shape[1], -1))
+        for name, tensor in tensors.items():
             owner, attr = (block.gate, "weight") if name == "router" else (block.experts, name)
-            setattr(owner, attr, sliced)
+            kept = tensor if tensor is dense[name] else nn.Parameter(tensor, requires_grad=dense[name].requires_grad)
+            setattr(owner, attr, kept)
+        block.experts.intermediate_dim = self.expert_width if channels is None else channels.shape[1]
         self._set_counts(block, count)
-
-    def _install_channels(self, block: nn.Module, dense: dict[str, nn.Parameter], channels: torch.Tensor) -> None:
-        """Every expert keeps its own channels ``channels[e]``: gate rows c and up rows I + c of
-        ``gate_up_proj[e]``, columns c of ``down_proj[e]``; the router is whole."""
-        gate_up, down = dense["gate_up_proj"], dense["down_proj"]  # [E, 2I, H], [E, H, I]
-        c = channels.to(gate_up.device)  # [E, w]
-        rows = torch.cat([c, c + self.expert_width], dim=1)  # [E, 2w]
-        grad = gate_up.requires_grad
-        block.experts.gate_up_proj = nn.Parameter(gate_up.gather(1, rows[:, :, None].expand(-1, -1, gate_up.shape[2])),
-                                                  requires_grad=grad)  # fmt: skip
-        block.experts.down_proj = nn.Parameter(down.gather(2, c[:, None, :].expand(-1, down.shape[1], -1)),
-                                               requires_grad=grad)  # fmt: skip
-        block.gate.weight = dense["router"]
-        block.experts.intermediate_dim = c.shape[1]
-        self._set_counts(block, self.num_experts)
 
     def _set_counts(self, block: nn.Module, count: int) -> None:
         block.experts.num_experts = count

@@ -17,7 +17,7 @@ from proxies.report import (
     top_overlap,
     walk_candidates,
 )
-from supernet.levels import make_grid
+from supernet.grids import make_grid
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supernet.levels import make_grid
+from supernet.grids import make_grid
 
 
 class QuadraticEvaluator:

@@ -10,7 +10,8 @@ import pytest
 from supernet.build import supernet_grid
 from supernet.config import SupernetConfig
 from supernet.errors import UsageError
-from supernet.levels import make_grid, refine_grid, repair, switch_pair
+from supernet.grids import make_grid, refine_grid
+from supernet.levels import repair, switch_pair
 
 
 def foreign_grid(**overrides):

@@ -8,7 +8,8 @@ import torch
 
 from supernet.build import build_supernet, supernet_grid
 from supernet.config import SupernetConfig
-from supernet.levels import refine_grid, repair
+from supernet.grids import refine_grid
+from supernet.levels import repair
 from supernet.refine import carry_over, refine_supernet
 
 

@@ -41,6 +41,50 @@ def prune_channels(model) -> Switcher:
     return switcher
 
 
+def prune_both(model) -> Switcher:
+    """Both unit kinds: layer 0 keeps experts {1, 4, 6} at 16 channels each (their own channels), layer 1
+    all experts at 8 channels, layer 2 top-k experts {0, 7} at full width; layer 1's attention one group."""
+    switcher = Switcher(model, adapter_for(model.config, expert_unit="both"))
+    gen = torch.Generator().manual_seed(6)
+    channels = lambda w: torch.stack([torch.randperm(24, generator=gen)[:w].sort().values for _ in range(EXPERTS)])  # noqa: E731
+    switcher.set(0, "experts", Variant(torch.tensor([1, 4, 6])))
+    switcher.set(0, "mlp", Variant(channels(16)))
+    switcher.set(1, "mlp", Variant(channels(8)))
+    switcher.set(2, "experts", Variant(torch.tensor([0, 7])))
+    switcher.set(1, "attn", Variant(torch.tensor([0])))
+    return switcher
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_experts_and_their_width_in_place_equal_the_exported_model(family: str) -> None:
+    model = tiny_moe(family)
+    switcher = prune_both(model)
+    pruned = assert_live_equals_materialised(model, switcher)
+    assert [(s["num_experts"], s["expert_width"]) for s in switcher.shapes()] == [(3, 16), (8, 8), (2, 24)]
+    assert tuple(pruned.model.layers[0].mlp.experts.gate_up_proj.shape) == (3, 32, 32)
+    assert [layer.mlp.gate.weight.shape[0] for layer in pruned.model.layers] == [3, 8, 2]
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_switching_experts_and_widths_back_restores_dense_exactly(family: str) -> None:
+    assert_switching_back_is_exact(tiny_moe(family), prune_both)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_an_expert_count_and_a_width_cost_together(family: str) -> None:
+    """e experts of width w hold e (3 H w + H) parameters: an ``experts`` unit is a router row, an ``mlp``
+    unit one channel of one expert."""
+    model = tiny_moe(family)
+    adapter = adapter_for(model.config, expert_unit="both")
+    assert adapter.grid_kinds == ("attn", "mlp", "experts") and adapter.min_units("experts") == TOP_K
+    assert (adapter.unit_params("experts"), adapter.unit_params("mlp")) == (32, 3 * 32)
+    switcher = Switcher(model, adapter)
+    switcher.set(0, "experts", Variant(torch.tensor([1, 2, 5])))
+    switcher.set(0, "mlp", Variant(torch.arange(16).repeat(EXPERTS, 1)))
+    kept = count_params(adapter.mlp(switcher.layers[0])) - adapter.fixed_params("mlp")
+    assert kept == 3 * (16 * adapter.unit_params("mlp") + adapter.unit_params("experts"))
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_expert_channels_in_place_equal_the_exported_model(family: str) -> None:
     model = tiny_moe(family)
@@ -122,13 +166,13 @@ def test_an_expert_unit_holds_its_projections_and_router_row(family: str) -> Non
 def reloaded_moe(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], dict]:
     root = tmp_path_factory.mktemp("reload-moe")
     cases = {}
-    for family, prune in [(f, p) for f in sorted(FAMILIES) for p in (prune_experts, prune_channels)]:
+    for family, prune in [(f, p) for f in sorted(FAMILIES) for p in (prune_experts, prune_channels, prune_both)]:
         model = tiny_moe(family)
         cases[family, prune.__name__] = saved_case(model, prune(model), root / f"{family}-{prune.__name__}")
     return reload_cases(cases, root)
 
 
-@pytest.mark.parametrize("units", ["prune_experts", "prune_channels"])
+@pytest.mark.parametrize("units", ["prune_experts", "prune_channels", "prune_both"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_pruned_moe_reloads_without_strata(family: str, units: str, reloaded_moe) -> None:
     case = reloaded_moe[family, units]
