@@ -54,9 +54,12 @@ class PrefixForward:
         self.bytes = 0
 
     def _prefix(self) -> tuple[tuple[Variant | None, ...], ...]:
-        """The live variants of every layer, as the switcher installed them: per layer (attn, mlp)."""
-        current = self.switcher.current
-        return tuple((current[i, "attn"], current[i, "mlp"]) for i in range(len(self.switcher.layers)))
+        """The live variants of every layer, as the switcher installed them: per layer, every module (attention,
+        MLP, and a mixture's expert count where it is a module of its own)."""
+        layers: list[list[Variant | None]] = [[] for _ in self.switcher.layers]
+        for (i, _), variant in self.switcher.current.items():  # keys in layer order, kinds in a fixed order
+            layers[i].append(variant)
+        return tuple(tuple(modules) for modules in layers)
 
     @staticmethod
     def _key(batch: int, prefix: tuple, i: int) -> tuple:

@@ -214,6 +214,11 @@ class Qwen2MoeAdapter(MoeMixin, Qwen2Adapter):
     def has_bias(self, kind: str, name: str) -> bool:
         return self.qkv_bias and super().has_bias(kind, name)
 
+    def min_units(self, kind: str) -> int:
+        """The routed experts stay while the shared expert does (one block computes both): with channel units a
+        layer keeps one channel at least (one level), never a width of 0."""
+        return 1 if kind == "mlp" and self.channel_units else super().min_units(kind)
+
     def fixed_params(self, kind: str) -> int:
         """The shared expert (3 H I_shared) and its gate (H)."""
         if kind != "mlp":

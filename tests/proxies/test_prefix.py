@@ -80,3 +80,23 @@ def test_full_vocabulary_stores_no_index(switcher, batches):
     tokens = sum(b.numel() for b in batches)
     assert all(index is None for _, index in proxy.teacher)
     assert proxy.cache_bytes() == tokens * VOCAB * 4
+
+
+def test_a_change_of_expert_count_alone_is_seen() -> None:
+    """A mixture with ``expert_unit=both``: candidates differing only in one layer's expert count (the
+    third module of a layer) get the logits of a full forward, not the stored ones of the other."""
+    from moe_models import tiny_moe
+
+    from supernet.adapters import adapter_for
+    from supernet.switch import Switcher
+
+    model = tiny_moe("qwen3_moe")
+    switcher = Switcher(model, adapter_for(model.config, expert_unit="both"))
+    forward = PrefixForward(switcher)
+    batch = torch.randint(3, 97, (2, 12), generator=torch.Generator().manual_seed(0))
+    width = Variant(torch.arange(16).repeat(8, 1))
+    for experts in ([0, 1, 2, 3, 4, 5, 6, 7], [1, 2, 5], [0, 6], [1, 2, 5]):
+        switcher.apply({(1, "mlp"): width, (1, "experts"): Variant(torch.tensor(experts))})
+        expected = model(input_ids=batch, use_cache=False).logits
+        torch.testing.assert_close(forward.logits(model, 0, batch), expected, **TOL)
+    assert forward.layers_reused > 0
