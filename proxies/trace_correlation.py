@@ -87,8 +87,7 @@ class TraceCorrelationProxy(Proxy):
 
     # ---- which weights, which coordinates -------------------------------------------------------
     def _plan(self, kind: str) -> tuple[Projection, ...]:
-        adapter = self.switcher.adapter
-        return adapter.attention_plan if kind == "attn" else adapter.mlp_plan
+        return self.switcher.adapter.plan(kind)
 
     def _active(self) -> list[tuple[int, str]]:
         """Modules that keep at least one unit (dense ones included)."""
@@ -99,7 +98,7 @@ class TraceCorrelationProxy(Proxy):
         adapter, layers = self.switcher.adapter, self.switcher.layers
         weights = {}
         for layer, kind in modules:
-            module = adapter.attention(layers[layer]) if kind == "attn" else adapter.mlp(layers[layer])
+            module = adapter.module(layers[layer], kind)
             for proj in self._plan(kind):
                 weights[layer, kind, proj.name] = getattr(module, proj.name).weight
         return weights

@@ -5,7 +5,8 @@ them are in ``supernet/allocators.py``.
 
 ``allocation.json`` holds ``{"layers": [{"attn_units", "attn_units_total", "mlp_units",
 "mlp_units_total"}, ...]}``: one entry per decoder layer, units kept; a mixture of experts' layers also
-hold ``"experts"`` (kept) and ``"experts_total"``, and ``mlp_units`` is then each expert's width. Where the
+hold ``"experts"`` (kept) and ``"experts_total"`` (and Qwen2-MoE's ``"shared_units"``, ``"shared_units_total"``:
+its shared expert's channels), and ``mlp_units`` is then each expert's width. Where the
 mixture's MLP units are whole experts, ``"mlp_unit": "expert"`` says so.
 """
 
@@ -25,6 +26,8 @@ class LayerAllocation:
     mlp_units_total: int
     experts: int | None = None  # a mixture of experts: the experts kept (the MLP kind's units)
     experts_total: int | None = None
+    shared_units: int | None = None  # Qwen2-MoE: the shared expert's channels kept
+    shared_units_total: int | None = None
 
 
 def module_units(allocation: dict, entry: dict, kind: str) -> tuple[int, int]:
@@ -41,7 +44,8 @@ def chart_kinds(allocation: dict) -> tuple[str, ...]:
     expert count beside its experts' width where the MLP's units are channels."""
     layers = allocation["layers"]
     both = allocation.get("mlp_unit", "channel") == "channel" and bool(layers) and "experts" in layers[0]
-    return ("attn", "mlp", "experts") if both else ("attn", "mlp")
+    shared = bool(layers) and "shared_units" in layers[0]
+    return ("attn", "mlp", *(("experts",) if both else ()), *(("shared",) if shared else ()))
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class Allocation:
             return entry.attn_units
         if kind == "experts":  # a mixture's expert count beside its experts' width (expert_unit=both)
             return entry.experts
+        if kind == "shared":  # Qwen2-MoE's shared expert
+            return entry.shared_units
         return entry.experts if self.mlp_unit == "expert" else entry.mlp_units
 
     def to_json(self) -> dict:

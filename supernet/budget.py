@@ -9,7 +9,9 @@
   fraction ``(keep * N_total - N_fixed) / N_units`` of the unit parameters.
 - ``active_params``: the block parameters one token uses. In a dense model all of them (the same as
   ``block_params``); in a mixture of experts with channel units (``supernet.expert_unit=channel``) a
-  channel unit counts in its top-k experts only, 3 H k, and the router (E H) while the MLP is present.
+  channel unit counts in its top-k experts only, 3 H k, and the router (E H) while the MLP is present; with
+  ``expert_unit=both`` e experts of width w count 3 H w min(k, e) + e H (``supernet.levels``, coupled
+  modules).
 - ``flops``: forward FLOPs of the transformer blocks on one sequence of ``T = budget.seq_len`` tokens,
   counting a multiply-add as 2 FLOPs. A unit's cost (supernet/flops.py: Kaplan et al. 2020's 2N per token,
   plus causal attention's T(T+1)/2 query-key pairs, each 2d for QK^T and 2d for AV per query head):
@@ -76,8 +78,8 @@ def budget_grid(model: nn.Module, adapter: DecoderAdapter, budget: BudgetConfig,
     """The level grid of ``cfg`` around the uniform allocation that meets ``budget``."""
     keep = unit_keep(model, adapter, budget)
     if budget.kind == "flops" and adapter.moe:
-        raise UsageError("budget.kind=flops would count every expert as computed for every token; budget a "
-                         "mixture by budget.kind=active_params (with supernet.expert_unit=channel)")  # fmt: skip
+        raise UsageError("budget.kind=flops would count every expert as computed for every token; budget a mixture "
+                         "by budget.kind=active_params (with supernet.expert_unit=channel or both)")  # fmt: skip
     if budget.kind == "active_params" and adapter.moe:
         if not adapter.channel_units:
             raise UsageError("budget.kind=active_params counts the top-k experts a token uses, which removing "

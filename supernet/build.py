@@ -41,7 +41,7 @@ from supernet.compensation import get_compensation
 from supernet.errors import UsageError
 from supernet.expert_criteria import RoutingStats, channel_scores, expert_scores
 from supernet.grids import make_grid
-from supernet.levels import KINDS, LevelGrid
+from supernet.levels import LevelGrid
 from supernet.statistics import calibrate
 from supernet.switch import Switcher, Variant, kept_units
 
@@ -91,6 +91,8 @@ def supernet_grid(
         raise UsageError(
             f"supernet.channel_quantum={cfg.channel_quantum} is more than the {totals['mlp']} MLP channels of a layer"
         )
+    # an expert count moves an expert at a time; a shared expert's width as the MLP's channels
+    steps = {"attn": attn_step, "mlp": mlp_step, "experts": 1, "shared": cfg.channel_quantum}
     moe = None
     if adapter.moe:
         moe = {"unit": adapter.expert_unit, "experts": adapter.num_experts, "width": adapter.expert_width}
@@ -101,7 +103,7 @@ def supernet_grid(
         totals=totals,
         unit_params={k: adapter.unit_params(k) for k in kinds},
         keep=keep,
-        steps={"attn": attn_step, "mlp": mlp_step, **{k: 1 for k in kinds[len(KINDS) :]}},
+        steps={k: step for k, step in steps.items() if k in kinds},
         floors={k: adapter.min_units(k) for k in kinds},
         radius=cfg.radius,
         joint=cfg.joint_budget,
@@ -267,7 +269,8 @@ def calibrate_into(
 
     def on_layer(i: int, stats: dict) -> dict[str, Variant | None]:
         for kind in adapter.grid_kinds:  # a mixture's expert count is scored from its MLP's routing statistics
-            fill(switcher.dense_modules[i, kind if kind in KINDS else "mlp"], (i, kind), stats.get(kind, stats["mlp"]))
+            own = kind if kind in adapter.module_kinds else "mlp"
+            fill(switcher.dense_modules[i, own], (i, kind), stats[own])
         return {kind: net.variant(i, kind, net.grid.target[net.index[i, kind]]) for kind in adapter.grid_kinds}
 
     calibrate(

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 def unit_weight_sq_norms(adapter: DecoderAdapter, module: nn.Module, kind: str) -> torch.Tensor:
     """Sum of squared weights each unit owns across the module's projections. [units]"""
-    plan = adapter.attention_plan if kind == "attn" else adapter.mlp_plan
+    plan = adapter.plan(kind)
     units = adapter.units_total(kind)
     total = torch.zeros(units, dtype=torch.float64, device=next(module.parameters()).device)
     for proj in (p for p in plan if adapter.owns(p, kind)):

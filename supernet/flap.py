@@ -116,7 +116,7 @@ def flap_baseline(net: Supernet, switcher: Switcher) -> FlapBaseline:
         if count == m.total:
             variants[key] = None
             continue
-        if m.kind != "attn" and adapter.moe:  # experts or expert channels, by the supernet's ranking; no bias
+        if m.kind in ("mlp", "experts") and adapter.moe:  # experts or their channels, by the supernet's ranking
             variants[key] = Variant(kept_units(net.rankings[key], count))
             continue
         ranking = criteria.ranking(net.fluctuation[key], adapter.unit_step(m.kind))

@@ -35,7 +35,9 @@ def make_grid(
     """Build the grid around the most uniform allocation at ``keep``.
 
     Args:
-        totals: units of a dense module per kind (GQA groups, MLP channels; a coupled mixture's experts).
+        totals: units of a dense module per kind, in a layer's module order (GQA groups, MLP channels; a
+            mixture's expert count, Qwen2-MoE's shared expert channels). Kinds beyond attention, MLP and the
+            expert count are additive modules centred on ``keep`` of their units.
         unit_params: parameters per unit per kind.
         keep: fraction of the prunable cost to keep, in (0, 1].
         steps: units per level per kind (1 GQA group, ``channel_quantum`` channels).
@@ -52,7 +54,8 @@ def make_grid(
     """
     if not 0.0 < keep <= 1.0:
         raise UsageError(f"budget.keep={keep} is outside (0, 1]: give the fraction of parameters to keep")
-    kinds = (*KINDS, EXPERTS) if moe and moe["unit"] == "both" else KINDS
+    kinds = tuple(totals)
+    assert kinds[: len(KINDS)] == KINDS and (EXPERTS in kinds) == bool(moe and moe["unit"] == "both"), kinds
     costs = dict(unit_params if unit_cost is None else unit_cost)
     top = {k: -(-totals[k] // steps[k]) for k in kinds}
     stride = strides({k: totals[k] for k in kinds}, steps, fraction)
@@ -66,7 +69,8 @@ def make_grid(
             for kind in kinds:
                 c = max(centre[kind][layer], least[kind])
                 lo, hi = max(least[kind], c - reach * stride[kind]), min(top[kind], c + reach * stride[kind])
-                partner = -1 if len(kinds) == 2 or kind == "attn" else first + (2 if kind == "mlp" else 1)
+                pair = {"mlp": EXPERTS, EXPERTS: "mlp"}.get(kind)  # a layer's expert count and width cost together
+                partner = first + kinds.index(pair) if pair in kinds else -1
                 modules.append(ModuleGrid(layer, kind, steps[kind], totals[kind], lo, hi, stride[kind], c,
                                           least[kind], partner))  # fmt: skip
         return LevelGrid(tuple(modules), dict(unit_params), joint, tuple(m.centre for m in modules), budget, **extra)
@@ -74,21 +78,27 @@ def make_grid(
     dense_grid = grid_around({k: [top[k]] * num_layers for k in kinds}, 0, 0)
     dense = dense_grid.dense_cost()
     budget = math.floor(keep * dense + 1e-9 * dense)  # float noise must not cost a unit at keep = 1
-    # attention keeps round(keep * groups) on average; the MLP takes the rest of the budget, spread evenly
+    # attention keeps round(keep * groups) on average (and the additive kinds keep of theirs); the MLP takes the
+    # rest of the budget, spread evenly
     attn = min(num_layers * top["attn"], round(keep * num_layers * totals["attn"] / steps["attn"]))
     centre = {"attn": _spread(attn, num_layers)}
     attn_base = dense_grid.bases.get("attn", 0)
-    attn_cost = sum(
+    placed = sum(  # what the modules placed before the MLP cost
         min(lv * steps["attn"], totals["attn"]) * costs["attn"] + attn_base * (lv > 0) for lv in centre["attn"]
     )
+    for kind in kinds[len(KINDS) :]:  # additive kinds (a shared expert) keep ``keep`` of their units
+        if kind != EXPERTS:
+            centre[kind] = _spread(round(keep * num_layers * totals[kind] / steps[kind]), num_layers)
+            base = dense_grid.bases.get(kind, 0)
+            placed += sum(min(lv * steps[kind], totals[kind]) * costs[kind] + base * (lv > 0) for lv in centre[kind])
     step_cost = steps["mlp"] * costs["mlp"]
     if EXPERTS in kinds:  # the experts first (a uniform count), their width with what is left
         uniform = min(top[EXPERTS], max(least[EXPERTS], round(keep * totals[EXPERTS])))
         experts = top[EXPERTS] if moe.get("active_top_k") else uniform
         centre[EXPERTS] = [experts] * num_layers
-        attn_cost += num_layers * experts * costs[EXPERTS]
+        placed += num_layers * experts * costs[EXPERTS]
         step_cost *= dense_grid.copies(experts)
-    mlp = max(0, min(num_layers * top["mlp"], (budget - attn_cost) // step_cost))
+    mlp = max(0, min(num_layers * top["mlp"], (budget - placed) // step_cost))
     centre["mlp"] = _spread(mlp, num_layers)
     grid = grid_around(centre, radius, budget)
     target = repair(grid, grid.target, strict=False)

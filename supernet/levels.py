@@ -116,13 +116,14 @@ class LevelGrid:
         return cost * self.copies(self.moe["experts"]) if self.coupled and kind == "mlp" else cost
 
     def unit_cost_dense(self, i: int) -> int:
-        """What one unit of module ``i`` costs with its partner dense: an expert at full width, a channel in
-        every expert (FLAP's global ranking prices units so)."""
+        """What one unit of module ``i`` costs with its partner dense: an expert at full width (counting
+        parameters held), a channel in every expert, or in top-k of them (FLAP's global ranking prices units so)."""
         m = self.modules[i]
         if m.partner < 0:
             return self.costs[m.kind]
-        if m.kind == EXPERTS:
-            return self.costs[EXPERTS] + self.moe["width"] * self.costs["mlp"]
+        if m.kind == EXPERTS:  # a token's compute does not grow with experts kept (past top-k): its router row
+            active = self.moe.get("active_top_k") is not None
+            return self.costs[EXPERTS] + (0 if active else self.moe["width"] * self.costs["mlp"])
         return self.costs["mlp"] * self.copies(self.moe["experts"])
 
     def module_cost(self, i: int, level: int) -> int:
@@ -199,24 +200,21 @@ class LevelGrid:
         for m, lv in zip(self.modules, levels, strict=True):
             by_layer.setdefault(m.layer, {})[m.kind] = m.units(lv)
             by_layer[m.layer][f"{m.kind}_total"] = m.total
-        if self.moe and self.moe["unit"] == "expert":  # the MLP's units are experts, each at its full width
-            width = self.moe["width"]
-            return Allocation(tuple(LayerAllocation(e["attn"], e["attn_total"], width, width, e["mlp"], e["mlp_total"])
-                                    for _, e in sorted(by_layer.items())), mlp_unit="expert")  # fmt: skip
-        if self.moe:  # channels of every expert; the experts kept (coupled: a module; else all) while any channel is
-
-            def experts(e: dict) -> int:
-                return (e[EXPERTS] if EXPERTS in e else self.moe["experts"]) if e["mlp"] else 0
-
-            total = self.moe["experts"]
-            return Allocation(tuple(LayerAllocation(e["attn"], e["attn_total"], e["mlp"], e["mlp_total"], experts(e),
-                                                    total) for _, e in sorted(by_layer.items())))  # fmt: skip
-        return Allocation(
-            tuple(
-                LayerAllocation(e["attn"], e["attn_total"], e["mlp"], e["mlp_total"])
-                for _, e in sorted(by_layer.items())
-            )
-        )
+        layers = []
+        for _, e in sorted(by_layer.items()):
+            fields = {"attn_units": e["attn"], "attn_units_total": e["attn_total"],
+                      "mlp_units": e["mlp"], "mlp_units_total": e["mlp_total"]}  # fmt: skip
+            if self.moe and self.moe["unit"] == "expert":  # the MLP's units are experts, each at its full width
+                width = self.moe["width"]
+                fields |= {"mlp_units": width, "mlp_units_total": width}
+                fields |= {"experts": e["mlp"], "experts_total": e["mlp_total"]}
+            elif self.moe:  # channels of experts: the experts kept (coupled: a module; else all) while any channel is
+                kept = e.get(EXPERTS, self.moe["experts"]) if e["mlp"] else 0
+                fields |= {"experts": kept, "experts_total": self.moe["experts"]}
+            if "shared" in e:  # Qwen2-MoE's shared expert
+                fields |= {"shared_units": e["shared"], "shared_units_total": e["shared_total"]}
+            layers.append(LayerAllocation(**fields))
+        return Allocation(tuple(layers), mlp_unit="expert" if self.moe and self.moe["unit"] == "expert" else "channel")
 
     def levels_of(self, allocation: Allocation) -> list[int]:
         """Inverse of ``allocation`` (units must be multiples of each module's step, or the whole module)."""

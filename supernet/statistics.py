@@ -39,7 +39,6 @@ from tqdm.auto import tqdm
 
 from supernet.errors import check_choice
 from supernet.expert_criteria import RoutingAccumulator
-from supernet.levels import KINDS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -221,7 +220,8 @@ def calibrate(
     layers = adapter.decoder_layers(model)
     for i in tqdm(range(len(layers)), desc="calibration", disable=not progress, leave=False):
         layer = layers[i]
-        accs = {k: _accumulator(adapter, layer, k, gram=gram, gram_dtype=gram_dtype, device=device) for k in KINDS}
+        accs = {k: _accumulator(adapter, layer, k, gram=gram, gram_dtype=gram_dtype, device=device)
+                for k in adapter.module_kinds}  # fmt: skip
         # 2) statistics on the dense layer (its outputs are the dense propagation)
         outputs = _hooked_pass(adapter, layer, hidden, context, accs, device)
         stats = {k: acc.finalize() for k, acc in accs.items()}

@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from supernet.levels import KINDS
-
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
@@ -67,7 +65,7 @@ class Switcher:
         self.dense_experts: dict[int, dict[str, nn.Parameter]] = {}  # MoE layers: experts' and router's tensors
         self.current: dict[tuple[int, str], Variant | None] = {}
         for i, layer in enumerate(self.layers):
-            for kind in KINDS:
+            for kind in adapter.module_kinds:
                 module = self._module(layer, kind)
                 self.dense_modules[i, kind] = module
                 self.dense_params[i, kind] = {
@@ -76,28 +74,24 @@ class Switcher:
                 self.current[i, kind] = None
             if adapter.moe:
                 self.dense_experts[i] = adapter.dense_experts(self.dense_modules[i, "mlp"])
-                for kind in adapter.grid_kinds[len(KINDS) :]:  # the expert count beside the width (both units)
+                for kind in set(adapter.grid_kinds) - set(adapter.module_kinds):  # the expert count (both units)
                     self.current[i, kind] = None
             attention = self.dense_modules[i, "attn"]
             self.dense_norms[i] = {p.name: getattr(attention, p.name).weight for p in adapter.attention_norms}
 
     def _plan(self, kind: str):
-        return self.adapter.attention_plan if kind == "attn" else self.adapter.mlp_plan
+        return self.adapter.plan(kind)
 
     def _module(self, layer: nn.Module, kind: str) -> nn.Module:
-        return self.adapter.attention(layer) if kind == "attn" else self.adapter.mlp(layer)
+        return self.adapter.module(layer, kind)
 
     def _install(self, layer_idx: int, kind: str, module: nn.Module) -> None:
-        layer = self.layers[layer_idx]
-        if kind == "attn":
-            self.adapter.set_attention(layer, module)
-        else:
-            self.adapter.set_mlp(layer, module)
+        self.adapter.set_module(self.layers[layer_idx], kind, module)
 
     def set(self, layer_idx: int, kind: str, variant: Variant | None) -> None:
         """Install ``variant`` (None: the dense module) for one module."""
         key = (layer_idx, kind)
-        if kind != "attn" and self.adapter.moe:
+        if kind in ("mlp", "experts") and self.adapter.moe:
             assert variant is None or not (variant.adds_bias or variant.out_weight is not None), (
                 "experts: no compensation"
             )
@@ -245,6 +239,11 @@ class Switcher:
             }
             if self.adapter.moe:  # experts kept and their width; the config's own width field stays
                 shape |= self.adapter.moe_shape(kept, width)
+            if (i, "shared") in self.current:  # Qwen2-MoE's shared expert: its width and compensation bias
+                shared = self.current[i, "shared"]
+                total = self.adapter.units_total("shared")
+                shape["shared_expert_width"] = total if shared is None else shared.units.numel()
+                shape["shared_out_bias"] = self._has_out_bias(i, "shared")
             shapes.append(shape)
         return shapes
 

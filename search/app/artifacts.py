@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KIND_COLORS = {"attn": "#4c78a8", "mlp": "#f58518", "experts": "#54a24b"}
+KIND_COLORS = {"attn": "#4c78a8", "mlp": "#f58518", "experts": "#54a24b", "shared": "#b279a2"}
 
 
 def artifact_store(run_dir: Path) -> FileSystemArtifactStore:
@@ -74,8 +74,9 @@ def allocation_svg(allocation: dict, *, title: str) -> str:
     legend_y = top + height + 26
     parts.append(f'<text x="{left}" y="{legend_y}" fill="{KIND_COLORS["attn"]}">attention</text>')
     parts.append(f'<text x="{left + 60}" y="{legend_y}" fill="{KIND_COLORS["mlp"]}">mlp</text>')
-    if "experts" in kinds:
-        parts.append(f'<text x="{left + 90}" y="{legend_y}" fill="{KIND_COLORS["experts"]}">experts</text>')
+    for offset, kind in ((90, "experts"), (140, "shared")):
+        if kind in kinds:
+            parts.append(f'<text x="{left + offset}" y="{legend_y}" fill="{KIND_COLORS[kind]}">{kind}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 

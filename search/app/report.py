@@ -39,6 +39,7 @@ KIND_NAMES = {
     "attn": "attention: GQA groups kept",
     "mlp": "MLP: channels (a mixture: experts) kept",
     "experts": "experts kept",
+    "shared": "shared expert: channels kept",
 }
 COLORS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d")
 

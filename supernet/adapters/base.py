@@ -142,16 +142,34 @@ class DecoderAdapter:
     def set_mlp(self, layer: nn.Module, module: nn.Module) -> None:
         setattr(layer, self.mlp_name, module)
 
+    def plan(self, kind: str) -> tuple[Projection, ...]:
+        """The projections of a module of ``kind`` and how its units map onto them."""
+        return self.attention_plan if kind == "attn" else self.mlp_plan
+
+    def module(self, layer: nn.Module, kind: str) -> nn.Module:
+        """The live module of ``kind`` in ``layer``."""
+        return self.attention(layer) if kind == "attn" else self.mlp(layer)
+
+    def set_module(self, layer: nn.Module, kind: str, module: nn.Module) -> None:
+        """Install ``module`` as ``layer``'s module of ``kind``."""
+        if kind == "attn":
+            self.set_attention(layer, module)
+        else:
+            self.set_mlp(layer, module)
+
+    @property
+    def module_kinds(self) -> tuple[str, ...]:
+        """The grid's kinds that are modules of their own (a mixture's expert count is not: it is its MLP's)."""
+        return tuple(k for k in self.grid_kinds if k != "experts")
+
     def output_projection(self, kind: str) -> str:
         """Name of the projection whose input columns a unit owns (o_proj / down_proj)."""
-        plan = self.attention_plan if kind == "attn" else self.mlp_plan
-        (name,) = [p.name for p in plan if p.side == "in"]
+        (name,) = [p.name for p in self.plan(kind) if p.side == "in"]
         return name
 
     def output_linear(self, layer: nn.Module, kind: str) -> nn.Module:
         """The live output projection (o_proj / down_proj) of a module of ``layer``."""
-        module = self.attention(layer) if kind == "attn" else self.mlp(layer)
-        return getattr(module, self.output_projection(kind))
+        return getattr(self.module(layer, kind), self.output_projection(kind))
 
     # ---- calling decoder layers one at a time (layer-wise calibration) ---------------------------
     def embed(self, model: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tensor:
@@ -228,7 +246,7 @@ class DecoderAdapter:
                 offsets.append(offsets[-1] + self.block_rows(b))
             return torch.cat([self.block_index(units, b, kind=kind) + o for b, o in zip(block, offsets, strict=True)])
         geo = self.geometry
-        if kind == "mlp":
+        if block == "channel":  # an MLP's (or a shared expert's) channel u is row / column u
             return units
         if self.attn_unit == "head":
             heads = units if block == "query" else torch.arange(geo.num_kv_heads if units.numel() else 0)
@@ -251,8 +269,7 @@ class DecoderAdapter:
 
     def output_columns(self, units: torch.Tensor, kind: str) -> torch.Tensor:
         """Input columns of the output projection (o_proj / down_proj) that ``units`` own."""
-        plan = self.attention_plan if kind == "attn" else self.mlp_plan
-        (block,) = [p.block for p in plan if p.side == "in"]
+        (block,) = [p.block for p in self.plan(kind) if p.side == "in"]
         return self.block_index(units, block, kind=kind)
 
     @property
@@ -308,7 +325,7 @@ class DecoderAdapter:
 
     def _blocks(self, kind: str) -> list[tuple[Projection, str]]:
         """Every (projection or norm, block) of a module's plan."""
-        plan = (*self.attention_plan, *self.attention_norms) if kind == "attn" else self.mlp_plan
+        plan = (*self.attention_plan, *self.attention_norms) if kind == "attn" else self.plan(kind)
         return [(proj, block) for proj in plan for block in proj.blocks]
 
     def _rows_params(self, proj: Projection, block: str, kind: str) -> int:

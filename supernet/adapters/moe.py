@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
+from supernet.adapters.base import DecoderAdapter, Projection
 from supernet.adapters.mistral import MistralAdapter
 from supernet.adapters.qwen2 import Qwen2Adapter
 from supernet.adapters.qwen3 import Qwen3Adapter
@@ -48,6 +49,7 @@ EXPERT_TENSORS = ("gate_up_proj", "down_proj")  # the experts module's 3-D weigh
 # a MoE layer's MLP units: whole experts, one channel of every expert, or both (an expert count and a width)
 EXPERT_UNITS = ("expert", "channel", "both")
 EXPERTS = "experts"  # the expert-count module's kind with expert_unit="both"
+SHARED = "shared"  # a Qwen2-MoE layer's shared expert, a module of its own (channel units)
 
 
 class MoeMixin:
@@ -197,13 +199,17 @@ class Qwen3MoeAdapter(MoeMixin, Qwen3Adapter):
 
 
 class Qwen2MoeAdapter(MoeMixin, Qwen2Adapter):
-    """Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B): routed experts as Qwen3-MoE's, plus a shared expert (an MLP
-    of ``shared_expert_intermediate_size`` and a sigmoid gate) that every token uses; the shared expert is
-    kept whole (its parameters count as fixed, like norms). Its checkpoints do not renormalise the top-k
-    weights (``norm_topk_prob=false``)."""
+    """Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B): routed experts as Qwen3-MoE's, plus a shared expert that every
+    token uses, ``mlp.shared_expert`` (a gated MLP of ``shared_expert_intermediate_size`` channels) scaled per
+    token by ``sigmoid(mlp.shared_expert_gate(x))``. The shared expert is a module of its own, kind ``shared``:
+    its units are its channels (3 H each), ranked and compensated as a dense MLP's (the bias that
+    compensation adds sits in its ``down_proj``, inside the gate's scaling, where the removed channels'
+    contribution was); its gate (H) stays. Its checkpoints do not renormalise the top-k weights
+    (``norm_topk_prob=false``)."""
 
     model_types = ("qwen2_moe",)
     experts_field = "num_experts"
+    shared_plan = DecoderAdapter.mlp_plan  # the shared expert: gate_proj, up_proj, down_proj
 
     def __init__(self, config: PreTrainedConfig, *, attn_unit: str = "group", expert_unit: str = "expert") -> None:
         check_every_layer_sparse(config, "Qwen2-MoE")
@@ -214,16 +220,51 @@ class Qwen2MoeAdapter(MoeMixin, Qwen2Adapter):
     def has_bias(self, kind: str, name: str) -> bool:
         return self.qkv_bias and super().has_bias(kind, name)
 
+    @property
+    def grid_kinds(self) -> tuple[str, ...]:
+        return (*super().grid_kinds, SHARED)
+
+    def plan(self, kind: str) -> tuple[Projection, ...]:
+        return self.shared_plan if kind == SHARED else super().plan(kind)
+
+    def module(self, layer: nn.Module, kind: str) -> nn.Module:
+        return self.mlp(layer).shared_expert if kind == SHARED else super().module(layer, kind)
+
+    def set_module(self, layer: nn.Module, kind: str, module: nn.Module) -> None:
+        if kind == SHARED:
+            self.mlp(layer).shared_expert = module
+        else:
+            super().set_module(layer, kind, module)
+
+    def units_total(self, kind: str) -> int:
+        return self.shared_width if kind == SHARED else super().units_total(kind)
+
+    def unit_step(self, kind: str) -> int:
+        return 1 if kind == SHARED else super().unit_step(kind)
+
     def min_units(self, kind: str) -> int:
-        """The routed experts stay while the shared expert does (one block computes both): with channel units a
-        layer keeps one channel at least (one level), never a width of 0."""
+        """The routed experts stay while the block does (it also computes the shared expert): with channel units
+        a layer keeps one channel at least (one level), never a width of 0. The shared expert may go."""
+        if kind == SHARED:
+            return 0
         return 1 if kind == "mlp" and self.channel_units else super().min_units(kind)
 
+    def unit_params(self, kind: str) -> int:
+        return 3 * self.geometry.hidden if kind == SHARED else super().unit_params(kind)
+
+    def base_params(self, kind: str) -> int:
+        return 0 if kind == SHARED else super().base_params(kind)
+
+    def block_unit_params(self) -> int:
+        return super().block_unit_params() + self.shared_width * self.unit_params(SHARED)
+
     def fixed_params(self, kind: str) -> int:
-        """The shared expert (3 H I_shared) and its gate (H)."""
+        """The shared expert's gate (H), which stays with the routed block."""
+        if kind == SHARED:
+            return 0
         if kind != "mlp":
             return super().fixed_params(kind)
-        return 3 * self.geometry.hidden * self.shared_width + self.geometry.hidden
+        return self.geometry.hidden
 
 
 class MixtralAdapter(MoeMixin, MistralAdapter):

@@ -116,6 +116,8 @@ def _layer_config(base: PreTrainedConfig, shape: dict, head_dim: int) -> PreTrai
             cfg.moe_intermediate_size = width
         else:  # Mixtral: intermediate_size is an expert's width
             cfg.intermediate_size = width
+    if "shared_expert_width" in shape:  # Qwen2-MoE's shared expert (a RemovedMLP when it keeps no channel)
+        cfg.shared_expert_intermediate_size = max(shape["shared_expert_width"], 1)
     return cfg
 
 
@@ -137,6 +139,10 @@ def build_layer(dense_layer: nn.Module, base: PreTrainedConfig, shape: dict, lay
         layer.mlp = RemovedMLP(base.hidden_size, shape["mlp_out_bias"])
     elif shape["mlp_out_bias"] and layer.mlp.down_proj.bias is None:
         layer.mlp.down_proj.bias = nn.Parameter(torch.zeros(base.hidden_size))
+    if shape.get("shared_expert_width") == 0 and not _mlp_removed(shape):
+        layer.mlp.shared_expert = RemovedMLP(base.hidden_size, shape["shared_out_bias"])
+    elif shape.get("shared_out_bias") and layer.mlp.shared_expert.down_proj.bias is None:
+        layer.mlp.shared_expert.down_proj.bias = nn.Parameter(torch.zeros(base.hidden_size))
     return layer
 
 

@@ -102,6 +102,7 @@ CONFIG_CLASSES = {
     "gemma2": "Gemma2Config",
     "phi3": "Phi3Config",
     "qwen3_moe": "Qwen3MoeConfig",
+    "qwen2_moe": "Qwen2MoeConfig",
 }
 ZOO_TRAINING = dict(steps=200, warmup_steps=20)  # ~7 minutes each on 2 cores, 0.8M tokens
 
@@ -136,6 +137,14 @@ ZOO: dict[str, Recipe] = {
                            head_dim=32, intermediate_size=256, family_config=(
                                ("moe_intermediate_size", 256), ("num_local_experts", 8), ("num_experts_per_tok", 2),
                                ("norm_topk_prob", True), ("router_aux_loss_coef", 0.01)),
+                           router_aux_loss=0.01, **ZOO_TRAINING),
+    # Qwen2-MoE (Qwen1.5-MoE-A2.7B's block at small scale): 8 routed experts of width 256, top-2 not renormalised,
+    # a shared expert of 512 channels behind its sigmoid gate, q/k/v biases, every layer sparse
+    "zoo-qwen2moe": Recipe(name="zoo-qwen2moe", family="qwen2_moe", hidden_size=256, num_heads=8, num_kv_heads=4,
+                           head_dim=32, intermediate_size=256, family_config=(
+                               ("moe_intermediate_size", 256), ("num_experts", 8), ("num_experts_per_tok", 2),
+                               ("shared_expert_intermediate_size", 512), ("norm_topk_prob", False),
+                               ("router_aux_loss_coef", 0.01)),
                            router_aux_loss=0.01, **ZOO_TRAINING),
 }  # fmt: skip
 

@@ -37,6 +37,7 @@ def counted(allocation: Allocation, adapter, *, active: bool) -> int:
         attn = layer.attn_units * adapter.unit_params("attn") + (adapter.base_params("attn") if layer.attn_units else 0)
         copies = min(adapter.top_k, layer.experts) if active else layer.experts
         total += attn + layer.experts * hidden + 3 * hidden * layer.mlp_units * copies
+        total += 3 * hidden * (layer.shared_units or 0)  # Qwen2-MoE's shared expert, channel by channel
     return total
 
 
@@ -79,6 +80,6 @@ def test_switches_trade_experts_for_width_on_budget(name: str) -> None:
         assert_rule(grid, adapter, child, active=False)
         moved |= {grid.modules[i].kind for i, (a, b) in enumerate(zip(parent, child, strict=True)) if a != b}
         parent = child
-    assert moved == {"attn", "mlp", "experts"}
+    assert moved == set(adapter.grid_kinds)  # attention, widths, expert counts (and a shared expert) all move
     data = grid.allocation(parent).to_json()
     assert grid.levels_of(Allocation.from_json(data)) == parent and "mlp_unit" not in data

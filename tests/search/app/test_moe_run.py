@@ -83,6 +83,9 @@ def test_every_mixture_is_pruned_on_budget_with_its_experts_counted(runs: dict[s
         assert sum(entry["experts"] for entry in layers) < 16, name
         shapes = json.loads((run_dir / "model" / "config.json").read_text())["layer_shapes"]
         assert [s["num_experts"] for s in shapes] == [entry["experts"] for entry in layers], name
+        if name == "qwen1.5-moe-a2.7b":  # the shared expert is a module: its width per layer, as allocated
+            assert [s["shared_expert_width"] for s in shapes] == [entry["shared_units"] for entry in layers]
+            assert all(entry["shared_units_total"] == 5632 for entry in layers)
         for flap_layer in metrics["baselines"]["flap_global"]["allocation"]["layers"]:
             assert 2 <= flap_layer["experts"] <= 8, name
 

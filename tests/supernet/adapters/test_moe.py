@@ -55,6 +55,43 @@ def prune_both(model) -> Switcher:
     return switcher
 
 
+def prune_shared(model) -> Switcher:
+    """Qwen2-MoE's shared expert: layer 0 keeps 16 of its 40 channels with a compensation bias, layer 1 loses it
+    but keeps the bias, layer 2 loses it whole; layer 0 also keeps experts {0, 3, 5}."""
+    switcher = Switcher(model, adapter_for(model.config))
+    gen = torch.Generator().manual_seed(7)
+    switcher.set(0, "shared", Variant(torch.randperm(40, generator=gen)[:16].sort().values,
+                                      out_bias=torch.randn(32, generator=gen)))  # fmt: skip
+    switcher.set(1, "shared", Variant(torch.tensor([], dtype=torch.long), out_bias=torch.randn(32, generator=gen)))
+    switcher.set(2, "shared", Variant(torch.tensor([], dtype=torch.long)))
+    switcher.set(0, "mlp", Variant(torch.tensor([0, 3, 5])))
+    return switcher
+
+
+def test_a_shared_expert_pruned_in_place_equals_the_exported_model() -> None:
+    model = tiny_moe("qwen2_moe")
+    switcher = prune_shared(model)
+    pruned = assert_live_equals_materialised(model, switcher)
+    assert [(s["shared_expert_width"], s["shared_out_bias"]) for s in switcher.shapes()] == [(16, True), (0, True),
+                                                                                             (0, False)]  # fmt: skip
+    assert tuple(pruned.model.layers[0].mlp.shared_expert.down_proj.weight.shape) == (32, 16)
+    assert [type(layer.mlp.shared_expert).__name__ for layer in pruned.model.layers[1:]] == ["RemovedMLP"] * 2
+
+
+def test_switching_a_shared_expert_back_restores_dense_exactly() -> None:
+    assert_switching_back_is_exact(tiny_moe("qwen2_moe"), prune_shared)
+
+
+def test_a_shared_expert_is_a_module_of_channels() -> None:
+    model = tiny_moe("qwen2_moe")
+    adapter = adapter_for(model.config)
+    assert adapter.grid_kinds == ("attn", "mlp", "shared") and adapter.units_total("shared") == 40
+    switcher = Switcher(model, adapter)
+    dense = count_params(adapter.mlp(switcher.layers[0]))
+    switcher.set(0, "shared", Variant(torch.arange(10)))
+    assert dense - count_params(adapter.mlp(switcher.layers[0])) == 30 * adapter.unit_params("shared") == 30 * 3 * 32
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_experts_and_their_width_in_place_equal_the_exported_model(family: str) -> None:
     model = tiny_moe(family)
@@ -76,12 +113,13 @@ def test_an_expert_count_and_a_width_cost_together(family: str) -> None:
     unit one channel of one expert."""
     model = tiny_moe(family)
     adapter = adapter_for(model.config, expert_unit="both")
-    assert adapter.grid_kinds == ("attn", "mlp", "experts") and adapter.min_units("experts") == TOP_K
+    assert adapter.grid_kinds[:3] == ("attn", "mlp", "experts") and adapter.min_units("experts") == TOP_K
     assert (adapter.unit_params("experts"), adapter.unit_params("mlp")) == (32, 3 * 32)
     switcher = Switcher(model, adapter)
     switcher.set(0, "experts", Variant(torch.tensor([1, 2, 5])))
     switcher.set(0, "mlp", Variant(torch.arange(16).repeat(EXPERTS, 1)))
-    kept = count_params(adapter.mlp(switcher.layers[0])) - adapter.fixed_params("mlp")
+    shared = adapter.units_total("shared") * adapter.unit_params("shared") if "shared" in adapter.grid_kinds else 0
+    kept = count_params(adapter.mlp(switcher.layers[0])) - adapter.fixed_params("mlp") - shared
     assert kept == 3 * (16 * adapter.unit_params("mlp") + adapter.unit_params("experts"))
 
 
@@ -159,7 +197,11 @@ def test_an_expert_unit_holds_its_projections_and_router_row(family: str) -> Non
     assert dense - count_params(adapter.mlp(switcher.layers[0])) == 5 * adapter.unit_params("mlp")
     assert adapter.unit_params("mlp") == 3 * 32 * 24 + 32 and adapter.min_units("mlp") == TOP_K
     kept = count_params(adapter.mlp(switcher.layers[0]))
-    assert kept == 3 * adapter.unit_params("mlp") + adapter.base_params("mlp") + adapter.fixed_params("mlp")
+    shared = adapter.units_total("shared") * adapter.unit_params("shared") if "shared" in adapter.grid_kinds else 0
+    assert kept == 3 * adapter.unit_params("mlp") + adapter.base_params("mlp") + adapter.fixed_params("mlp") + shared
+
+
+UNITS = ("prune_experts", "prune_channels", "prune_both")
 
 
 @pytest.fixture(scope="module")
@@ -169,11 +211,14 @@ def reloaded_moe(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, st
     for family, prune in [(f, p) for f in sorted(FAMILIES) for p in (prune_experts, prune_channels, prune_both)]:
         model = tiny_moe(family)
         cases[family, prune.__name__] = saved_case(model, prune(model), root / f"{family}-{prune.__name__}")
+    model = tiny_moe("qwen2_moe")
+    cases["qwen2_moe", "prune_shared"] = saved_case(model, prune_shared(model), root / "qwen2_moe-prune_shared")
     return reload_cases(cases, root)
 
 
-@pytest.mark.parametrize("units", ["prune_experts", "prune_channels", "prune_both"])
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize(
+    ("family", "units"), [(f, u) for f in sorted(FAMILIES) for u in UNITS] + [("qwen2_moe", "prune_shared")]
+)
 def test_pruned_moe_reloads_without_strata(family: str, units: str, reloaded_moe) -> None:
     case = reloaded_moe[family, units]
     assert case["report"]["strata_modules"] == [] and case["report"]["params"] == case["params"]

@@ -45,7 +45,7 @@ def test_zoo_recipes_are_in_their_families_layouts() -> None:
         group = (2 * recipe.num_heads // recipe.num_kv_heads + 2) * recipe.head_dim * recipe.hidden_size
         # Qwen3's property is head_dim != hidden / heads (its group is 128 channels); Gemma 2's 2:1 GQA makes a
         # group (2g + 2) d / 3 = 2d channels, a whole number as in Gemma-2-2B (512)
-        if name == "zoo-qwen3moe":  # a mixture's MLP units are whole experts (3 H I + H each)
+        if name in ("zoo-qwen3moe", "zoo-qwen2moe"):  # a mixture's MLP units are whole experts (3 H I + H each)
             width = dict(recipe.family_config)["moe_intermediate_size"]
             assert group % (3 * recipe.hidden_size * width + recipe.hidden_size), f"{name}: whole experts"
         elif name not in ("zoo-qwen3", "zoo-gemma2"):
