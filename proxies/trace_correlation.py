@@ -139,7 +139,8 @@ class TraceCorrelationProxy(Proxy):
         if key not in self.projections:
             layer, kind, name = key
             position = [p.name for p in self._plan(kind)].index(name)
-            stream = (layer * 2 + (kind == "mlp")) * 8 + position  # one seeded stream per weight
+            kinds = self.switcher.adapter.module_kinds  # attention, MLP (and Qwen2-MoE's shared expert)
+            stream = (layer * len(kinds) + kinds.index(kind)) * 8 + position  # one seeded stream per weight
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + stream)
             width = grad.shape[1] if side == "out" else grad.shape[0]
             self.projections[key] = torch.randn(self.rank, width, generator=generator) / self.rank**0.5
