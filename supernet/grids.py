@@ -82,15 +82,14 @@ def make_grid(
     # rest of the budget, spread evenly
     attn = min(num_layers * top["attn"], round(keep * num_layers * totals["attn"] / steps["attn"]))
     centre = {"attn": _spread(attn, num_layers)}
-    attn_base = dense_grid.bases.get("attn", 0)
-    placed = sum(  # what the modules placed before the MLP cost
-        min(lv * steps["attn"], totals["attn"]) * costs["attn"] + attn_base * (lv > 0) for lv in centre["attn"]
-    )
     for kind in kinds[len(KINDS) :]:  # additive kinds (a shared expert) keep ``keep`` of their units
         if kind != EXPERTS:
             centre[kind] = _spread(round(keep * num_layers * totals[kind] / steps[kind]), num_layers)
-            base = dense_grid.bases.get(kind, 0)
-            placed += sum(min(lv * steps[kind], totals[kind]) * costs[kind] + base * (lv > 0) for lv in centre[kind])
+    placed = sum(  # what the modules placed before the MLP cost: units, and a base while any is kept
+        min(lv * steps[kind], totals[kind]) * costs[kind] + dense_grid.bases.get(kind, 0) * (lv > 0)
+        for kind, levels in centre.items()
+        for lv in levels
+    )
     step_cost = steps["mlp"] * costs["mlp"]
     if EXPERTS in kinds:  # the experts first (a uniform count), their width with what is left
         uniform = min(top[EXPERTS], max(least[EXPERTS], round(keep * totals[EXPERTS])))

@@ -91,11 +91,8 @@ class Switcher:
     def set(self, layer_idx: int, kind: str, variant: Variant | None) -> None:
         """Install ``variant`` (None: the dense module) for one module."""
         key = (layer_idx, kind)
-        if kind in ("mlp", "experts") and self.adapter.moe:
-            assert variant is None or not (variant.adds_bias or variant.out_weight is not None), (
-                "experts: no compensation"
-            )
-            self.current[key] = variant
+        if self._routed(kind):
+            self._record_routed(key, variant)
             self._set_experts(layer_idx)
             return
         dense = self.dense_modules[key]
@@ -113,6 +110,15 @@ class Switcher:
         else:
             self._install(layer_idx, kind, dense)
             self._slice(key, dense, variant)
+        self.current[key] = variant
+
+    def _routed(self, kind: str) -> bool:
+        """Whether ``kind`` is one of a MoE block's routed modules (its experts' width, its expert count)."""
+        return self.adapter.moe and kind in ("mlp", "experts")
+
+    def _record_routed(self, key: tuple[int, str], variant: Variant | None) -> None:
+        """Note a routed module's variant (experts carry no compensation); the block is installed after."""
+        assert variant is None or not (variant.adds_bias or variant.out_weight is not None), "experts: not compensated"
         self.current[key] = variant
 
     def moe_units(self, layer_idx: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -210,8 +216,15 @@ class Switcher:
     def apply(self, variants: dict[tuple[int, str], Variant | None]) -> int:
         """Install many variants, touching only modules whose variant changed; returns how many did."""
         changed = [key for key, variant in variants.items() if self.current[key] is not variant]
+        blocks = {}  # MoE layers whose routed modules changed: each installed once, whatever changed in it
         for layer_idx, kind in changed:
-            self.set(layer_idx, kind, variants[layer_idx, kind])
+            if self._routed(kind):
+                self._record_routed((layer_idx, kind), variants[layer_idx, kind])
+                blocks[layer_idx] = None
+            else:
+                self.set(layer_idx, kind, variants[layer_idx, kind])
+        for layer_idx in blocks:
+            self._set_experts(layer_idx)
         return len(changed)
 
     def shapes(self) -> list[dict]:

@@ -28,16 +28,20 @@ def prune_experts(model) -> Switcher:
     return switcher
 
 
+def expert_channels(gen: torch.Generator, width: int) -> torch.Tensor:
+    """``width`` random channels of each expert's 24, ascending per row: [EXPERTS, width]."""
+    return torch.stack([torch.randperm(24, generator=gen)[:width].sort().values for _ in range(EXPERTS)])
+
+
 def prune_channels(model) -> Switcher:
     """Channel units: every expert of layer 0 keeps its own 8 channels, layer 1 loses its MoE block (no
     channel left), layer 2 keeps 16 channels per expert (widths of the grid's channel quantum: transformers'
     grouped expert kernels need rows of 16 bytes)."""
     switcher = Switcher(model, adapter_for(model.config, expert_unit="channel"))
     gen = torch.Generator().manual_seed(4)
-    channels = lambda w: torch.stack([torch.randperm(24, generator=gen)[:w].sort().values for _ in range(EXPERTS)])  # noqa: E731
-    switcher.set(0, "mlp", Variant(channels(8)))
+    switcher.set(0, "mlp", Variant(expert_channels(gen, 8)))
     switcher.set(1, "mlp", Variant(torch.zeros(EXPERTS, 0, dtype=torch.long)))
-    switcher.set(2, "mlp", Variant(channels(16)))
+    switcher.set(2, "mlp", Variant(expert_channels(gen, 16)))
     return switcher
 
 
@@ -46,10 +50,9 @@ def prune_both(model) -> Switcher:
     all experts at 8 channels, layer 2 top-k experts {0, 7} at full width; layer 1's attention one group."""
     switcher = Switcher(model, adapter_for(model.config, expert_unit="both"))
     gen = torch.Generator().manual_seed(6)
-    channels = lambda w: torch.stack([torch.randperm(24, generator=gen)[:w].sort().values for _ in range(EXPERTS)])  # noqa: E731
     switcher.set(0, "experts", Variant(torch.tensor([1, 4, 6])))
-    switcher.set(0, "mlp", Variant(channels(16)))
-    switcher.set(1, "mlp", Variant(channels(8)))
+    switcher.set(0, "mlp", Variant(expert_channels(gen, 16)))
+    switcher.set(1, "mlp", Variant(expert_channels(gen, 8)))
     switcher.set(2, "experts", Variant(torch.tensor([0, 7])))
     switcher.set(1, "attn", Variant(torch.tensor([0])))
     return switcher
