@@ -7,7 +7,7 @@
   between these medians.
 - ``random_llama(spec)``: a randomly initialised Llama built from a config (no training: memory and
   speed do not depend on the values) and saved once as bf16/float32 safetensors in the user cache, with
-  the reference model's tokenizer so :func:`supernet.loading.load_model` reads it like any model.
+  the reference model's tokenizer so :func:`supernet.io.loading.load_model` reads it like any model.
 - ``fit_line(x, y)``: least-squares slope, intercept and r^2 (``scipy.stats.linregress``).
 """
 
@@ -31,7 +31,7 @@ import psutil
 import torch
 
 from search.app.manifest import git_state
-from supernet.files import atomic_path, write_json
+from supernet.io.files import atomic_path, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -148,7 +148,7 @@ def write_result(name: str, quick: bool, payload: dict) -> Path:
 @dataclass(frozen=True)
 class LlamaSpec:
     """A Llama shape. GQA groups of g = heads / kv_heads query heads with (2g + 2) * head_dim divisible by
-    3 make one attention level cost a whole number of MLP channels (supernet/levels.py's joint budget)."""
+    3 make one attention level cost a whole number of MLP channels (supernet/space/grid.py's joint budget)."""
 
     hidden: int
     layers: int

@@ -2,12 +2,12 @@
 
     python -m bench.criteria [--quick] [--models default zoo-qwen2 ...] [--keep 0.5]
 
-For every model of the zoo (the reference model and :data:`supernet.reference.recipe.ZOO`) it loads the
+For every model of the zoo (the reference model and :data:`supernet.io.reference.recipe.ZOO`) it loads the
 model once, takes the run's calibration windows (the built-in train split, 32 x 256 tokens, seed 0) and
 held-out windows (the eval split, 64 x 256), builds the supernet of every setup (criterion,
 compensation, propagation; OBS only with the refits it assumes) at ``keep`` of the block parameters, and
 measures the held-out perplexity of the uniform allocation and of FLAP's own global allocation with its
-bias (:mod:`supernet.flap`, the same for every setup but the propagation of its statistics). The uniform
+bias (:mod:`supernet.space.flap`, the same for every setup but the propagation of its statistics). The uniform
 allocation isolates the supernet from the allocation: the best setup here is the default's supernet.
 ``--quick``: the reference model, propagation ``dense`` only. Writes ``bench/results/criteria.json``
 (``criteria-quick.json``) and prints a markdown table (ppl / dense, per model).
@@ -27,9 +27,12 @@ sys.path.insert(0, str(ROOT))
 
 from bench.common import markdown_table, setup, write_result  # noqa: E402
 from search.app.config import RunConfig  # noqa: E402
-from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig, supernet_pairs  # noqa: E402
-from supernet.reference.build import reference_model_dir  # noqa: E402
-from supernet.reference.recipe import ZOO  # noqa: E402
+from supernet.io.data import DataConfig  # noqa: E402
+from supernet.io.loading import ModelConfig  # noqa: E402
+from supernet.io.reference.build import reference_model_dir  # noqa: E402
+from supernet.io.reference.recipe import ZOO  # noqa: E402
+from supernet.space.budget import BudgetConfig  # noqa: E402
+from supernet.variants.config import SupernetConfig, supernet_pairs  # noqa: E402
 
 log = logging.getLogger("bench.criteria")
 MODELS = ("default", *ZOO)
@@ -46,13 +49,13 @@ def setups(propagations: list[str]) -> list[dict]:
 
 def measure_model(model_name: str, keep: float, combos: list[dict]) -> list[dict]:
     from search.app.inputs import eval_tokens, train_windows
-    from supernet.allocators import allocate
-    from supernet.budget import budget_grid
-    from supernet.build import build_supernet
-    from supernet.flap import flap_baseline
-    from supernet.loading import load_model
-    from supernet.perplexity import perplexity
-    from supernet.switch import Switcher
+    from supernet.io.loading import load_model
+    from supernet.io.perplexity import perplexity
+    from supernet.space.allocators import allocate
+    from supernet.space.budget import budget_grid
+    from supernet.variants.build import build_supernet
+    from supernet.variants.flap_baseline import flap_baseline
+    from supernet.variants.switch import Switcher
 
     path = None if model_name == "default" else str(reference_model_dir(model_name))
     cfg = RunConfig(model=ModelConfig(path=path), data=DataConfig(source="builtin"), budget=BudgetConfig(keep=keep),

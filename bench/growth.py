@@ -34,7 +34,7 @@ BASE_LAYERS, BASE_TOKENS = 8, 512
 def make_model(layers: int):
     from transformers import LlamaForCausalLM
 
-    from supernet.adapters import adapter_for
+    from supernet.io.adapters import adapter_for
 
     torch.manual_seed(0)
     config = LlamaSpec(layers=layers, **WIDTH).config("float32")
@@ -42,8 +42,9 @@ def make_model(layers: int):
 
 
 def build_seconds(model, adapter, tokens: torch.Tensor) -> tuple[float, object, object]:
-    from supernet.build import build_supernet, supernet_grid
-    from supernet.config import SupernetConfig
+    from supernet.space.grids import supernet_grid
+    from supernet.variants.build import build_supernet
+    from supernet.variants.config import SupernetConfig
 
     cfg = SupernetConfig(criterion="flap", compensation="bias")
     grid = supernet_grid(adapter, 0.5, cfg)
@@ -58,8 +59,8 @@ def seconds_per_trial(model, adapter, net, grid, tokens: torch.Tensor, trials: i
     from proxies.config import ProxyConfig
     from search.driver import Search, SearchConfig, enqueue_warm_starts, make_sampler
     from search.fitness import Evaluator
-    from supernet.allocators import allocate
-    from supernet.switch import Switcher
+    from supernet.space.allocators import allocate
+    from supernet.variants.switch import Switcher
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     switcher = Switcher(model, adapter)

@@ -4,7 +4,7 @@
 
 Each model is randomly initialised from a config (``bench.common.SIZES``; memory and time do not depend
 on the values) and saved once as bf16 safetensors. A fresh subprocess per size loads it with
-``model.dtype=bfloat16`` (the weights stay memory-mapped from the file, :mod:`supernet.loading`) and
+``model.dtype=bfloat16`` (the weights stay memory-mapped from the file, :mod:`supernet.io.loading`) and
 builds the supernet as ``strata`` does (FLAP criterion, bias compensation, cache on, few calibration
 tokens); its peak resident set size (``ru_maxrss``: mapped weight pages that were read count as
 resident, once) is compared with the model's bytes on disk. A line fitted through
@@ -46,9 +46,10 @@ def child(path: Path, sequences: int, cache_dir: Path) -> dict:
     """In a fresh process: load in bf16, build the supernet; peak RSS and timings."""
     import torch
 
-    from supernet.build import build_supernet, supernet_grid
-    from supernet.config import SupernetConfig
-    from supernet.loading import load_model, mapped_bytes
+    from supernet.io.loading import load_model, mapped_bytes
+    from supernet.space.grids import supernet_grid
+    from supernet.variants.build import build_supernet
+    from supernet.variants.config import SupernetConfig
 
     torch.set_num_threads(1)
     baseline = peak_rss_bytes()  # the interpreter with torch and transformers imported

@@ -3,7 +3,7 @@
     python bench/proxies.py            # reference "default", keep 0.5, 40 walks + the allocators
     python bench/proxies.py --quick    # reference "tiny", 12 candidates, smaller windows (a minute)
 
-Runs the proxy report (:mod:`proxies.report`) and writes ``bench/results/proxies.json`` and
+Runs the proxy report (:mod:`search.app.proxy_stats`) and writes ``bench/results/proxies.json`` and
 ``bench/results/proxies.html`` (``--quick``: ``proxies-quick.*``), then prints the table. The
 candidates are right-after-pruning (no retraining), magnitude-ranked variants on the supernet's
 level grid, all exactly at the budget.
@@ -21,10 +21,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from proxies.config import ProxyReportConfig  # noqa: E402
-from proxies.report import format_table  # noqa: E402
+from search.app.config import ProxyReportConfig  # noqa: E402
 from search.app.proxy_report import run_report  # noqa: E402
-from supernet.config import BudgetConfig, DataConfig, ModelConfig  # noqa: E402
+from search.app.proxy_stats import format_table  # noqa: E402
+from supernet.io.data import DataConfig  # noqa: E402
+from supernet.io.loading import ModelConfig  # noqa: E402
+from supernet.space.budget import BudgetConfig  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 

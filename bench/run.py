@@ -25,7 +25,7 @@ import time
 
 from bench import summary
 from bench.common import RESULTS, ROOT, child_python, machine
-from supernet.files import write_json, write_text
+from supernet.io.files import write_json, write_text
 
 BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {  # name -> (full arguments, --quick arguments)
     "speed": ([], ["--quick"]),

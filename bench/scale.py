@@ -49,7 +49,7 @@ LAYOUT_70B = LlamaSpec(hidden=8192, layers=80, heads=64, kv_heads=8, intermediat
 
 
 def load(spec: LlamaSpec, args):
-    from supernet.loading import load_model
+    from supernet.io.loading import load_model
 
     dtype = "bfloat16" if args.device.startswith("cuda") else "float32"
     path = random_llama(spec, dtype="bfloat16")
@@ -57,14 +57,15 @@ def load(spec: LlamaSpec, args):
 
 
 def build(model, adapter, tokens, cfg):
-    from supernet.build import build_supernet, supernet_grid
+    from supernet.space.grids import supernet_grid
+    from supernet.variants.build import build_supernet
 
     grid = supernet_grid(adapter, KEEP, cfg)
     return build_supernet(model, adapter, tokens, cfg, grid, use_cache=False, progress=False)
 
 
 def builds(model, adapter, tokens, args, model_bytes: int) -> list[dict]:
-    from supernet.config import SupernetConfig
+    from supernet.variants.config import SupernetConfig
 
     calibrations = {"default": (32, 256), **({"long": (128, 2048)} if args.long else {})}
     rows = []
@@ -92,7 +93,7 @@ def precision(model, adapter, tokens) -> dict:
     """float32 solves against float64 on the same device (obs + refit_intercept, the default)."""
     from scipy.stats import kendalltau
 
-    from supernet.config import SupernetConfig
+    from supernet.variants.config import SupernetConfig
 
     calib = tokens[:32, :256]
     nets = {d: build(model, adapter, calib, SupernetConfig(solve_dtype=d, store_dtype="float32"))
@@ -114,8 +115,9 @@ def precision(model, adapter, tokens) -> dict:
 def reference_precision(args) -> dict:
     """:func:`precision` on the built-in reference model, on calibration windows of its own corpus."""
     from bench.common import REFERENCE
-    from supernet.data import load_texts, pack_tokens
-    from supernet.loading import load_model
+    from supernet.io.data import load_texts
+    from supernet.io.loading import load_model
+    from supernet.io.windows import pack_tokens
 
     model, tokenizer, adapter = load_model(REFERENCE, device=args.device)
     tokens = pack_tokens(tokenizer, load_texts("builtin", split="train"), seq_len=256, num_sequences=32, seed=0)
@@ -129,9 +131,9 @@ def scoring(model, adapter, tokens, args) -> list[dict]:
     from proxies import as_batches
     from proxies.kl import KLProxy
     from search.mutation import level_switch
-    from supernet.config import SupernetConfig
-    from supernet.export import materialize
-    from supernet.switch import Switcher
+    from supernet.io.export import materialize
+    from supernet.variants.config import SupernetConfig
+    from supernet.variants.switch import Switcher
 
     cfg = SupernetConfig(criterion="flap", compensation="bias")
     net = build(model, adapter, tokens[:32, :256], cfg)
@@ -148,7 +150,7 @@ def scoring(model, adapter, tokens, args) -> list[dict]:
             net.apply(switcher, list(net.grid.target))
             seconds = timed(lambda b=batches, p=proxy: (net.apply(switcher, child), p.score(model, b)), args.device)
             scores.append(seconds)
-        pruned = materialize(model, switcher)
+        pruned = materialize(model, switcher.shapes())
         with torch.no_grad():
             pruned(input_ids=batches[0][:, :16], use_cache=False)
             forward = lambda m=pruned, b=batches: [m(input_ids=x, use_cache=False).logits for x in b]  # noqa: E731
@@ -164,8 +166,8 @@ def scoring(model, adapter, tokens, args) -> list[dict]:
 def search(model, adapter, tokens, args) -> dict:
     from bench.search import searched
     from search.driver import SearchConfig
-    from supernet.config import SupernetConfig
-    from supernet.switch import Switcher
+    from supernet.variants.config import SupernetConfig
+    from supernet.variants.switch import Switcher
 
     cfg = SupernetConfig(criterion="flap", compensation="bias")
     net = build(model, adapter, tokens[:32, :256], cfg)

@@ -12,7 +12,7 @@ For each candidate, side by side in one loop, starting each time from the parent
 - ``cold``: the same with prefix reuse off (every candidate from the embeddings);
 - ``unoptimised``: the same candidate switch, then the model's own forward (KV cache on) and the
   per-token top-k KL over whole [tokens, k] tensors, as ``kl`` scored before issue 7;
-- ``bare``: a forward pass of the materialised candidate (:func:`supernet.export.materialize`) on the
+- ``bare``: a forward pass of the materialised candidate (:func:`supernet.io.export.materialize`) on the
   same T tokens, logits of every position, no cache.
 
 Reported: the median over candidates of each time over ``bare``, the switch time alone, and the share of
@@ -78,11 +78,12 @@ class Unoptimised:
 def bench_model(name: str, path, tokens: torch.Tensor | None, children: int, args) -> dict:
     from proxies import as_batches
     from proxies.kl import KLProxy
-    from supernet.build import build_supernet, supernet_grid
-    from supernet.config import SupernetConfig
-    from supernet.export import materialize
-    from supernet.loading import load_model
-    from supernet.switch import Switcher
+    from supernet.io.export import materialize
+    from supernet.io.loading import load_model
+    from supernet.space.grids import supernet_grid
+    from supernet.variants.build import build_supernet
+    from supernet.variants.config import SupernetConfig
+    from supernet.variants.switch import Switcher
 
     model, tokenizer, adapter = load_model(path, dtype=args.dtype)
     if tokens is None:
@@ -106,7 +107,7 @@ def bench_model(name: str, path, tokens: torch.Tensor | None, children: int, arg
             times[key].append(timed(lambda p=proxy, c=child: (net.apply(switcher, c), p.score(model, batches))))
         net.apply(switcher, parent)
         times["switch"].append(timed(lambda c=child: net.apply(switcher, c)))
-        pruned = materialize(model, switcher)
+        pruned = materialize(model, switcher.shapes())
         with torch.no_grad():
             pruned(input_ids=batches[0][:1], use_cache=False)  # warm-up of the new module's kernels
             times["bare"].append(timed(lambda m=pruned: [m(input_ids=b, use_cache=False).logits for b in batches]))
@@ -151,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (see bench.common.setup)")
     args = parser.parse_args(argv)
     setup(args.threads)
-    from supernet.data import load_texts, pack_tokens
-    from supernet.loading import load_model
+    from supernet.io.data import load_texts
+    from supernet.io.loading import load_model
+    from supernet.io.windows import pack_tokens
 
     _, tokenizer, _ = load_model(REFERENCE)
     text = pack_tokens(tokenizer, load_texts("builtin", split="train"), seq_len=256, num_sequences=8, seed=0)

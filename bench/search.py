@@ -36,14 +36,16 @@ from proxies.config import ProxyConfig  # noqa: E402
 from search.driver import Search, SearchConfig, enqueue_warm_starts, make_sampler  # noqa: E402
 from search.evolution import best_complete  # noqa: E402
 from search.fitness import Evaluator, stage_windows  # noqa: E402
-from supernet.allocators import allocate  # noqa: E402
-from supernet.build import build_supernet, supernet_grid  # noqa: E402
-from supernet.config import SupernetConfig  # noqa: E402
-from supernet.data import load_texts, pack_tokens  # noqa: E402
-from supernet.files import write_json  # noqa: E402
-from supernet.loading import load_model  # noqa: E402
-from supernet.perplexity import perplexity  # noqa: E402
-from supernet.switch import Switcher  # noqa: E402
+from supernet.io.data import load_texts  # noqa: E402
+from supernet.io.files import write_json  # noqa: E402
+from supernet.io.loading import load_model  # noqa: E402
+from supernet.io.perplexity import perplexity  # noqa: E402
+from supernet.io.windows import pack_tokens  # noqa: E402
+from supernet.space.allocators import allocate  # noqa: E402
+from supernet.space.grids import supernet_grid  # noqa: E402
+from supernet.variants.build import build_supernet  # noqa: E402
+from supernet.variants.config import SupernetConfig  # noqa: E402
+from supernet.variants.switch import Switcher  # noqa: E402
 
 log = logging.getLogger("bench.search")
 COMPARED = ("evo", "tpe", "cmaes", "nsga2", "random")
@@ -83,7 +85,8 @@ def variants(model, adapter, switcher, net, grid, calib, held_out, *, keep, tria
 
     from search.app.config import RunConfig
     from search.app.pipeline import run_search
-    from supernet.config import BudgetConfig, DataConfig
+    from supernet.io.data import DataConfig
+    from supernet.space.budget import BudgetConfig
 
     plain = {"sampler": "evo", "offspring": 16, "stage_tokens": stages, "survivors": [4, 2, 1]}
     settings = {

@@ -6,13 +6,13 @@ Two models: the built-in reference model (5.5M parameters) and a random model in
 layout (``bench.common.SIZES["1b"]``: 22 layers, hidden 2048, 32 heads in 4 GQA groups, MLP 5632). For
 each, a short evolutionary search (as ``bench.speed``: KL fitness, FLAP supernet, MLP widths in multiples
 of 64) picks the keep-0.5 allocation; the pruned model is saved as strata saves it and both models are
-exported (:func:`supernet.export.gguf.export_gguf`) in f16 and q8_0 and run by llama-cpp-python's
+exported (:func:`supernet.io.export.gguf.export_gguf`) in f16 and q8_0 and run by llama-cpp-python's
 llama.cpp on the CPU, interleaved:
 
 - prefill: one ``eval`` of 512 tokens (logits of the last position), tokens/s;
 - decode: one token per ``eval`` after a 128-token prompt, tokens/s.
 
-Each speedup is reported against the FLOP-ideal ratio (:mod:`supernet.flops`, as ``bench.speed``) and
+Each speedup is reported against the FLOP-ideal ratio (:mod:`supernet.space.flops`, as ``bench.speed``) and
 against the ratio of the files' bytes (what one decode step reads from memory). Writes
 ``bench/results/serve.json`` (``serve-quick.json`` with ``--quick``).
 """
@@ -30,7 +30,7 @@ import torch
 
 from bench.common import REFERENCE, SIZES, markdown_table, random_llama, setup, side_by_side, write_result
 from bench.speed import random_calib, reference_calib, searched_allocation
-from supernet.flops import decode_flops, model_shape, prefill_flops
+from supernet.space.flops import decode_flops, model_shape, prefill_flops
 
 PREFILL_TOKENS = 512
 PROMPT_TOKENS = 128
@@ -41,15 +41,15 @@ DTYPES = ("f16", "q8_0")
 def prune_and_save(path: Path, calib_fn, out: Path, args) -> tuple[dict, dict]:
     """Search the keep-0.5 allocation of the model at ``path`` and save it to ``out`` (strata's ``model/``);
     returns the allocation's info and the FLOP shapes of the dense and the pruned model."""
-    from supernet.export import materialize, save_pruned
-    from supernet.loading import load_model
+    from supernet.io.export import materialize, save_pruned
+    from supernet.io.loading import load_model
 
     model, tokenizer, adapter = load_model(path, dtype="float32")
     dense_shape = model_shape(model, adapter)  # before the search, which leaves candidates installed
     levels, info, net, switcher = searched_allocation(model, adapter, calib_fn(tokenizer, adapter), KEEP, args)
     net.apply(switcher, levels)
-    save_pruned(model, switcher, tokenizer, out)
-    pruned_shape = model_shape(materialize(model, switcher), adapter)
+    save_pruned(model, switcher.shapes(), tokenizer, out)
+    pruned_shape = model_shape(materialize(model, switcher.shapes()), adapter)
     return {**info, "layer_shapes": switcher.shapes()}, {"dense": dense_shape, "pruned": pruned_shape}
 
 
@@ -96,7 +96,7 @@ def time_pair(files: dict[str, Path], vocab: int, args) -> list[dict]:
 
 
 def bench_model(name: str, path: Path, calib_fn, work: Path, args) -> dict:
-    from supernet.export.gguf import export_gguf
+    from supernet.io.export.gguf import export_gguf
 
     info, shapes = prune_and_save(path, calib_fn, work / "pruned", args)
     out = {"model": name, "keep": KEEP, "allocation": info, "runs": []}

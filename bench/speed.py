@@ -7,14 +7,14 @@ and a randomly initialised 0.1B Llama (``bench.common.SIZES["0.1b"]``), where ma
 For each, at keep 0.7 and 0.5: a short evolutionary search (KL fitness, multi-stage selection, warm
 started from the no-search allocators) chooses a non-uniform allocation on a supernet built with MLP
 widths in multiples of ``--channel-quantum`` (hardware-friendly widths); the winner is materialised
-(:func:`supernet.export.materialize`: physically smaller, contiguous tensors, no masks) and timed
+(:func:`supernet.io.export.materialize`: physically smaller, contiguous tensors, no masks) and timed
 side by side with the dense model:
 
 - prefill: one forward of [B, 512] tokens that fills the KV cache and returns the last position's
   logits (what ``generate`` does first), B = 1 and 8;
 - decode: tokens per second of greedy steps with the KV cache after a prompt of 128 tokens, B = 1.
 
-Each speedup t_dense / t_pruned is reported against the ideal F_dense / F_pruned (:mod:`supernet.flops`).
+Each speedup t_dense / t_pruned is reported against the ideal F_dense / F_pruned (:mod:`supernet.space.flops`).
 Writes ``bench/results/speed.json`` (``speed-quick.json`` with ``--quick``).
 """
 
@@ -28,7 +28,7 @@ import time
 import torch
 
 from bench.common import REFERENCE, SIZES, random_llama, setup, side_by_side, write_result
-from supernet.flops import decode_flops, model_shape, prefill_flops
+from supernet.space.flops import decode_flops, model_shape, prefill_flops
 
 log = logging.getLogger("bench.speed")
 
@@ -61,9 +61,10 @@ def searched_allocation(model, adapter, calib, keep: float, args) -> tuple[list[
     """Build the supernet and run a short evolutionary search at ``keep``; returns levels, info, net, switcher."""
     from bench.search import searched
     from search.driver import SearchConfig
-    from supernet.build import build_supernet, supernet_grid
-    from supernet.config import SupernetConfig
-    from supernet.switch import Switcher
+    from supernet.space.grids import supernet_grid
+    from supernet.variants.build import build_supernet
+    from supernet.variants.config import SupernetConfig
+    from supernet.variants.switch import Switcher
 
     scfg = SupernetConfig(criterion="flap", compensation="bias", channel_quantum=args.channel_quantum)
     grid = supernet_grid(adapter, keep, scfg)
@@ -90,11 +91,11 @@ def searched_allocation(model, adapter, calib, keep: float, args) -> tuple[list[
 
 def materialised(model, switcher, net, levels):
     """The pruned model of ``levels`` as its own module; the live model is switched back to dense."""
-    from supernet.export import materialize
+    from supernet.io.export import materialize
 
     net.apply(switcher, levels)
     try:
-        return materialize(model, switcher), switcher.shapes()
+        return materialize(model, switcher.shapes()), switcher.shapes()
     finally:
         switcher.apply(dict.fromkeys(switcher.current))
 
@@ -133,7 +134,7 @@ def _ratio(row: dict, times: dict, flops: dict) -> dict:
 
 
 def bench_model(name: str, path, calib_fn, args) -> dict:
-    from supernet.loading import load_model
+    from supernet.io.loading import load_model
 
     model, tokenizer, adapter = load_model(path, dtype=args.dtype)
     calib = calib_fn(tokenizer, adapter)
@@ -155,7 +156,8 @@ def bench_model(name: str, path, calib_fn, args) -> dict:
 
 
 def reference_calib(tokenizer, adapter) -> torch.Tensor:
-    from supernet.data import load_texts, pack_tokens
+    from supernet.io.data import load_texts
+    from supernet.io.windows import pack_tokens
 
     return pack_tokens(tokenizer, load_texts("builtin", split="train"), seq_len=256, num_sequences=8, seed=0)
 

@@ -28,14 +28,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import markdown_table  # noqa: E402
-from supernet.allocators import allocate  # noqa: E402
-from supernet.build import build_supernet, supernet_grid  # noqa: E402
-from supernet.config import SupernetConfig, supernet_pairs  # noqa: E402
-from supernet.data import load_texts, pack_tokens  # noqa: E402
-from supernet.files import write_json  # noqa: E402
-from supernet.loading import load_model  # noqa: E402
-from supernet.perplexity import perplexity  # noqa: E402
-from supernet.switch import Switcher  # noqa: E402
+from supernet.io.data import load_texts  # noqa: E402
+from supernet.io.files import write_json  # noqa: E402
+from supernet.io.loading import load_model  # noqa: E402
+from supernet.io.perplexity import perplexity  # noqa: E402
+from supernet.io.windows import pack_tokens  # noqa: E402
+from supernet.space.allocators import allocate  # noqa: E402
+from supernet.space.grids import supernet_grid  # noqa: E402
+from supernet.variants.build import build_supernet  # noqa: E402
+from supernet.variants.config import SupernetConfig, supernet_pairs  # noqa: E402
+from supernet.variants.switch import Switcher  # noqa: E402
 
 log = logging.getLogger("bench.supernet")
 ALLOCATIONS = ("uniform", "flap_global")
@@ -43,8 +45,8 @@ ALLOCATIONS = ("uniform", "flap_global")
 
 def reference_dir(variant: str) -> tuple[Path, str]:
     """The reference model directory, without training ``default`` here if it is missing."""
-    from supernet.reference.build import ARTIFACTS_DIR, _matches, _recipe, cache_root, reference_model_dir
-    from supernet.reference.recipe import reference_key
+    from supernet.io.reference.build import ARTIFACTS_DIR, _matches, _recipe, cache_root, reference_model_dir
+    from supernet.io.reference.recipe import reference_key
 
     if variant == "default":
         key = reference_key(_recipe("default"))

@@ -40,12 +40,14 @@ from search.actor import EvaluatorSpec, tensors_to_bytes  # noqa: E402
 from search.fitness import Evaluator, stage_windows  # noqa: E402
 from search.mutation import level_switch  # noqa: E402
 from search.workers import EvaluatorPool, RayConfig  # noqa: E402
-from supernet.build import build_supernet, supernet_grid  # noqa: E402
-from supernet.config import SupernetConfig  # noqa: E402
-from supernet.data import load_texts, pack_tokens  # noqa: E402
-from supernet.files import write_json  # noqa: E402
-from supernet.loading import load_model  # noqa: E402
-from supernet.switch import Switcher  # noqa: E402
+from supernet.io.data import load_texts  # noqa: E402
+from supernet.io.files import write_json  # noqa: E402
+from supernet.io.loading import load_model  # noqa: E402
+from supernet.io.windows import pack_tokens  # noqa: E402
+from supernet.space.grids import supernet_grid  # noqa: E402
+from supernet.variants.build import build_supernet  # noqa: E402
+from supernet.variants.config import SupernetConfig  # noqa: E402
+from supernet.variants.switch import Switcher  # noqa: E402
 
 log = logging.getLogger("bench.workers")
 

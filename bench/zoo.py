@@ -1,5 +1,5 @@
 """Pruning quality on the zoo of trained models: the reference model and the ``zoo-*`` models of
-:data:`supernet.reference.recipe.ZOO`, each in the layout of a real family.
+:data:`supernet.io.reference.recipe.ZOO`, each in the layout of a real family.
 
     python -m bench.zoo [--quick] [--models default zoo-qwen2 ...] [--keeps 0.5 0.7] [--setups defaults ...]
 
@@ -7,7 +7,7 @@ For every model, the defaults at every keep and the other setups at the first ke
 job itself (``search.app.run.run``, what bare ``strata`` runs: ``search=evo``, ``proxy=kl``, OBS + refit
 with an intercept, fitness held apart from calibration) with the setup's overrides, into a temporary run
 directory, and reads ``metrics.json``: dense, uniform (same supernet), flap_global (FLAP's own method,
-supernet/flap.py) and searched held-out perplexity and parameters on the same windows (the built-in
+supernet/space/flap.py) and searched held-out perplexity and parameters on the same windows (the built-in
 eval split, 64 x 256 tokens), the ratios searched/dense, searched/uniform and searched/flap_global,
 and the run's seconds.
 
@@ -41,9 +41,12 @@ sys.path.insert(0, str(ROOT))
 from bench.common import markdown_table, setup, write_result  # noqa: E402
 from search.app.config import RunConfig  # noqa: E402
 from search.driver import SearchConfig  # noqa: E402
-from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig  # noqa: E402
-from supernet.reference.build import reference_model_dir  # noqa: E402
-from supernet.reference.recipe import ZOO  # noqa: E402
+from supernet.io.data import DataConfig  # noqa: E402
+from supernet.io.loading import ModelConfig  # noqa: E402
+from supernet.io.reference.build import reference_model_dir  # noqa: E402
+from supernet.io.reference.recipe import ZOO  # noqa: E402
+from supernet.space.budget import BudgetConfig  # noqa: E402
+from supernet.variants.config import SupernetConfig  # noqa: E402
 
 log = logging.getLogger("bench.zoo")
 MODELS = ("default", *ZOO)

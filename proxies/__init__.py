@@ -17,7 +17,7 @@ from proxies.trace_correlation import TraceCorrelationProxy
 from supernet.errors import UsageError
 
 if TYPE_CHECKING:
-    from supernet.switch import Switcher
+    from supernet.variants.switch import Switcher
 
 PROXIES: dict[str, type[Proxy]] = {
     cls.name: cls

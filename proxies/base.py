@@ -3,7 +3,7 @@
 Lifecycle (as Optuna's samplers document theirs):
 
 1. ``proxy = PROXIES[name](switcher, **options)`` (``proxies.make_proxy``); ``switcher`` is the
-   :class:`~supernet.switch.Switcher` that installs candidates in the model (its adapter says where
+   :class:`~supernet.variants.switch.Switcher` that installs candidates in the model (its adapter says where
    modules live, its current variants say which units are kept).
 2. ``proxy.prepare(model, batches)`` once, with the dense model installed: caches what the proxy
    compares against (teacher logits for ``kl``, dense gradients for ``trace_correlation``).
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from transformers import PreTrainedModel
 
-    from supernet.switch import Switcher
+    from supernet.variants.switch import Switcher
 
 
 def as_batches(tokens: torch.Tensor, batch_size: int) -> list[torch.Tensor]:

@@ -7,11 +7,10 @@ name, so ``proxy=trace_correlation`` selects it) and ``ProxyReportConfig`` as th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from proxies import PROXY_NAMES
-from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig, check_device, resolve_data_source
 from supernet.errors import UsageError
 
 
@@ -46,36 +45,3 @@ class ProxyConfig:
             "flops": {"seq_len": self.flops_seq_len},
         }
         return per_proxy.get(name or self.name, {})
-
-
-@dataclass
-class ProxyReportConfig:
-    """``strata-proxies``: how well does each proxy rank candidates by held-out perplexity?"""
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)  # calibration windows feed the proxies
-    budget: BudgetConfig = field(default_factory=BudgetConfig)
-    supernet: SupernetConfig = field(default_factory=SupernetConfig)  # variants and level grid of the candidates
-    proxy: ProxyConfig = field(default_factory=ProxyConfig)  # options of every proxy (its name is unused here)
-    proxies: list[str] = field(default_factory=lambda: list(PROXY_NAMES))  # proxies compared
-    candidates: int = 40  # candidates scored, all on the budget
-    max_walk: int | None = None  # longest random level-switch walk; None = 2 * modules
-    allocators: bool = True  # add the no-search allocators' candidates (uniform, flap_global, depth_linear)
-    bootstrap: int = 1000  # bootstrap resamples for the 95% intervals
-    seed: int = 0  # seeds the candidates, the data windows and the bootstrap
-    device: str = "cpu"  # torch device of the model
-    progress: bool = True  # progress bars
-
-    def __post_init__(self) -> None:
-        resolve_data_source(self.model, self.data)
-        check_device(self.device)
-        if not self.proxies:
-            raise UsageError(f"proxies=[] names no proxy: use some of {', '.join(PROXY_NAMES)}")
-        for name in self.proxies:
-            _check_name(name, "proxies")
-        if self.candidates < 3:
-            raise UsageError(f"candidates={self.candidates} is too few to rank: use >= 3")
-        if self.bootstrap < 1:
-            raise UsageError(f"bootstrap={self.bootstrap} must be a positive integer")
-        if self.max_walk is not None and self.max_walk < 0:
-            raise UsageError(f"max_walk={self.max_walk} must be >= 0")

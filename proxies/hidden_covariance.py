@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from torch import nn
     from transformers import PreTrainedModel
 
-    from supernet.switch import Switcher
+    from supernet.variants.switch import Switcher
 
 EIGEN_SHIFT = 1e-5  # k in the formula (Serianni & Kalita)
 ZERO_VARIANCE_EPS = 1e-12  # a unit whose variance is below this times the largest is constant

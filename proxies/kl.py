@@ -29,15 +29,15 @@ import torch.nn.functional as F
 
 from proxies.base import Proxy, model_device
 from proxies.prefix import DEFAULT_MAX_BYTES, PrefixForward
-from supernet.config import DTYPES
 from supernet.errors import UsageError, check_choice
+from supernet.io.dtypes import DTYPES
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from transformers import PreTrainedModel
 
-    from supernet.switch import Switcher
+    from supernet.variants.switch import Switcher
 
 log = logging.getLogger(__name__)
 

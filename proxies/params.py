@@ -2,7 +2,7 @@
 
     params = parameters of the live model (a tied embedding counts once)
     flops  = forward FLOPs per token over causal windows of T tokens with logits at every position,
-             F(T, T(T+1)/2, T) / T = 2 (sum_l W_l + W_head) + 2 d (T + 1) sum_l H_l   (supernet/flops.py)
+             F(T, T(T+1)/2, T) / T = 2 (sum_l W_l + W_head) + 2 d (T + 1) sum_l H_l   (supernet/space/flops.py)
 
 at sequence length T (``seq_len``; default: the batches' length).
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from proxies.base import Proxy
-from supernet import flops
-from supernet.flops import model_shape
+from supernet.space import flops
+from supernet.space.flops import model_shape
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
 
-    from supernet.switch import Switcher
+    from supernet.variants.switch import Switcher
 
 
 def live_heads(switcher: Switcher, layer: int) -> int:
@@ -38,7 +38,7 @@ def live_heads(switcher: Switcher, layer: int) -> int:
 
 def forward_flops(model: PreTrainedModel, switcher: Switcher, seq_len: int) -> float:
     """Forward FLOPs per token of the live model over causal windows of ``seq_len`` tokens, logits at every
-    position: F(T, T(T+1)/2, T) / T (supernet/flops.py)."""
+    position: F(T, T(T+1)/2, T) / T (supernet/space/flops.py)."""
     adapter = switcher.adapter
     heads = [live_heads(switcher, i) for i in range(adapter.geometry.num_layers)]
     shape = model_shape(model, adapter, heads)

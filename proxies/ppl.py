@@ -2,7 +2,7 @@
 
     ppl = exp( sum_w sum_{t=1}^{T-1} -log q(x_{w,t} | x_{w,<t}) / (n * (T - 1)) )
 
-over the given windows (:func:`supernet.perplexity.perplexity`). It needs no dense cache; unlike
+over the given windows (:func:`supernet.io.perplexity.perplexity`). It needs no dense cache; unlike
 ``kl`` it measures the candidate against the text, not against the dense model.
 """
 
@@ -26,7 +26,7 @@ class PerplexityProxy(Proxy):
     name = "ppl"
 
     def score(self, model: PreTrainedModel, batches: Sequence[torch.Tensor]) -> float:
-        from supernet.perplexity import perplexity
+        from supernet.io.perplexity import perplexity
 
         tokens = torch.cat(list(batches))  # [n, T]
         return perplexity(model, tokens, batch_size=max(b.shape[0] for b in batches), progress=False)

@@ -8,7 +8,7 @@ layer i are a function of the tokens and of the variants of layers 0..i-1:
 Offspring of one parent differ from it in a few modules (a level-switch mutation moves 1-4 pairs), so
 when the first changed module is in layer j, h_0..h_j are the parent's (and every sibling's whose own
 first change is at or after j). ``PrefixForward`` keeps h_i of the candidates it ran, keyed by the batch
-and the variants of layers 0..i-1 as the :class:`~supernet.switch.Switcher` installed them; a new
+and the variants of layers 0..i-1 as the :class:`~supernet.variants.switch.Switcher` installed them; a new
 candidate starts at the deepest stored h_i of its own prefix and runs only layers i..L-1. Results are
 those of a full forward (the same layer calls on the same inputs).
 
@@ -29,7 +29,7 @@ import torch
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-    from supernet.switch import Switcher, Variant
+    from supernet.variants.switch import Switcher, Variant
 
 DEFAULT_MAX_BYTES = 1 << 30  # 1 GiB of stored hidden states
 

@@ -45,8 +45,8 @@ if TYPE_CHECKING:
     from torch import nn
     from transformers import PreTrainedModel
 
-    from supernet.adapters import Projection
-    from supernet.switch import Switcher
+    from supernet.io.adapters import Projection
+    from supernet.variants.switch import Switcher
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
     from proxies.config import ProxyConfig
     from search.fitness import Evaluator
-    from supernet.build import Supernet
-    from supernet.levels import LevelGrid
+    from supernet.space.grid import LevelGrid
+    from supernet.variants.build import Supernet
 
 
 def tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
@@ -50,7 +50,7 @@ class SupernetState:
         return cls(net.grid, net.criterion, net.compensation, tensors_to_bytes(flat))
 
     def load(self) -> Supernet:
-        from supernet.build import Supernet
+        from supernet.variants.build import Supernet
 
         modules: dict[str, dict[str, torch.Tensor]] = {}
         for key, tensor in tensors_from_bytes(self.tensors).items():
@@ -91,8 +91,8 @@ class EvaluatorSpec:
 
     def build(self, state: SupernetState) -> Evaluator:
         from search.fitness import Evaluator, stage_windows
-        from supernet.loading import load_model
-        from supernet.switch import Switcher
+        from supernet.io.loading import load_model
+        from supernet.variants.switch import Switcher
 
         model, _, adapter = load_model(self.model_dir, dtype=self.dtype, device=self.device, attn_unit=self.attn_unit,
                                        expert_unit=self.expert_unit)  # fmt: skip

@@ -5,10 +5,10 @@ Evolution (``sampler=evo``) with multi-stage selection (EvoPress, Týr): each ge
 scores the remaining ones on ``stage_tokens[s]`` fitness tokens (search/fitness.py), reports it as the
 trial's intermediate value at step ``s``, and only the best ``survivors[s]`` go on; the rest are PRUNED.
 The last stage's best ``survivors[-1]`` COMPLETE with their last-stage value (the trials that complete
-per generation), so every complete value is on the same tokens. Free samplers (tpe, cmaes, nsga2,
-random) propose anywhere; their proposals are
-repaired onto the budget (supernet.levels.repair) and scored on the last stage. Warm starts (the
-no-search allocators) are scored on the last stage directly.
+per generation), so every complete value is on the same tokens. Optuna's own samplers (tpe, cmaes, nsga2,
+nsga3, random: ``make_sampler``) propose anywhere; their proposals are repaired onto the budget
+(supernet.space.repair.repair) and scored on the last stage. Warm starts (the no-search allocators) are scored
+on the last stage directly.
 
 A killed search resumes as if it had not stopped (the run's own journal, ``replay``): each generation
 records its index and size in the study (user attribute ``generation``) and each trial its generation;
@@ -31,13 +31,13 @@ from tqdm.auto import tqdm
 from search.evolution import EvolutionSampler, param_names, search_space
 from search.study import finished_count
 from supernet.errors import UsageError, check_choice
-from supernet.levels import repair
+from supernet.space.repair import repair
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from search.fitness import Evaluator
-    from supernet.levels import LevelGrid
+    from supernet.space.grid import LevelGrid
 
     CompleteHook = Callable[[optuna.Study, optuna.Trial, list[int], float], None]
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
     from optuna.trial import FrozenTrial
 
-    from supernet.levels import LevelGrid
+    from supernet.space.grid import LevelGrid
 
 
 def param_names(grid: LevelGrid) -> list[str]:

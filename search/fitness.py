@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from proxies.config import ProxyConfig
-    from supernet.build import Supernet
-    from supernet.switch import Switcher
+    from supernet.variants.build import Supernet
+    from supernet.variants.switch import Switcher
 
 log = logging.getLogger(__name__)
 

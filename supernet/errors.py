@@ -17,7 +17,7 @@ def check_choice(key: str, value: object, choices: Iterable[str]) -> None:
     """Refuse ``key=value`` unless ``value`` is one of ``choices``: ``key='x' is not one of a, b, c``.
 
     Every choice field of the configs is checked here, against the registry that implements the choices
-    (``supernet.criteria.CRITERIA``, ``search.driver.SAMPLERS``, ...), so the names exist once."""
+    (``supernet.variants.criteria.CRITERIA``, ``search.driver.SAMPLERS``, ...), so the names exist once."""
     choices = tuple(choices)
     if value not in choices:
         raise UsageError(f"{key}={value!r} is not one of {', '.join(choices)}")

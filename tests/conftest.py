@@ -19,7 +19,7 @@ def tiny_reference_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pat
     ``STRATA_CACHE_DIR`` stays pointed there for the rest of the session, so ``reference_model_dir("tiny")``
     finds this build; the previous value is restored at the end.
     """
-    from supernet.reference.build import CACHE_ENV, reference_model_dir
+    from supernet.io.reference.build import CACHE_ENV, reference_model_dir
 
     previous = os.environ.get(CACHE_ENV)
     os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("strata-cache"))

@@ -19,10 +19,10 @@ from layouts import layout_config
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
-from supernet.adapters import adapter_for
-from supernet.export import save_pruned
-from supernet.export.gguf_vocab import LLAMA3_SPLIT, QWEN2_SPLIT
-from supernet.switch import Switcher, Variant
+from supernet.io.adapters import adapter_for
+from supernet.io.export import save_pruned
+from supernet.io.export.gguf_vocab import LLAMA3_SPLIT, QWEN2_SPLIT
+from supernet.variants.switch import Switcher, Variant
 
 SAMPLE = (Path(sys.modules["json"].__file__).parent / "decoder.py").read_text()  # Python source, as served
 STYLE = {"llama-3.1-8b": "llama-bpe", "llama-3.2-1b": "llama-bpe", "mistral-7b": "gpt-2", "qwen2.5-0.5b": "qwen2",
@@ -99,5 +99,5 @@ def pruned_layout_model(name: str, out: Path, *, removed_attention: int = 1, sca
     }
     switcher = Switcher(model, adapter)
     switcher.apply(variants)
-    save_pruned(model, switcher, tokenizer, out)
+    save_pruned(model, switcher.shapes(), tokenizer, out)
     return out

@@ -25,19 +25,20 @@ from typing import TYPE_CHECKING
 from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
+from search.app.allocation_view import chart_kinds, module_units
 from search.app.rundir import ARTIFACTS
-from supernet.allocation import chart_kinds, module_units
+from supernet.kinds import ATTN, EXPERTS, MLP, SHARED
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import optuna
 
-    from supernet.levels import LevelGrid
+    from supernet.space.grid import LevelGrid
 
 log = logging.getLogger(__name__)
 
-KIND_COLORS = {"attn": "#4c78a8", "mlp": "#f58518", "experts": "#54a24b", "shared": "#b279a2"}
+KIND_COLORS = {ATTN: "#4c78a8", MLP: "#f58518", EXPERTS: "#54a24b", SHARED: "#b279a2"}
 
 
 def artifact_store(run_dir: Path) -> FileSystemArtifactStore:
@@ -74,7 +75,7 @@ def allocation_svg(allocation: dict, *, title: str) -> str:
     legend_y = top + height + 26
     parts.append(f'<text x="{left}" y="{legend_y}" fill="{KIND_COLORS["attn"]}">attention</text>')
     parts.append(f'<text x="{left + 60}" y="{legend_y}" fill="{KIND_COLORS["mlp"]}">mlp</text>')
-    for offset, kind in ((90, "experts"), (140, "shared")):
+    for offset, kind in ((90, EXPERTS), (140, SHARED)):
         if kind in kinds:
             parts.append(f'<text x="{left + offset}" y="{legend_y}" fill="{KIND_COLORS[kind]}">{kind}</text>')
     parts.append("</svg>")

@@ -6,13 +6,16 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
-from proxies.config import PROXY_NAMES, ProxyConfig, ProxyReportConfig
+from proxies.config import PROXY_NAMES, ProxyConfig, _check_name
 from search.driver import SAMPLERS, SearchConfig
 from search.workers import RayConfig
-from supernet.allocators import ALLOCATORS
-from supernet.config import BudgetConfig, DataConfig, ModelConfig, SupernetConfig, check_device, resolve_data_source
-from supernet.errors import check_choice
-from supernet.export.gguf import GGUF_DTYPES
+from supernet.errors import UsageError, check_choice
+from supernet.io.data import DataConfig, resolve_data_source
+from supernet.io.export.gguf import GGUF_DTYPES
+from supernet.io.loading import ModelConfig, check_device
+from supernet.space.allocators import ALLOCATORS
+from supernet.space.budget import BudgetConfig
+from supernet.variants.config import SupernetConfig
 
 
 @dataclass
@@ -41,7 +44,7 @@ class RunConfig:
     overwrite: bool = False  # a run directory holding a finished run is refused; true replaces its outputs
 
     def __post_init__(self) -> None:
-        resolve_data_source(self.model, self.data)
+        resolve_data_source(self.model.path, self.data)
         check_device(self.device)
         check_choice("allocator", self.allocator, ALLOCATORS)
 
@@ -55,3 +58,36 @@ def register_configs() -> None:
         cs.store(group="search", name=name, node=SearchConfig(sampler=name))
     for name in PROXY_NAMES:  # proxy=NAME selects the proxy that scores candidates
         cs.store(group="proxy", name=name, node=ProxyConfig(name=name))
+
+
+@dataclass
+class ProxyReportConfig:
+    """``strata-proxies``: how well does each proxy rank candidates by held-out perplexity?"""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # calibration windows feed the proxies
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)  # variants and level grid of the candidates
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)  # options of every proxy (its name is unused here)
+    proxies: list[str] = field(default_factory=lambda: list(PROXY_NAMES))  # proxies compared
+    candidates: int = 40  # candidates scored, all on the budget
+    max_walk: int | None = None  # longest random level-switch walk; None = 2 * modules
+    allocators: bool = True  # add the no-search allocators' candidates (uniform, flap_global, depth_linear)
+    bootstrap: int = 1000  # bootstrap resamples for the 95% intervals
+    seed: int = 0  # seeds the candidates, the data windows and the bootstrap
+    device: str = "cpu"  # torch device of the model
+    progress: bool = True  # progress bars
+
+    def __post_init__(self) -> None:
+        resolve_data_source(self.model.path, self.data)
+        check_device(self.device)
+        if not self.proxies:
+            raise UsageError(f"proxies=[] names no proxy: use some of {', '.join(PROXY_NAMES)}")
+        for name in self.proxies:
+            _check_name(name, "proxies")
+        if self.candidates < 3:
+            raise UsageError(f"candidates={self.candidates} is too few to rank: use >= 3")
+        if self.bootstrap < 1:
+            raise UsageError(f"bootstrap={self.bootstrap} must be a positive integer")
+        if self.max_walk is not None and self.max_walk < 0:
+            raise UsageError(f"max_walk={self.max_walk} must be >= 0")

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from search.app.config import RunConfig
-    from supernet.build import Supernet
-    from supernet.switch import Switcher
+    from supernet.variants.build import Supernet
+    from supernet.variants.switch import Switcher
 
 
 def uses_ray(cfg: RunConfig) -> bool:

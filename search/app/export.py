@@ -16,7 +16,7 @@ from pathlib import Path
 
 from search.app.args import ArgumentParser, fail
 from supernet.errors import UsageError
-from supernet.export.gguf import GGUF_DTYPES, GGUF_FILE, export_gguf
+from supernet.io.export.gguf import GGUF_DTYPES, GGUF_FILE, export_gguf
 
 FORMATS = ("gguf",)
 

@@ -15,17 +15,18 @@ from typing import TYPE_CHECKING
 import torch
 
 from search.fitness import windows_for
-from supernet.cache import WeightFiles, weight_files
-from supernet.config import check_device
-from supernet.data import load_texts, pack_tokens
 from supernet.errors import UsageError
-from supernet.loading import check_positions, load_model
+from supernet.io.data import load_texts
+from supernet.io.identity import WeightFiles, weight_files
+from supernet.io.loading import check_device, check_positions, load_model
+from supernet.io.windows import pack_tokens
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from supernet.adapters import DecoderAdapter
-    from supernet.config import DataConfig, ModelConfig
+    from supernet.io.adapters.base import DecoderAdapter
+    from supernet.io.data import DataConfig
+    from supernet.io.loading import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def resolve_model_path(model: ModelConfig, *, progress: bool) -> tuple[Path, str
     """The model directory and the name reported in metrics.json."""
     if model.path is not None:
         return Path(model.path).expanduser(), str(model.path)
-    from supernet.reference.build import reference_model_dir
+    from supernet.io.reference.build import reference_model_dir
 
     return reference_model_dir(model.reference, progress=progress), f"strata-reference-{model.reference}"
 

@@ -4,7 +4,7 @@ Entries: ``git`` (revision and dirty flag of the strata checkout), ``packages`` 
 of the libraries that change numbers), ``config_hash`` (sha256 of the resolved config as sorted JSON;
 the config itself is ``.hydra/config.yaml``), ``data`` (source and paths, sha256 of the calibration and
 held-out token windows actually used, and the sha1 of the built-in corpus when the run uses it:
-``supernet.reference.corpus.corpus_hash``), ``seed``, ``device`` (torch device, GPU name, host),
+``supernet.io.reference.corpus.corpus_hash``), ``seed``, ``device`` (torch device, GPU name, host),
 ``started`` and ``ended`` (ISO 8601, UTC) and ``seconds``.
 """
 
@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from supernet.files import write_json
+from supernet.io.files import write_json
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -70,10 +70,10 @@ def config_hash(cfg: RunConfig) -> str:
 
 
 def tokens_hash(tokens: torch.Tensor | None) -> str | None:
-    """sha256 of a token tensor's dtype, shape and bytes (``supernet.cache.tensor_digest``)."""
+    """sha256 of a token tensor's dtype, shape and bytes (``supernet.variants.cache.tensor_digest``)."""
     if tokens is None:
         return None
-    from supernet.cache import tensor_digest
+    from supernet.io.identity import tensor_digest
 
     return tensor_digest(tokens).hexdigest()
 
@@ -83,7 +83,7 @@ def data_entry(cfg: RunConfig, *, calib: torch.Tensor | None, held_out: torch.Te
     uses_corpus = cfg.data.source == "builtin" or cfg.model.path is None  # reference models train on it
     corpus = None
     if uses_corpus:
-        from supernet.reference.corpus import corpus_hash
+        from supernet.io.reference.corpus import corpus_hash
 
         corpus = corpus_hash()
     return {

@@ -21,11 +21,12 @@ from search.driver import Search, enqueue_warm_starts, make_sampler
 from search.evolution import best_complete, trial_levels
 from search.fitness import Evaluator
 from search.study import finished_count, iteration_study, make_storage, open_study
-from supernet.budget import base_flops, unit_flops
 from supernet.errors import UsageError
-from supernet.grids import refine_grid
-from supernet.levels import repair
-from supernet.refine import refine_supernet
+from supernet.kinds import ATTN, MLP
+from supernet.space.budget import base_flops, unit_flops
+from supernet.space.grids import refine_grid
+from supernet.space.repair import repair
+from supernet.variants.refine import refine_supernet
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -35,10 +36,10 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from search.app.config import RunConfig
-    from supernet.adapters import DecoderAdapter
-    from supernet.build import Supernet
-    from supernet.levels import LevelGrid
-    from supernet.switch import Switcher
+    from supernet.io.adapters.base import DecoderAdapter
+    from supernet.space.grid import LevelGrid
+    from supernet.variants.build import Supernet
+    from supernet.variants.switch import Switcher
 
 log = logging.getLogger(__name__)
 
@@ -94,65 +95,154 @@ def run_search(
             begun = time.perf_counter()
             rebuilt = 0
             if iteration:
-                grid = refine_grid(grid, best, radius=cfg.supernet.radius)
-                switcher.apply(dict.fromkeys(switcher.current))  # calibration needs the dense model
-                net, rebuilt = refine_supernet(net, grid, model=model, adapter=adapter, calib_tokens=calib,
-                                               cfg=cfg.supernet, progress=cfg.progress)  # fmt: skip
-                evaluator.use(net)
+                grid, net, rebuilt = refine_iteration(cfg, grid, best, net, model=model, adapter=adapter,
+                                                      switcher=switcher, calib=calib, evaluator=evaluator)  # fmt: skip
                 starts = {"previous_best": list(grid.target)}
-            sampler = make_sampler(scfg, grid, cfg.seed + iteration)
-            stale_after = None if scfg.storage is None else scfg.stale_after
-            study = open_study(name=iteration_study(scfg.study_name, iteration), storage=storage, sampler=sampler,
-                               directions=directions, stale_after=stale_after)  # fmt: skip
-            study.set_user_attr("config", plain_config(cfg))
-            for key, value in (manifest or {}).items():  # the run's manifest (search/app/manifest.py)
-                study.set_user_attr(key, value)
-            budget = {"kind": cfg.budget.kind, "keep": cfg.budget.keep, "cost": grid.budget,
-                      "params": grid.params(grid.target)}  # fmt: skip
-            study.set_user_attr("budget", budget)
-            study.set_user_attr("iteration", iteration)
-            study.set_user_attr("steps", {k: grid.step(k) for k in ("attn", "mlp")})
-            study.set_user_attr("strides", {k: grid.stride(k) for k in ("attn", "mlp")})
-            names = scfg.warm_start if iteration == 0 else ["previous_best"]
-            enqueue_warm_starts(study, grid, {name: starts[name] for name in names if name in starts})
-            desc = "search" if scfg.iterations == 1 else f"search {iteration + 1}/{scfg.iterations}"
-            hooks = [TrialArtifacts(run_dir, grid)]
-            Search(scfg, study, grid, evaluator, progress=cfg.progress, on_complete=hooks, second_objective=second,
-                   desc=desc, replay=scfg.storage is None).run()  # fmt: skip
-            if second is None:
-                best = best_complete(study, grid)
-            else:
-                best, pareto = pareto_choice(study, grid, evaluator)
-            assert best is not None and grid.on_budget(best), f"no complete trial on budget: {best}"
-            iterations.append({
-                "iteration": iteration,
-                "study": study.study_name,
-                "trials": finished_count(study),
-                "best_fitness": evaluator.score(best, evaluator.stages - 1),
-                "steps": {k: grid.step(k) for k in ("attn", "mlp")},
-                "strides": {k: grid.stride(k) for k in ("attn", "mlp")},
-                "joint": grid.joint,
-                "compensated_levels": rebuilt,
-                "seconds": round(time.perf_counter() - begun, 2),
-            })  # fmt: skip
-        info = {
-            "sampler": scfg.sampler,
-            "proxy": cfg.proxy.name,
-            "trials": sum(it["trials"] for it in iterations),
-            "seconds": round(time.perf_counter() - start, 2),
-            "best_fitness": iterations[-1]["best_fitness"],
-            "evaluations": evaluator.evaluations,
-            "forward_tokens": evaluator.forward_tokens,
-            "stage_tokens": evaluator.stage_tokens,
-            "iterations": iterations,
-        }
-        if pareto is not None:
-            info["multi_objective"] = scfg.multi_objective
-            info["pareto_points"] = len(pareto["front"])
+            study = open_iteration_study(cfg, grid, iteration, storage=storage, directions=directions,
+                                         manifest=manifest, starts=starts)  # fmt: skip
+            best, pareto = search_iteration(cfg, study, grid, evaluator, iteration, run_dir=run_dir, second=second)
+            iterations.append(iteration_entry(iteration, study, grid, evaluator, best, rebuilt=rebuilt, begun=begun))
+        info = search_info(cfg, evaluator, iterations, pareto, start=start)
         return SearchResult(best, grid, net, info, evaluator, pareto)
     except BaseException:  # a Ray pool must not outlive a failed search
         evaluator.close()
         raise
+
+
+def step_tables(grid: LevelGrid) -> dict[str, dict[str, int]]:
+    """The grid's per-kind tables an iteration records: units per level ("steps") and levels per coarse level
+    ("strides"), for attention and the MLP."""
+    return {
+        "steps": {k: grid.step(k) for k in (ATTN, MLP)},
+        "strides": {k: grid.stride(k) for k in (ATTN, MLP)},
+    }
+
+
+def refine_iteration(
+    cfg: RunConfig,
+    grid: LevelGrid,
+    best: list[int],
+    net: Supernet,
+    *,
+    model: PreTrainedModel,
+    adapter: DecoderAdapter,
+    switcher: Switcher,
+    calib: torch.Tensor,
+    evaluator: Evaluator,
+) -> tuple[LevelGrid, Supernet, int]:
+    """A later iteration's start: the grid re-centred on ``best`` with half the coarse level, the supernet with
+    the missing compensation fitted on the dense model, and the evaluator on it. Returns the grid, the supernet
+    and how many levels were compensated."""
+    grid = refine_grid(grid, best, radius=cfg.supernet.radius)
+    switcher.apply(dict.fromkeys(switcher.current))  # calibration needs the dense model
+    net, rebuilt = refine_supernet(net, grid, model=model, adapter=adapter, calib_tokens=calib,
+                                   cfg=cfg.supernet, progress=cfg.progress)  # fmt: skip
+    evaluator.use(net)
+    return grid, net, rebuilt
+
+
+def open_iteration_study(
+    cfg: RunConfig,
+    grid: LevelGrid,
+    iteration: int,
+    *,
+    storage: optuna.storages.BaseStorage,
+    directions: list[str],
+    manifest: dict | None,
+    starts: dict[str, list[int]],
+) -> optuna.Study:
+    """Iteration ``iteration``'s study: its sampler, its user attributes (the config, the run's manifest, the
+    budget, the iteration and the grid's step tables) and its warm starts (the configured ones first, then the
+    best so far)."""
+    scfg = cfg.search
+    sampler = make_sampler(scfg, grid, cfg.seed + iteration)
+    stale_after = None if scfg.storage is None else scfg.stale_after
+    study = open_study(name=iteration_study(scfg.study_name, iteration), storage=storage, sampler=sampler,
+                       directions=directions, stale_after=stale_after)  # fmt: skip
+    study.set_user_attr("config", plain_config(cfg))
+    for key, value in (manifest or {}).items():  # the run's manifest (search/app/manifest.py)
+        study.set_user_attr(key, value)
+    budget = {"kind": cfg.budget.kind, "keep": cfg.budget.keep, "cost": grid.budget,
+              "params": grid.params(grid.target)}  # fmt: skip
+    study.set_user_attr("budget", budget)
+    study.set_user_attr("iteration", iteration)
+    for key, table in step_tables(grid).items():
+        study.set_user_attr(key, table)
+    names = scfg.warm_start if iteration == 0 else ["previous_best"]
+    enqueue_warm_starts(study, grid, {name: starts[name] for name in names if name in starts})
+    return study
+
+
+def search_iteration(
+    cfg: RunConfig,
+    study: optuna.Study,
+    grid: LevelGrid,
+    evaluator: Evaluator,
+    iteration: int,
+    *,
+    run_dir: Path,
+    second: Callable[[Sequence[int]], float] | None,
+) -> tuple[list[int], dict | None]:
+    """Run iteration ``iteration``'s search on ``study``; returns its best allocation on the budget, and in
+    multi-objective mode (``second``) the Pareto front with the point chosen from it (else None)."""
+    scfg = cfg.search
+    desc = "search" if scfg.iterations == 1 else f"search {iteration + 1}/{scfg.iterations}"
+    hooks = [TrialArtifacts(run_dir, grid)]
+    Search(scfg, study, grid, evaluator, progress=cfg.progress, on_complete=hooks, second_objective=second,
+           desc=desc, replay=scfg.storage is None).run()  # fmt: skip
+    pareto = None
+    if second is None:
+        best = best_complete(study, grid)
+    else:
+        best, pareto = pareto_choice(study, grid, evaluator)
+    assert best is not None and grid.on_budget(best), f"no complete trial on budget: {best}"
+    return best, pareto
+
+
+def iteration_entry(
+    iteration: int,
+    study: optuna.Study,
+    grid: LevelGrid,
+    evaluator: Evaluator,
+    best: list[int],
+    *,
+    rebuilt: int,
+    begun: float,
+) -> dict:
+    """metrics.json's record of one iteration: its study, trials, best fitness, grid and compensated levels, and
+    the seconds since ``begun``."""
+    return {
+        "iteration": iteration,
+        "study": study.study_name,
+        "trials": finished_count(study),
+        "best_fitness": evaluator.score(best, evaluator.stages - 1),
+        **step_tables(grid),
+        "joint": grid.joint,
+        "compensated_levels": rebuilt,
+        "seconds": round(time.perf_counter() - begun, 2),
+    }
+
+
+def search_info(
+    cfg: RunConfig, evaluator: Evaluator, iterations: list[dict], pareto: dict | None, *, start: float
+) -> dict:
+    """metrics.json's "search" entry: the sampler and proxy, totals over ``iterations`` (and the seconds since
+    ``start``), the last iteration's best fitness, the evaluator's counters, and the Pareto front's size."""
+    info = {
+        "sampler": cfg.search.sampler,
+        "proxy": cfg.proxy.name,
+        "trials": sum(it["trials"] for it in iterations),
+        "seconds": round(time.perf_counter() - start, 2),
+        "best_fitness": iterations[-1]["best_fitness"],
+        "evaluations": evaluator.evaluations,
+        "forward_tokens": evaluator.forward_tokens,
+        "stage_tokens": evaluator.stage_tokens,
+        "iterations": iterations,
+    }
+    if pareto is not None:
+        info["multi_objective"] = cfg.search.multi_objective
+        info["pareto_points"] = len(pareto["front"])
+    return info
 
 
 def second_objective(
@@ -161,7 +251,7 @@ def second_objective(
     """Multi-objective mode's second value: the kept fraction of the units' parameters or FLOPs."""
     if name is None:
         return None
-    kinds = ("attn", "mlp")
+    kinds = (ATTN, MLP)
     if name == "params":
         counted = dataclasses.replace(grid, unit_cost=None, base_cost=None)
     else:
@@ -175,7 +265,7 @@ def pareto_choice(study: optuna.Study, grid: LevelGrid, evaluator: Evaluator) ->
     """Multi-objective mode: the Pareto front, and the allocation to materialise from it.
 
     The chosen point is the front's best fitness among those within the budget (cost <= the target's),
-    repaired up onto the budget exactly (``supernet.levels.repair`` only adds levels) and scored again.
+    repaired up onto the budget exactly (``supernet.space.repair.repair`` only adds levels) and scored again.
     A front with no point within budget gives its cheapest point, repaired down.
     """
     target = grid.budget

@@ -2,11 +2,12 @@
 
     strata-proxies model.path=/path/to/hf-model budget.keep=0.5 candidates=40
 
-Loads the model and windows as the main run does (search/app/inputs.py), builds the supernet at the
-budget, scores the candidates of :mod:`proxies.report` with every proxy and by held-out perplexity,
-prints the table and writes ``proxies.json`` and ``proxies.html`` (one scatter per proxy, the figure
-of the run report, plotly inlined) into the Hydra run directory. User errors end with one line
-``error: ...`` and exit status 2 (``search.app.cli.hydra_app``).
+Loads the model and windows as the main run does (search/app/inputs.py), builds the supernet on the level
+grid of the budget (``budget_grid``: what ``budget.kind`` counts, the main run's grid), scores the candidates
+of :mod:`search.app.proxy_stats` with every proxy and by held-out perplexity, prints the table and writes
+``proxies.json`` (with the budget each candidate is on, as metrics.json records it) and ``proxies.html`` (one
+scatter per proxy, the figure of the run report, plotly inlined) into the Hydra run directory. User errors
+end with one line ``error: ...`` and exit status 2 (``search.app.cli.hydra_app``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import TYPE_CHECKING
 
 from proxies import make_proxy
 from proxies.base import as_batches
-from proxies.report import (
+from search.app.cli import hydra_app
+from search.app.inputs import eval_tokens, load_inputs, train_windows
+from search.app.proxy_stats import (
     allocator_candidates,
     build_report,
     format_table,
@@ -24,12 +27,11 @@ from proxies.report import (
     score_candidates,
     walk_candidates,
 )
-from search.app.cli import hydra_app
-from search.app.inputs import eval_tokens, load_inputs, train_windows
 from search.app.report import proxy_figure
-from supernet.build import build_supernet, supernet_grid
-from supernet.files import write_json, write_text
-from supernet.switch import Switcher
+from supernet.io.files import write_json, write_text
+from supernet.space.budget import budget_grid
+from supernet.variants.build import build_supernet
+from supernet.variants.switch import Switcher
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -37,9 +39,12 @@ if TYPE_CHECKING:
 
     import torch
 
-    from proxies.config import ProxyReportConfig
+    from search.app.config import ProxyReportConfig
     from search.app.inputs import Inputs
-    from supernet.build import Supernet
+    from search.app.proxy_stats import Candidate
+    from supernet.space.budget import BudgetConfig
+    from supernet.space.grid import LevelGrid
+    from supernet.variants.build import Supernet
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +52,10 @@ log = logging.getLogger(__name__)
 def supernet_space(
     inputs: Inputs, switcher: Switcher, calib_tokens: torch.Tensor, cfg: ProxyReportConfig
 ) -> tuple[Supernet, Callable[[Sequence[int] | None], None]]:
-    """The supernet at the budget, and ``apply(levels)`` installing a candidate (None: the dense model)."""
+    """The supernet on the budget's level grid (what ``budget.kind`` counts, as the main run builds it), and
+    ``apply(levels)`` installing a candidate (None: the dense model)."""
     adapter = switcher.adapter
-    grid = supernet_grid(adapter, cfg.budget.keep, cfg.supernet)
+    grid = budget_grid(inputs.model, adapter, cfg.budget, cfg.supernet)
     supernet = build_supernet(inputs.model, adapter, calib_tokens, cfg.supernet, grid, weights=inputs.weights,
                               progress=cfg.progress)  # fmt: skip
 
@@ -60,6 +66,18 @@ def supernet_space(
             supernet.apply(switcher, levels)
 
     return supernet, apply
+
+
+def budget_entry(budget: BudgetConfig, grid: LevelGrid, candidates: Sequence[Candidate]) -> dict:
+    """proxies.json's budget, as the main run's metrics.json records it: what is counted, the fraction asked,
+    the grid's dense and target cost, the budget rule's slack (one MLP step's cost), and every candidate's cost
+    (``target_cost - slack < cost <= target_cost``)."""
+    entry = {"kind": budget.kind, "keep": budget.keep}
+    if budget.kind == "flops":
+        entry["seq_len"] = budget.seq_len
+    entry["dense_cost"], entry["target_cost"], entry["slack"] = grid.dense_cost(), grid.budget, grid.step_cost("mlp")
+    entry["costs"] = [grid.cost(c.levels) for c in candidates]
+    return entry
 
 
 def write_html(path: Path, report: dict) -> None:
@@ -97,7 +115,7 @@ def run_report(cfg: ProxyReportConfig, out_dir: Path) -> dict:
     report["cache_bytes"] = {name: proxy.cache_bytes() for name, proxy in proxies.items()}
     report["forward_seconds"] = forward
     report["model"] = str(inputs.directory)
-    report["budget"] = {"kind": cfg.budget.kind, "keep": cfg.budget.keep}
+    report["budget"] = budget_entry(cfg.budget, grid, candidates)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "proxies.json", report)
     write_html(out_dir / "proxies.html", report)

@@ -25,9 +25,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from search.app.allocation_view import chart_kinds, module_units
 from search.app.rundir import open_storage, read_json, run_config, run_studies
-from supernet.allocation import chart_kinds, module_units
-from supernet.files import write_text
+from supernet.io.files import write_text
+from supernet.kinds import EXPERTS, SHARED
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -37,10 +38,23 @@ log = logging.getLogger(__name__)
 REPORT = "report.html"
 KIND_NAMES = {
     "attn": "attention: GQA groups kept",
-    "mlp": "MLP: channels (a mixture: experts) kept",
-    "experts": "experts kept",
-    "shared": "shared expert: channels kept",
+    "mlp": "MLP: channels kept",
+    EXPERTS: "experts kept",
+    SHARED: "shared expert: channels kept",
 }
+
+
+def panel_title(allocation: dict, kind: str) -> str:
+    """What a chart's panel of ``kind`` counts, as the model has it: a mixture's MLP keeps whole experts, or
+    channels in each expert; a dense MLP keeps channels."""
+    layers = allocation["layers"]
+    if kind == "mlp" and allocation.get("mlp_unit") == "expert":
+        return "MLP: experts kept"
+    if kind == "mlp" and layers and "experts" in layers[0]:
+        return "MLP: channels of each expert kept"
+    return KIND_NAMES[kind]
+
+
 COLORS = ("#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2", "#ff9da6", "#9d755d")
 
 
@@ -53,7 +67,7 @@ def allocation_figure(allocation: dict, *, keep: float | None, uniform: dict | N
     layers = allocation["layers"]
     x = list(range(len(layers)))
     kinds = chart_kinds(allocation)
-    fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[KIND_NAMES[k] for k in kinds])
+    fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=[panel_title(allocation, k) for k in kinds])
     for col, kind in enumerate(kinds, start=1):
         kept, total = zip(*(module_units(allocation, e, kind) for e in layers), strict=True) if layers else ((), ())
         if uniform is not None:

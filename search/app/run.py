@@ -20,21 +20,25 @@ import transformers
 from search.app.inputs import eval_tokens, load_inputs, train_windows
 from search.app.manifest import build_manifest
 from search.app.pipeline import run_search
-from supernet.allocators import ALLOCATORS, allocate
-from supernet.budget import budget_grid
-from supernet.build import build_supernet
-from supernet.export import save_pruned
-from supernet.export.gguf import GGUF_FILE, check_exportable, export_gguf
-from supernet.files import write_json
-from supernet.flap import FLAP_METHOD, flap_baseline
-from supernet.params import block_params, count_params
-from supernet.perplexity import perplexity
-from supernet.switch import Switcher
+from supernet.io.export import save_pruned
+from supernet.io.export.gguf import GGUF_FILE, check_exportable, export_gguf
+from supernet.io.files import write_json
+from supernet.io.perplexity import perplexity
+from supernet.kinds import MLP
+from supernet.space.allocators import ALLOCATORS, allocate
+from supernet.space.budget import budget_grid
+from supernet.space.params import block_params, count_params
+from supernet.variants.build import build_supernet
+from supernet.variants.flap_baseline import FLAP_METHOD, flap_baseline
+from supernet.variants.switch import Switcher
 
 if TYPE_CHECKING:
     from search.app.config import RunConfig
+    from search.app.inputs import Inputs
     from search.app.pipeline import SearchResult
-    from supernet.levels import LevelGrid
+    from supernet.space.allocation import Allocation
+    from supernet.space.grid import LevelGrid
+    from supernet.variants.build import Supernet
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +66,7 @@ def measured(model, adapter, held_out: torch.Tensor, cfg: RunConfig) -> dict:
 def search_and_baselines(cfg: RunConfig, model, adapter, switcher, net, grid, calib, held_out, *, run_dir: Path,
                          fitness=None, manifest: dict | None = None) -> tuple[SearchResult, dict]:  # fmt: skip
     """Search the allocation, and measure the baselines on the same held-out windows: the uniform
-    allocation on the same supernet, and FLAP's own method (supernet/flap.py: its global allocation,
+    allocation on the same supernet, and FLAP's own method (supernet/space/flap.py: its global allocation,
     its units and its bias; what the grid approximates is recorded)."""
     starts = {name: allocate(name, net, grid, cfg.budget.keep) for name in ALLOCATORS}
     flap = flap_baseline(net, switcher)
@@ -94,21 +98,15 @@ def budget_entry(cfg: RunConfig, grid: LevelGrid, levels: list[int]) -> dict:
     if cfg.budget.kind == "flops":
         entry["seq_len"] = cfg.budget.seq_len
     entry["dense_cost"], entry["target_cost"], entry["cost"] = grid.dense_cost(), grid.budget, grid.cost(levels)
-    entry["slack"] = grid.step_cost("mlp")  # the rule: target_cost - slack < cost <= target_cost
+    entry["slack"] = grid.step_cost(MLP)  # the rule: target_cost - slack < cost <= target_cost
     return entry
 
 
 def run(cfg: RunConfig, out_dir: Path) -> dict:
     """Prune by ``cfg`` and write the run's outputs to ``out_dir``; returns metrics.json's content."""
     start = time.time()
-    if not cfg.progress:  # transformers' own bars (loading weights, writing shards) follow the quiet switch too
-        transformers.utils.logging.disable_progress_bar()
-    inputs = load_inputs(cfg.model, cfg.data, device=cfg.device, attn_unit=cfg.supernet.attn_unit, seed=cfg.seed,
-                         expert_unit=cfg.supernet.expert_unit, progress=cfg.progress)  # fmt: skip
+    inputs, held_out = load_run_inputs(cfg)
     model, tokenizer, adapter = inputs.model, inputs.tokenizer, inputs.adapter
-    if cfg.export.gguf:  # refuse a model llama.cpp cannot run before the hours of work, not after
-        check_exportable(model.config, tokenizer)
-    held_out = eval_tokens(cfg.data, tokenizer).to(cfg.device)
 
     dense_total = dense_bytes(model)
     dense = measured(model, adapter, held_out, cfg)
@@ -120,7 +118,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     net = build_supernet(model, adapter, calib, cfg.supernet, grid, weights=inputs.weights, progress=cfg.progress)
     switcher = Switcher(model, adapter)
     levels = allocate(cfg.allocator, net, grid, cfg.budget.keep)
-    searched = None
+    searched, baselines = None, None
     if cfg.search.sampler != "none":
         searched, baselines = search_and_baselines(cfg, model, adapter, switcher, net, grid, calib, held_out,
                                                    run_dir=out_dir, fitness=fitness, manifest=manifest)  # fmt: skip
@@ -130,8 +128,49 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     pruned = measured(model, adapter, held_out, cfg)
     log.info("pruned model: %d parameters, held-out ppl %.3f", pruned["params"], pruned["ppl"])
 
+    metrics = metrics_entry(cfg, inputs.name, grid, levels, net, dense=dense, pruned=pruned, dense_total=dense_total,
+                            held_out=held_out, start=start, searched=searched, baselines=baselines,
+                            fitness=fitness)  # fmt: skip
+    pareto = None if searched is None else searched.pareto
+    write_outputs(cfg, out_dir, model, switcher, tokenizer, metrics=metrics, allocation=allocation, pareto=pareto)
+    write_run_records(cfg, out_dir, manifest, started=start)
+    return metrics
+
+
+def load_run_inputs(cfg: RunConfig) -> tuple[Inputs, torch.Tensor]:
+    """The model, tokenizer, adapter and weights (``search.app.inputs.load_inputs``) and the held-out windows,
+    refusing a model the GGUF export cannot take before any work is done."""
+    if not cfg.progress:  # transformers' own bars (loading weights, writing shards) follow the quiet switch too
+        transformers.utils.logging.disable_progress_bar()
+    inputs = load_inputs(cfg.model, cfg.data, device=cfg.device, attn_unit=cfg.supernet.attn_unit, seed=cfg.seed,
+                         expert_unit=cfg.supernet.expert_unit, progress=cfg.progress)  # fmt: skip
+    if cfg.export.gguf:  # refuse a model llama.cpp cannot run before the hours of work, not after
+        check_exportable(inputs.model.config, inputs.tokenizer)
+    held_out = eval_tokens(cfg.data, inputs.tokenizer).to(cfg.device)
+    return inputs, held_out
+
+
+def metrics_entry(
+    cfg: RunConfig,
+    name: str,
+    grid: LevelGrid,
+    levels: list[int],
+    net: Supernet,
+    *,
+    dense: dict,
+    pruned: dict,
+    dense_total: int,
+    held_out: torch.Tensor,
+    start: float,
+    searched: SearchResult | None,
+    baselines: dict | None,
+    fitness: torch.Tensor | None,
+) -> dict:
+    """metrics.json's content (model.gguf's entry aside): the model, the budget, the dense and pruned
+    measurements, how the allocation was chosen, the supernet, the held-out windows, the seconds so far and,
+    after a search, its entry (with the ``fitness`` windows' count) and the baselines."""
     metrics = {
-        "model": inputs.name,
+        "model": name,
         "budget": budget_entry(cfg, grid, levels),
         "dense": dense,
         "pruned": pruned,
@@ -152,17 +191,31 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
         metrics["search"] = {**searched.info, "fitness": cfg.search.fitness, "resample": cfg.search.resample,
                              "fitness_windows": int(fitness.shape[0])}  # fmt: skip
         metrics["baselines"] = baselines
+    return metrics
+
+
+def write_outputs(
+    cfg: RunConfig,
+    out_dir: Path,
+    model,
+    switcher: Switcher,
+    tokenizer,
+    *,
+    metrics: dict,
+    allocation: Allocation,
+    pareto: dict | None,
+) -> None:
+    """The pruned model (and model.gguf, recorded in ``metrics``), allocation.json, metrics.json and, in
+    multi-objective mode, pareto.json, in that order."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_pruned(model, switcher, tokenizer, out_dir / "model")
+    save_pruned(model, switcher.shapes(), tokenizer, out_dir / "model")
     if cfg.export.gguf:
         gguf = export_gguf(out_dir / "model", out_dir / GGUF_FILE, dtype=cfg.export.gguf_dtype, progress=cfg.progress)
         metrics["gguf"] = {"file": GGUF_FILE, "dtype": cfg.export.gguf_dtype, "bytes": gguf.stat().st_size}
     write_json(out_dir / "allocation.json", allocation.to_json())
     write_json(out_dir / "metrics.json", metrics)
-    if searched is not None and searched.pareto is not None:
-        write_json(out_dir / "pareto.json", searched.pareto)
-    write_run_records(cfg, out_dir, manifest, started=start)
-    return metrics
+    if pareto is not None:
+        write_json(out_dir / "pareto.json", pareto)
 
 
 def write_run_records(cfg: RunConfig, out_dir: Path, manifest: dict, *, started: float) -> None:

@@ -7,8 +7,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from proxies import as_batches
-from supernet.adapters import adapter_for
-from supernet.switch import Switcher, Variant
+from supernet.io.adapters import adapter_for
+from supernet.variants.switch import Switcher, Variant
 
 VOCAB = 128
 

@@ -7,7 +7,7 @@ from conftest import VOCAB, candidates, dense
 
 from proxies.kl import KLProxy, full_kl, kl_sum, teacher_log_probs, topk_kl
 from proxies.prefix import PrefixForward
-from supernet.switch import Variant
+from supernet.variants.switch import Variant
 
 TOL = {"rtol": 1e-5, "atol": 1e-6}  # float32 on the same inputs: only the summation order may differ
 
@@ -87,8 +87,8 @@ def test_a_change_of_expert_count_alone_is_seen() -> None:
     third module of a layer) get the logits of a full forward, not the stored ones of the other."""
     from moe_models import tiny_moe
 
-    from supernet.adapters import adapter_for
-    from supernet.switch import Switcher
+    from supernet.io.adapters import adapter_for
+    from supernet.variants.switch import Switcher
 
     model = tiny_moe("qwen3_moe")
     switcher = Switcher(model, adapter_for(model.config, expert_unit="both"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from supernet.grids import make_grid
+from supernet.space.grids import make_grid
 
 
 class QuadraticEvaluator:
@@ -52,7 +52,7 @@ def grid():
 
 @pytest.fixture
 def optimum(grid):
-    from supernet.levels import repair
+    from supernet.space.repair import repair
 
     return repair(grid, [4, 2, 3, 6, 1, 6, 0, 7])
 

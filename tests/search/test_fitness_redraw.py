@@ -11,10 +11,11 @@ def test_redraw_moves_the_early_stages_and_keeps_the_last() -> None:
 
     from proxies.config import ProxyConfig
     from search.fitness import Evaluator, stage_windows
-    from supernet.adapters import adapter_for
-    from supernet.build import build_supernet, supernet_grid
-    from supernet.config import SupernetConfig
-    from supernet.switch import Switcher
+    from supernet.io.adapters import adapter_for
+    from supernet.space.grids import supernet_grid
+    from supernet.variants.build import build_supernet
+    from supernet.variants.config import SupernetConfig
+    from supernet.variants.switch import Switcher
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from search.mutation import level_switch, pair_count
-from supernet.grids import make_grid
+from supernet.space.grids import make_grid
 
 
 def test_children_stay_on_budget_and_in_bounds(grid) -> None:

@@ -94,10 +94,10 @@ def test_a_thousand_trials_on_a_real_layout_meet_the_budget_rule(sampler: str, e
     from layouts import layout_config
     from transformers import AutoModelForCausalLM
 
-    from supernet.adapters import adapter_for
-    from supernet.budget import budget_grid
-    from supernet.config import BudgetConfig, SupernetConfig
-    from supernet.levels import repair
+    from supernet.io.adapters import adapter_for
+    from supernet.space.budget import BudgetConfig, budget_grid
+    from supernet.space.repair import repair
+    from supernet.variants.config import SupernetConfig
 
     config = layout_config("llama-3.1-8b", layers=16)
     with torch.device("meta"):

@@ -148,7 +148,8 @@ def test_search_completes_and_loses_no_trial_when_an_actor_dies_mid_trial(grid, 
 
 def run_config(workers: int, address: str | None):
     from search.app.config import RunConfig
-    from supernet.config import DataConfig, ModelConfig
+    from supernet.io.data import DataConfig
+    from supernet.io.loading import ModelConfig
 
     return RunConfig(
         model=ModelConfig(reference="tiny"),

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from supernet.adapters import adapter_for
+from supernet.io.adapters import adapter_for
 
 
 def make_tiny(seed: int = 0, *, layers: int = 2, intermediate: int = 64):

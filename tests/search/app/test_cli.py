@@ -120,7 +120,7 @@ def test_tokenizer_reloads_with_the_training_ids(finished_run: Path, tiny_refere
     from tokenizers import Tokenizer
     from transformers import AutoTokenizer
 
-    from supernet.reference.corpus import corpus_texts
+    from supernet.io.reference.corpus import corpus_texts
 
     text = corpus_texts("eval", max_chars=4000)[0][:4000]
     trained = Tokenizer.from_file(str(tiny_reference_dir / "tokenizer.json")).encode(text).ids

@@ -15,7 +15,7 @@ import torch
 from test_cli import TINY, strata
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from supernet.export.deci_layers import deci_layer
+from supernet.io.export.deci_layers import deci_layer
 
 
 @pytest.fixture(scope="module")

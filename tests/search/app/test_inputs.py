@@ -12,8 +12,9 @@ from search.app.config import RunConfig
 from search.app.inputs import train_windows
 from search.app.run import fitness_tokens
 from search.driver import SearchConfig
-from supernet.config import DataConfig, ModelConfig
 from supernet.errors import UsageError
+from supernet.io.data import DataConfig
+from supernet.io.loading import ModelConfig
 
 STAGES = {"stage_tokens": [128, 256, 512], "survivors": [2, 1, 1]}
 

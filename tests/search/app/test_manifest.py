@@ -78,7 +78,8 @@ def test_the_manifest_is_built_once_per_run(tiny_reference_dir: Path, tmp_path: 
     from search.app import manifest as manifest_module
     from search.app.run import run
     from search.driver import SearchConfig
-    from supernet.config import DataConfig, ModelConfig
+    from supernet.io.data import DataConfig
+    from supernet.io.loading import ModelConfig
 
     calls = []
     monkeypatch.setattr(manifest_module, "git_state", lambda: calls.append(1) or {"revision": None, "dirty": None})

@@ -159,3 +159,16 @@ def test_a_finished_run_has_its_report_and_manifest(tiny_reference_dir: Path, tm
     for key in ("git", "packages", "config_hash", "data", "seed", "device", "started", "ended"):
         assert attrs[key] == manifest[key], key
     assert (run_dir / "cli.log").read_text().strip(), "Hydra's job log is in the run directory"
+
+
+def test_the_mlp_panel_names_what_the_model_keeps() -> None:
+    """A dense model's MLP panel counts channels; a mixture's, whole experts or the channels of each expert."""
+    from search.app.report import allocation_figure
+
+    dense = {"layers": [{"attn_units": 2, "attn_units_total": 4, "mlp_units": 64, "mlp_units_total": 128}]}
+    experts = {"layers": [{**dense["layers"][0], "experts": 4, "experts_total": 8}], "mlp_unit": "expert"}
+    channels = {"layers": [{**dense["layers"][0], "experts": 8, "experts_total": 8}]}
+    titles = [[a.text for a in allocation_figure(a, keep=None).layout.annotations] for a in (dense, experts, channels)]
+    assert titles[0] == ["attention: GQA groups kept", "MLP: channels kept"]
+    assert "MLP: experts kept" in titles[1]
+    assert titles[2] == ["attention: GQA groups kept", "MLP: channels of each expert kept", "experts kept"]
