@@ -35,7 +35,7 @@ from supernet.io.files import atomic_path, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-REFERENCE = ROOT / "supernet" / "reference" / "artifacts" / "default"
+REFERENCE = ROOT / "supernet" / "io" / "reference" / "artifacts" / "default"
 
 log = logging.getLogger(__name__)
 

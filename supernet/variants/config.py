@@ -73,7 +73,7 @@ class SupernetConfig(GridConfig):
     @property
     def needs_gram(self) -> bool:
         """Whether calibration must accumulate H = X^T X."""
-        from supernet import compensation, criteria
+        from supernet.variants import compensation, criteria
 
         return self.criterion in criteria.NEEDS_GRAM or self.compensation in compensation.NEEDS_GRAM
 
