@@ -15,11 +15,18 @@ records its index and size in the study (user attribute ``generation``) and each
 on restart the trials the kill left running are re-enqueued with their generation and the last stage they
 reached (search/study.py), and :meth:`Search.finish_interrupted` plays the rest of that generation from
 that stage, filling slots never asked with the proposals they would have had (search/evolution.py).
+
+A trial whose score is not finite (NaN, inf) FAILs at once, with the reason in its user attribute
+``fail_reason``, and takes no part in selection; failed trials do not count towards ``trials``. After
+``max_failed_trials`` failed trials in a row with none completing (weights holding NaN, broken data: every
+trial fails) the driver stops with a :class:`~supernet.errors.UsageError` naming the last failure, instead
+of asking again forever (checked after each generation).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -28,7 +35,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from search.evolution import EvolutionSampler, param_names, search_space
+from search.evolution import FAIL_REASON, EvolutionSampler, param_names, search_space
 from search.study import finished_count
 from supernet.errors import UsageError, check_choice
 from supernet.space.repair import repair
@@ -71,6 +78,8 @@ class SearchConfig:
     iterations: int = 1  # coarse-to-fine rounds (Týr): each re-centres the grid on the best with half the step
     multi_objective: str | None = None  # params | flops: also minimise kept params/FLOPs; writes pareto.json
     workers: int = 1  # evaluators: 1 = in-process; N > 1 = N Ray actors (one per GPU), see `ray` (search/workers.py)
+    max_failed_trials: int = 50  # stop with an error once this many trials in a row failed (a NaN/inf score, a lost
+    # worker) with none completing since: every trial failing means broken weights or data, not a bad candidate
 
     def __post_init__(self) -> None:
         check_choice("search.sampler", self.sampler, SAMPLERS)
@@ -89,6 +98,8 @@ class SearchConfig:
             raise UsageError(f"search.iterations={self.iterations} must be >= 1")
         if self.workers < 1:
             raise UsageError(f"search.workers={self.workers} must be >= 1 (1 = score in this process)")
+        if self.max_failed_trials < 1:
+            raise UsageError(f"search.max_failed_trials={self.max_failed_trials} must be >= 1")
         check_choice("search.fitness", self.fitness, FITNESS_WINDOWS)
         if self.resample and self.workers > 1:
             raise UsageError("search.resample=true scores in this process only: use search.workers=1")
@@ -155,6 +166,8 @@ class Search:
         self.desc = desc
         self.replay = replay  # resume a killed generation exactly (one driver per study: the run's own journal)
         self.last_stage = evaluator.stages - 1
+        self.failed_in_row = 0  # trials failed since the last one that completed (in this process)
+        self.last_failure: str | None = None  # why the last trial failed
         assert len(cfg.survivors) == evaluator.stages, f"{len(cfg.survivors)} survivors for {evaluator.stages} stages"
 
     def run(self) -> optuna.Study:
@@ -167,12 +180,34 @@ class Search:
                 batch = self.cfg.offspring if self.cfg.sampler == "evo" else 1
                 size = min(batch, self.cfg.trials - done) if done < self.cfg.trials else waiting
                 self.generation(size)
+                self.check_failures()
                 bar.update(finished_count(self.study) - bar.n)
                 best = self.best_value()
                 if best is not None:
                     bar.set_postfix(best=f"{best:.4g}")
         log.info("search finished %d trials in %.1f s", finished_count(self.study), time.perf_counter() - start)
         return self.study
+
+    def check_failures(self) -> None:
+        """Stop once ``max_failed_trials`` trials in a row failed with none completing since."""
+        if self.failed_in_row >= self.cfg.max_failed_trials:
+            raise UsageError(
+                f"search.max_failed_trials={self.cfg.max_failed_trials}: {self.failed_in_row} trials in a row failed "
+                f"with none completing since; the last: {self.last_failure}. Check the model's weights (NaN/inf after "
+                "loading or calibration?) and the data windows (empty, or tokens outside the vocabulary?)"
+            )
+
+    def fail(self, trial: optuna.Trial, reason: str) -> None:
+        """Tell ``trial`` FAIL for ``reason`` (kept in its user attribute ``fail_reason``) and count it."""
+        trial.set_user_attr(FAIL_REASON, reason)
+        self.study.tell(trial, state=TrialState.FAIL)
+        log.warning("%s: failed", reason)
+        self.failed(reason)
+
+    def failed(self, reason: str) -> None:
+        """Count one more failed trial since the last that completed."""
+        self.failed_in_row += 1
+        self.last_failure = reason
 
     def next_generation(self) -> int:
         info = self.study.user_attrs.get(GENERATION_KEY)
@@ -186,13 +221,20 @@ class Search:
             return
         index = int(info["index"])
         members = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get(GENERATION_KEY) == index]
-        left = int(info["size"]) - sum(1 for t in members if t.state in (TrialState.COMPLETE, TrialState.PRUNED))
+        left = int(info["size"]) - sum(1 for t in members if self.settled(t))
         if left <= 0:
             return
         staged = [t for t in members if t.state == TrialState.WAITING and "warm_start" not in t.user_attrs]
         start = min((int(t.user_attrs.get("resume_stage", 0)) for t in staged), default=0)
         log.info("finishing generation %d a killed run left: %d trials from stage %d", index, left, start)
         self.generation(left, index=index, start=start)
+
+    @staticmethod
+    def settled(trial: optuna.trial.FrozenTrial) -> bool:
+        """Whether a generation's trial is done for good: finished, or failed on a non-finite score (not
+        re-enqueued, unlike a killed run's or a lost worker's)."""
+        finished = trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        return finished or (trial.state == TrialState.FAIL and FAIL_REASON in trial.user_attrs)
 
     def waiting(self) -> int:
         """Enqueued trials not yet asked (re-enqueued after a kill): they run even past the cap."""
@@ -236,7 +278,8 @@ class Search:
             for (trial, levels), value in zip(direct, values, strict=True):
                 self.complete(trial, levels, value)
         if start == 0 and staged and self.evaluator.prescreener is not None and len(staged) > self.cfg.prescreen_keep:
-            staged, values = self.kept(staged, self.evaluator.prescreen_many([lv for _, lv in staged]))
+            scores = self.evaluator.prescreen_many([lv for _, lv in staged])
+            staged, values = self.kept(staged, scores, f"prescreen {self.cfg.prescreen}")
             for (trial, _), value in zip(staged, values, strict=True):
                 trial.set_user_attr(f"prescreen_{self.cfg.prescreen}", value)
             staged, _ = self.select(staged, values, self.cfg.prescreen_keep)
@@ -248,7 +291,8 @@ class Search:
 
     def score(self, batch: list[tuple[optuna.Trial, list[int]]], stage: int) -> tuple[list, list[float]]:
         """Score a batch on one stage (spread over the evaluator's workers); record it; drop lost trials."""
-        batch, values = self.kept(batch, self.evaluator.score_many([levels for _, levels in batch], stage))
+        scores = self.evaluator.score_many([levels for _, levels in batch], stage)
+        batch, values = self.kept(batch, scores, f"{self.evaluator.proxy_name} at stage {stage}")
         for (trial, _), value in zip(batch, values, strict=True):
             if self.second_objective is None:  # Optuna keeps intermediate values of single-objective studies only
                 trial.report(value, stage)
@@ -256,14 +300,18 @@ class Search:
             trial.set_user_attr(f"tokens_stage{stage}", self.evaluator.stage_tokens[stage])
         return batch, values
 
-    def kept(self, batch: list, values: list[float | None]) -> tuple[list, list[float]]:
-        """The trials that got a value; a None means the worker scoring it died: fail and re-enqueue it."""
+    def kept(self, batch: list, values: list[float | None], what: str) -> tuple[list, list[float]]:
+        """The trials that got a finite value (``what``: the score's name, for the log). A None means the worker
+        scoring it died: fail and re-enqueue it; a NaN or inf fails it for good (scoring it again gives the same)."""
         out, out_values = [], []
         for (trial, levels), value in zip(batch, values, strict=True):
             if value is None:
                 self.study.tell(trial, state=TrialState.FAIL)
                 self.study.enqueue_trial(trial.params, user_attrs={"requeued_from": trial.number})
                 log.warning("trial %d lost its worker: failed and re-enqueued", trial.number)
+                self.failed(f"trial {trial.number} lost its worker (re-enqueued)")
+            elif not math.isfinite(value):
+                self.fail(trial, f"trial {trial.number} scored {value} ({what})")
             else:
                 out.append((trial, levels))
                 out_values.append(value)
@@ -277,6 +325,7 @@ class Search:
             self.study.tell(trial, value)
         else:
             self.study.tell(trial, [value, self.second_objective(levels)])
+        self.failed_in_row = 0
 
     def select(self, staged: list, values: list[float], keep: int) -> tuple[list, list[float]]:
         """Keep the ``keep`` lowest values (ties: lower trial number); prune the others."""

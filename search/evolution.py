@@ -8,8 +8,10 @@ State lives in the study's storage, so the sampler resumes and works across proc
 each proposal are written to the trial's system attrs under ``"EvolutionSampler:levels"`` (a JSON list
 of ints) as soon as it is proposed, and the parent is read back from the trials. Randomness is drawn
 from ``numpy.random.default_rng([seed, index])``, index = the trial's number less the failed trials
-before it, so the same seed gives the same proposals whatever the number of workers, provided trials are
-asked in the same order, and a search resumed after a kill proposes what an uninterrupted one would.
+before it that are played again (a killed run's, a lost worker's: their re-enqueued copies; a trial failed
+on its score, user attribute ``fail_reason``, is not: it keeps its draw and counts as proposed), so the
+same seed gives the same proposals whatever the number of workers, provided trials are asked in the same
+order, and a search resumed after a kill proposes what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -31,6 +33,15 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from supernet.space.grid import LevelGrid
+
+
+FAIL_REASON = "fail_reason"  # user attribute of a trial failed for good on its score (NaN, inf): never replayed
+
+
+def replayed(trial: FrozenTrial) -> bool:
+    """A failed trial that a re-enqueued copy plays again (a killed run's, a lost worker's): it neither counts
+    as proposed nor takes a draw. A trial failed on its score (``FAIL_REASON``) is not played again."""
+    return trial.state == TrialState.FAIL and FAIL_REASON not in trial.user_attrs
 
 
 def param_names(grid: LevelGrid) -> list[str]:
@@ -99,9 +110,10 @@ class EvolutionSampler(BaseSampler):
         parent = best_complete(study, self._grid) or list(self._grid.target)
         trials = study.get_trials(deepcopy=False)
         # a failed trial (a killed run's) is replayed by its re-enqueued copy: it neither counts as seen nor
-        # shifts the random stream, so a resumed search proposes what an uninterrupted one would
-        failed = sum(1 for t in trials if t.state == TrialState.FAIL and t.number < trial.number)
-        seen = {tuple(lv) for t in trials if t.state != TrialState.FAIL and (lv := trial_levels(t, self._grid))}
+        # shifts the random stream, so a resumed search proposes what an uninterrupted one would; one failed on
+        # its score (NaN) does both, or the same parent would propose the same failing child again and again
+        failed = sum(1 for t in trials if replayed(t) and t.number < trial.number)
+        seen = {tuple(lv) for t in trials if not replayed(t) and (lv := trial_levels(t, self._grid))}
         rng = np.random.default_rng([self._seed, trial.number - failed])
         child = parent
         for _ in range(self._max_tries):

@@ -101,3 +101,15 @@ def pruned_layout_model(name: str, out: Path, *, removed_attention: int = 1, sca
     switcher.apply(variants)
     save_pruned(model, switcher.shapes(), tokenizer, out)
     return out
+
+
+def export_cli(capsys, *args: str) -> tuple[int, str]:
+    """``strata-export ARGS --quiet`` in this process: (exit status, stderr)."""
+    from search.app.export import main
+
+    try:
+        main([*args, "--quiet"])
+        status = 0
+    except SystemExit as exit_:
+        status = exit_.code
+    return status, capsys.readouterr().err

@@ -17,6 +17,18 @@ from supernet.space.allocators import ALLOCATORS
 from supernet.space.budget import BudgetConfig
 from supernet.variants.config import SupernetConfig
 
+SEED_LIMIT = 2**32  # seeds are 0 <= seed < 2**32: what numpy's RandomState and Optuna's samplers (tpe, cmaes, nsga2,
+# nsga3, random) accept; torch.manual_seed takes up to 2**64 - 1, numpy.random.default_rng no negative seed
+
+
+def check_seed(key: str, seed: int) -> None:
+    """Refuse a seed outside ``[0, 2**32)``, which every generator the run seeds accepts."""
+    if not 0 <= seed < SEED_LIMIT:
+        raise UsageError(
+            f"{key}={seed} is outside [0, 2**32): numpy's and Optuna's generators take no other seed; "
+            f"use 0 <= {key} <= {SEED_LIMIT - 1}"
+        )
+
 
 @dataclass
 class ExportConfig:
@@ -38,7 +50,7 @@ class RunConfig:
     ray: RayConfig = field(default_factory=RayConfig)  # Ray actors scoring candidates (search.workers > 1)
     export: ExportConfig = field(default_factory=ExportConfig)  # formats written besides model/
     allocator: str = "uniform"  # the allocation without search (search=none), and the search's first baseline
-    seed: int = 0  # seeds data sampling and every random choice of the run
+    seed: int = 0  # seeds data sampling and every random choice of the run; 0 <= seed < 2**32
     device: str = "cpu"  # torch device of the model: cpu | cuda | cuda:N
     progress: bool = True  # progress bars on long stages
     overwrite: bool = False  # a run directory holding a finished run is refused; true replaces its outputs
@@ -47,6 +59,7 @@ class RunConfig:
         resolve_data_source(self.model.path, self.data)
         check_device(self.device)
         check_choice("allocator", self.allocator, ALLOCATORS)
+        check_seed("seed", self.seed)
 
 
 def register_configs() -> None:
@@ -74,7 +87,7 @@ class ProxyReportConfig:
     max_walk: int | None = None  # longest random level-switch walk; None = 2 * modules
     allocators: bool = True  # add the no-search allocators' candidates (uniform, flap_global, depth_linear)
     bootstrap: int = 1000  # bootstrap resamples for the 95% intervals
-    seed: int = 0  # seeds the candidates, the data windows and the bootstrap
+    seed: int = 0  # seeds the candidates, the data windows and the bootstrap; 0 <= seed < 2**32
     device: str = "cpu"  # torch device of the model
     progress: bool = True  # progress bars
 
@@ -91,3 +104,4 @@ class ProxyReportConfig:
             raise UsageError(f"bootstrap={self.bootstrap} must be a positive integer")
         if self.max_walk is not None and self.max_walk < 0:
             raise UsageError(f"max_walk={self.max_walk} must be >= 0")
+        check_seed("seed", self.seed)

@@ -13,9 +13,14 @@ from __future__ import annotations
 import logging
 from argparse import Namespace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from search.app.args import ArgumentParser
-from search.app.rundir import open_storage
+from search.app.rundir import open_storage, storage_url
+from search.study import JOURNAL
+
+if TYPE_CHECKING:
+    import optuna
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,27 @@ def parse_args(argv: list[str] | None) -> Namespace:
     return args
 
 
+def readable_storage(run_dir: Path) -> optuna.storages.BaseStorage | None:
+    """The run's storage (None when it has none), read once through: one that cannot be read ends the command.
+
+    A journal Optuna cannot parse either raises (bad bytes, bad JSON, unknown operations, no permission) or,
+    when its only line is bad, reads as no study at all; both end with ``error: ...`` naming the file and
+    exit 2, before anything (``artifacts/``) is created."""
+    from search.app.args import fail
+
+    journal = run_dir / JOURNAL
+    source = journal if journal.is_file() else storage_url(run_dir)
+    try:
+        storage = open_storage(run_dir)
+        studies = None if storage is None else storage.get_all_studies()
+    except Exception as exc:  # whatever the storage raises, the study is unreadable
+        reason = " ".join(str(exc).split())[:200] or "no detail"
+        fail(f"cannot read the study in {source} ({type(exc).__name__}: {reason}): is it a strata run's study storage?")
+    if studies == [] and journal.is_file() and journal.stat().st_size > 0:
+        fail(f"cannot read the study in {journal}: it holds no Optuna journal record (a corrupt or foreign file?)")
+    return storage
+
+
 def main(argv: list[str] | None = None) -> None:
     """Start the dashboard on the run's storage and artifacts; blocks until interrupted."""
     from optuna_dashboard import run_server
@@ -44,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = args.run_dir.expanduser()
     if not run_dir.is_dir():
         fail(f"{run_dir} is not a directory: give the run directory that `strata` printed")
-    storage = open_storage(run_dir)
+    storage = readable_storage(run_dir)
     if storage is None:
         fail(f"{run_dir} holds no study (no study.journal, no search.storage): give a run made with search=evo|tpe|...")
     store = artifact_store(run_dir)  # <run_dir>/artifacts, created when the search has not uploaded yet

@@ -149,11 +149,15 @@ def record_in_studies(run_dir: Path, manifest: dict, studies: Sequence[str], *, 
             study.set_user_attr(key, value)
 
 
-def write_manifest(run_dir: Path, manifest: dict, *, storage_url: str | None = None) -> Path:
-    """Write ``run_dir/manifest.json`` and copy its entries into the studies the run searched."""
+def write_manifest(
+    run_dir: Path, manifest: dict, *, storage_url: str | None = None, studies: Sequence[str] | None = None
+) -> Path:
+    """Write ``run_dir/manifest.json`` and copy its entries into the studies the run searched (``studies``, else
+    those its metrics.json names: the run writes the manifest before metrics.json)."""
     from search.app.rundir import run_studies
 
     path = Path(run_dir) / MANIFEST
     write_json(path, manifest)
-    record_in_studies(run_dir, manifest, run_studies(run_dir), storage_url=storage_url)
+    studies = run_studies(run_dir) if studies is None else studies
+    record_in_studies(run_dir, manifest, studies, storage_url=storage_url)
     return path

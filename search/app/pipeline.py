@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.app.artifacts import TrialArtifacts
+from search.app.config import SEED_LIMIT
 from search.app.evaluator import make_evaluator
 from search.app.manifest import plain_config
 from search.driver import Search, enqueue_warm_starts, make_sampler
@@ -155,7 +156,7 @@ def open_iteration_study(
     budget, the iteration and the grid's step tables) and its warm starts (the configured ones first, then the
     best so far)."""
     scfg = cfg.search
-    sampler = make_sampler(scfg, grid, cfg.seed + iteration)
+    sampler = make_sampler(scfg, grid, (cfg.seed + iteration) % SEED_LIMIT)  # stays in [0, 2**32) for Optuna
     stale_after = None if scfg.storage is None else scfg.stale_after
     study = open_study(name=iteration_study(scfg.study_name, iteration), storage=storage, sampler=sampler,
                        directions=directions, stale_after=stale_after)  # fmt: skip

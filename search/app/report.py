@@ -108,7 +108,7 @@ def study_curve(storage, name: str) -> tuple[list[int], list[float], list[float]
 
 def search_curves(run_dir: Path, metrics: dict, storage_url: str | None) -> list[dict]:
     """One curve per coarse-to-fine iteration: name, x (finished trials, cumulative), best, values."""
-    studies = run_studies(run_dir)
+    studies = run_studies(run_dir, metrics)
     iterations = (metrics.get("search") or {}).get("iterations") or []
     try:  # a report never fails a finished run: an unreachable storage leaves metrics.json's summary
         storage = open_storage(run_dir, storage_url)
@@ -252,9 +252,11 @@ def chart(fig: go.Figure, div_id: str) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config={"displaylogo": False})
 
 
-def sections(run_dir: Path, *, uniform: dict | None, storage_url: str | None) -> list[tuple[str, str]]:
-    """(title, HTML) of every section whose input exists."""
-    metrics = read_json(run_dir / "metrics.json") or {}
+def sections(
+    run_dir: Path, *, uniform: dict | None, storage_url: str | None, metrics: dict | None = None
+) -> list[tuple[str, str]]:
+    """(title, HTML) of every section whose input exists (``metrics``: metrics.json's content, else read)."""
+    metrics = (read_json(run_dir / "metrics.json") or {}) if metrics is None else metrics
     allocation = read_json(run_dir / "allocation.json")
     pareto = read_json(run_dir / "pareto.json")
     proxies = read_json(run_dir / "proxies.json")
@@ -278,11 +280,14 @@ def sections(run_dir: Path, *, uniform: dict | None, storage_url: str | None) ->
     return out
 
 
-def render(run_dir: Path, *, uniform: dict | None = None, storage_url: str | None = None) -> str:
-    """The report page of ``run_dir`` as one HTML string."""
+def render(
+    run_dir: Path, *, uniform: dict | None = None, storage_url: str | None = None, metrics: dict | None = None
+) -> str:
+    """The report page of ``run_dir`` as one HTML string (``metrics``: metrics.json's content, else read: the
+    run writes the report before metrics.json, which marks it finished)."""
     from plotly.offline import get_plotlyjs
 
-    metrics = read_json(run_dir / "metrics.json") or {}
+    metrics = (read_json(run_dir / "metrics.json") or {}) if metrics is None else metrics
     manifest = read_json(run_dir / "manifest.json") or {}
     budget = metrics.get("budget") or run_config(run_dir).get("budget") or {}
     title = f"strata: {metrics.get('model', run_dir.name)} at keep {budget.get('keep', '?')}"
@@ -295,15 +300,19 @@ def render(run_dir: Path, *, uniform: dict | None = None, storage_url: str | Non
         if part
     )  # fmt: skip
     body = "\n".join(f"<section><h2>{html.escape(t)}</h2>{content}</section>"
-                     for t, content in sections(run_dir, uniform=uniform, storage_url=storage_url))  # fmt: skip
+                     for t, content in sections(run_dir, uniform=uniform, storage_url=storage_url,
+                                                metrics=metrics))  # fmt: skip
     return PAGE.format(title=html.escape(title), subtitle=subtitle, sections=body, plotly=get_plotlyjs())
 
 
-def write_report(run_dir: Path, *, uniform: dict | None = None, storage_url: str | None = None) -> Path:
-    """Write ``run_dir/report.html`` atomically; ``uniform``: the exact uniform allocation, if known."""
+def write_report(
+    run_dir: Path, *, uniform: dict | None = None, storage_url: str | None = None, metrics: dict | None = None
+) -> Path:
+    """Write ``run_dir/report.html`` atomically; ``uniform``: the exact uniform allocation, if known;
+    ``metrics``: metrics.json's content when it is not written yet."""
     run_dir = Path(run_dir)
     path = run_dir / REPORT
-    write_text(path, render(run_dir, uniform=uniform, storage_url=storage_url))
+    write_text(path, render(run_dir, uniform=uniform, storage_url=storage_url, metrics=metrics))
     log.info("run report written to %s", path)
     return path
 

@@ -1,8 +1,10 @@
 """The main job: load, calibrate, choose an allocation, prune in place, measure, save.
 
-Writes into the run directory: ``allocation.json``, ``metrics.json`` and ``model/`` (and ``model.gguf``
-with ``export.gguf=true``). Outputs are
-written only once everything they depend on succeeded, each atomically.
+Writes into the run directory: ``model/`` (and ``model.gguf`` with ``export.gguf=true``), ``allocation.json``,
+``pareto.json`` (multi-objective), ``manifest.json``, ``report.html`` and, last, ``metrics.json``, the mark of a
+finished run. Outputs are written only once everything they depend on succeeded, each atomically, and recorded
+as strata's (``search.app.rundir``). The run holds the directory's lock throughout; a rerun of an unfinished
+directory (killed, failed) deletes what the earlier attempt wrote, keeps its study to resume, and writes the rest.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import transformers
 # traceback in a module global, which would pin the frames (model, evaluator) of the run() that imported it
 from search.app.inputs import eval_tokens, load_inputs, train_windows
 from search.app.manifest import build_manifest
+from search.app.outputs import RESUMED, prepare_run_dir, record_output, run_lock, writing_output
 from search.app.pipeline import run_search
+from search.app.rundir import FINISHED
+from search.study import JOURNAL
 from supernet.io.export import save_pruned
 from supernet.io.export.gguf import GGUF_FILE, check_exportable, export_gguf
-from supernet.io.files import write_json
+from supernet.io.files import finite_json, write_json
 from supernet.io.perplexity import perplexity
 from supernet.kinds import MLP
 from supernet.space.allocators import ALLOCATORS, allocate
@@ -103,7 +108,19 @@ def budget_entry(cfg: RunConfig, grid: LevelGrid, levels: list[int]) -> dict:
 
 
 def run(cfg: RunConfig, out_dir: Path) -> dict:
-    """Prune by ``cfg`` and write the run's outputs to ``out_dir``; returns metrics.json's content."""
+    """Prune by ``cfg`` and write the run's outputs to ``out_dir``; returns metrics.json's content.
+
+    Holds ``out_dir``'s lock from before any work to the end, and first makes the directory ready
+    (``search.app.rundir.prepare_run_dir``: refuses a directory in use, one holding files strata did not write
+    and, without ``overwrite``, a finished run; clears what an unfinished attempt wrote, its study aside)."""
+    out_dir = Path(out_dir)
+    with run_lock(out_dir):
+        prepare_run_dir(out_dir, overwrite=bool(getattr(cfg, "overwrite", False)))
+        return locked_run(cfg, out_dir)
+
+
+def locked_run(cfg: RunConfig, out_dir: Path) -> dict:
+    """:func:`run`'s work, its directory locked and ready."""
     start = time.time()
     inputs, held_out = load_run_inputs(cfg)
     model, tokenizer, adapter = inputs.model, inputs.tokenizer, inputs.adapter
@@ -120,6 +137,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     levels = allocate(cfg.allocator, net, grid, cfg.budget.keep)
     searched, baselines = None, None
     if cfg.search.sampler != "none":
+        claim_study(cfg, out_dir)
         searched, baselines = search_and_baselines(cfg, model, adapter, switcher, net, grid, calib, held_out,
                                                    run_dir=out_dir, fitness=fitness, manifest=manifest)  # fmt: skip
         levels, grid, net = searched.levels, searched.grid, searched.supernet
@@ -133,8 +151,18 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
                             fitness=fitness)  # fmt: skip
     pareto = None if searched is None else searched.pareto
     write_outputs(cfg, out_dir, model, switcher, tokenizer, metrics=metrics, allocation=allocation, pareto=pareto)
-    write_run_records(cfg, out_dir, manifest, started=start)
+    write_run_records(cfg, out_dir, manifest, metrics=metrics, started=start)
     return metrics
+
+
+def claim_study(cfg: RunConfig, out_dir: Path) -> None:
+    """Record the study's files (the journal, unless ``search.storage`` names another storage, and the trial
+    artifacts) as strata's before the search writes them (whole: a resumed search adds to them)."""
+    from search.app.outputs import claim_output
+
+    for name in RESUMED:
+        if name != JOURNAL or cfg.search.storage is None:
+            claim_output(out_dir, name)
 
 
 def load_run_inputs(cfg: RunConfig) -> tuple[Inputs, torch.Tensor]:
@@ -205,23 +233,37 @@ def write_outputs(
     allocation: Allocation,
     pareto: dict | None,
 ) -> None:
-    """The pruned model (and model.gguf, recorded in ``metrics``), allocation.json, metrics.json and, in
-    multi-objective mode, pareto.json, in that order."""
+    """The pruned model (and model.gguf, recorded in ``metrics``), allocation.json and, in multi-objective
+    mode, pareto.json, in that order, each recorded as strata's; metrics.json comes last
+    (:func:`write_run_records`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_pruned(model, switcher.shapes(), tokenizer, out_dir / "model")
+    with writing_output(out_dir, "model") as path:
+        save_pruned(model, switcher.shapes(), tokenizer, path)
     if cfg.export.gguf:
-        gguf = export_gguf(out_dir / "model", out_dir / GGUF_FILE, dtype=cfg.export.gguf_dtype, progress=cfg.progress)
+        with writing_output(out_dir, GGUF_FILE) as path:
+            gguf = export_gguf(out_dir / "model", path, dtype=cfg.export.gguf_dtype, progress=cfg.progress)
         metrics["gguf"] = {"file": GGUF_FILE, "dtype": cfg.export.gguf_dtype, "bytes": gguf.stat().st_size}
-    write_json(out_dir / "allocation.json", allocation.to_json())
-    write_json(out_dir / "metrics.json", metrics)
+    with writing_output(out_dir, "allocation.json") as path:
+        write_json(path, allocation.to_json())
     if pareto is not None:
-        write_json(out_dir / "pareto.json", pareto)
+        with writing_output(out_dir, "pareto.json") as path:
+            write_json(path, pareto)
 
 
-def write_run_records(cfg: RunConfig, out_dir: Path, manifest: dict, *, started: float) -> None:
-    """manifest.json (also as the studies' user attributes) and report.html, once the outputs are written."""
+def write_run_records(cfg: RunConfig, out_dir: Path, manifest: dict, *, metrics: dict, started: float) -> None:
+    """manifest.json (also as the studies' user attributes) and report.html once the outputs are written, then
+    the study's files recorded as they stand and, last, metrics.json: a run is finished once it exists."""
     from search.app.manifest import finish_manifest, write_manifest
     from search.app.report import write_report
+    from search.app.rundir import run_studies
 
-    write_manifest(out_dir, finish_manifest(manifest, started=started), storage_url=cfg.search.storage)
-    write_report(out_dir, storage_url=cfg.search.storage)
+    written, _ = finite_json(metrics)  # what metrics.json will hold
+    with writing_output(out_dir, "manifest.json"):
+        write_manifest(out_dir, finish_manifest(manifest, started=started), storage_url=cfg.search.storage,
+                       studies=run_studies(out_dir, written))  # fmt: skip
+    with writing_output(out_dir, "report.html"):
+        write_report(out_dir, storage_url=cfg.search.storage, metrics=written)
+    for name in RESUMED:
+        record_output(out_dir, name)
+    with writing_output(out_dir, FINISHED) as path:
+        write_json(path, metrics)

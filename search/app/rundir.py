@@ -1,9 +1,11 @@
-"""Reading a finished (or running) run directory: its JSON outputs, its Hydra config, its study storage.
+"""Reading a finished (or running) run directory: its JSON outputs, its Hydra config, its study storage (keeping
+one, its lock and the record of what strata wrote, is :mod:`search.app.outputs`).
 
 A run directory is what ``strata`` writes (README.md, Design): ``metrics.json``, ``allocation.json``, ``model/``,
 ``.hydra/config.yaml`` (the resolved config), the study storage (``study.journal``, or the URL in
 ``search.storage``), and what the tools add (``report.html``, ``manifest.json``, ``artifacts/``).
 ``strata-summary``, ``strata-dashboard`` and the run report read runs only through these functions.
+
 """
 
 from __future__ import annotations
@@ -19,19 +21,7 @@ if TYPE_CHECKING:
 
 ARTIFACTS = "artifacts"  # the run's Optuna FileSystemArtifactStore (search/app/artifacts.py)
 DEFAULT_STUDY = "strata"  # SearchConfig.study_name's default
-
-
-OUTPUTS = ("metrics.json", "allocation.json", "model", "model.gguf", JOURNAL, ARTIFACTS, "report.html", "manifest.json",
-           "pareto.json")  # fmt: skip
-
-
-def clear_outputs(run_dir: Path) -> None:
-    """Remove a previous run's outputs (``overwrite=true``), so a rerun resumes no old study."""
-    import shutil
-
-    for name in OUTPUTS:
-        path = Path(run_dir) / name
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+FINISHED = "metrics.json"  # written last: what a finished run directory holds (search/app/cli.py checks it)
 
 
 def read_json(path: Path) -> Any | None:
@@ -74,12 +64,15 @@ def open_storage(run_dir: Path, url: str | None = None) -> optuna.storages.BaseS
     return make_storage(url, Path(run_dir), recover=False)
 
 
-def run_studies(run_dir: Path) -> list[str]:
+def run_studies(run_dir: Path, metrics: dict | None = None) -> list[str]:
     """The studies the run searched, in iteration order ([] when it did not search).
 
-    From ``metrics.json``'s ``search.iterations[*].study``, else named after ``search.study_name``.
+    From ``metrics.json``'s ``search.iterations[*].study`` (``metrics``: its content, before it is written),
+    else named after ``search.study_name``.
     """
-    search = (read_json(Path(run_dir) / "metrics.json") or {}).get("search")
+    if metrics is None:
+        metrics = read_json(Path(run_dir) / FINISHED) or {}
+    search = metrics.get("search")
     if not search:
         return []
     base = study_name(run_dir)

@@ -90,9 +90,14 @@ def main(argv: list[str] | None = None) -> None:
     rows = summarize(sweep_dir)
     if not rows:
         fail(f"{sweep_dir} holds no strata job (no */.hydra/config.yaml): give a sweep or run directory")
-    out = args.csv or sweep_dir / "summary.csv"
-    write_csv(rows, out)
-    print(format_table(rows))
+    out = (args.csv or sweep_dir / "summary.csv").expanduser()
+    print(format_table(rows), flush=True)  # shown whatever becomes of the CSV
+    if out.is_dir():
+        fail(f"--csv {out} is a directory: give a file path (e.g. {out / 'summary.csv'})")
+    try:
+        write_csv(rows, out)
+    except OSError as exc:  # a missing folder, a file in the way, no permission
+        fail(f"cannot write the CSV {out} ({exc.strerror or exc}): give --csv a writable file path")
     print(f"strata-summary: {len(rows)} jobs, CSV in {out}")
 
 

@@ -87,30 +87,63 @@ def _column(names: list[str], text_field: str, where: Path) -> None:
         raise UsageError(f"{str(where)!r} has no column {text_field!r} (columns: {', '.join(names)}): set text_field")
 
 
+def _not_text(type_name: str, text_field: str, where: Path) -> UsageError:
+    return UsageError(f"{str(where)!r} column {text_field!r} holds {type_name}, not text: set text_field to a "
+                      "string column")  # fmt: skip
+
+
 def _read_hf_disk(root: Path, text_field: str, split: str) -> list[str]:
     try:
         import datasets
     except ImportError:
         raise UsageError("data source 'hf_disk' needs the datasets library: pip install datasets") from None
-    dataset = datasets.load_from_disk(str(root))
+    try:
+        dataset = datasets.load_from_disk(str(root))
+    except FileNotFoundError:  # datasets' message for a folder without dataset_info.json / dataset_dict.json
+        raise UsageError(
+            f"{str(root)!r} is not a dataset saved with save_to_disk (no dataset_info.json or dataset_dict.json): "
+            "point data.path at the folder save_to_disk wrote, or use data.source=text|jsonl|parquet"
+        ) from None
     if isinstance(dataset, datasets.DatasetDict):
         if split not in dataset:
             raise UsageError(f"{str(root)!r} has no split {split!r} (splits: {', '.join(dataset)}): set split")
         dataset = dataset[split]
     _column(list(dataset.column_names), text_field, root)
+    feature = dataset.features[text_field]
+    if not (isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string", "string_view")):
+        raise _not_text(getattr(feature, "dtype", type(feature).__name__), text_field, root)
     return list(dataset[text_field])
+
+
+def _is_text(arrow_type) -> bool:
+    """Whether a pyarrow column of ``arrow_type`` holds strings (plain, large, view or dictionary-encoded)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    is_view = getattr(pa.types, "is_string_view", lambda _: False)
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or is_view(arrow_type)
 
 
 def _read_parquet(root: Path, text_field: str) -> list[str]:
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise UsageError("data source 'parquet' needs the pyarrow library: pip install pyarrow") from None
     texts = []
     for file in _files(root, ".parquet"):
-        table = pq.read_table(file)
-        _column(table.column_names, text_field, file)
-        texts.extend(table.column(text_field).to_pylist())
+        try:
+            schema = pq.read_schema(file)
+            _column(schema.names, text_field, file)
+            if not _is_text(schema.field(text_field).type):
+                raise _not_text(str(schema.field(text_field).type), text_field, file)
+            column = pq.read_table(file, columns=[text_field]).column(text_field)
+        except (pa.ArrowException, OSError) as error:
+            why = str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UsageError(f"{str(file)!r} is not a readable parquet file ({why}): give .parquet files "
+                             "(pandas to_parquet, pyarrow write_table) or another data.source") from None  # fmt: skip
+        texts.extend(column.to_pylist())
     return texts
 
 
@@ -172,6 +205,9 @@ class DataConfig:
         for name in ("seq_len", "calib_sequences", "eval_seq_len", "batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"data.{name}={getattr(self, name)} must be a positive integer")
+        if self.eval_sequences is not None and self.eval_sequences < 1:
+            raise UsageError(f"data.eval_sequences={self.eval_sequences} must be >= 1, or null for all of the "
+                             "held-out text")  # fmt: skip
 
 
 def resolve_data_source(model_path: str | None, data: DataConfig) -> None:

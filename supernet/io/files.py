@@ -8,12 +8,17 @@ other new file would (0666 / 0777 less the umask), so colleagues on a shared clu
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -57,10 +62,43 @@ def atomic_path(path: Path, *, directory: bool = False) -> Iterator[Path]:
         raise
 
 
-def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` as indented JSON to ``path`` atomically."""
+def finite_json(data: Any, prefix: str = "") -> tuple[Any, list[str]]:
+    """``data`` with every non-finite float (NaN, inf, -inf) replaced by None, and the dotted keys replaced
+    (``pruned.ppl``, ``search.iterations[0].best_fitness``): JSON has no literal for them."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return None, [prefix or "(the value)"]
+    if isinstance(data, dict):
+        out, keys = {}, []
+        for key, value in data.items():
+            out[key], found = finite_json(value, f"{prefix}.{key}" if prefix else str(key))
+            keys.extend(found)
+        return out, keys
+    if isinstance(data, (list, tuple)):
+        out, keys = [], []
+        for i, value in enumerate(data):
+            item, found = finite_json(value, f"{prefix}[{i}]")
+            out.append(item)
+            keys.extend(found)
+        return out, keys
+    return data, []
+
+
+def json_text(data: Any, *, name: str = "JSON") -> str:
+    """``data`` as strict, indented JSON: non-finite floats become null, with a warning naming their keys."""
+    clean, keys = finite_json(data)
+    if keys:
+        verb = "is" if len(keys) == 1 else "are"
+        log.warning("%s: %s %s not a finite number, written as null", name, ", ".join(keys), verb)
+    return json.dumps(clean, indent=2, allow_nan=False) + "\n"
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented, strict JSON to ``path`` atomically (NaN and infinities as null, with a warning
+    naming the keys: ``json.dumps`` would write the bare ``NaN`` / ``Infinity`` no JSON parser but Python's reads)."""
+    path = Path(path)
+    text = json_text(data, name=path.name)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.write_text(text)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from supernet.io.adapters import adapter_for
 from supernet.io.dtypes import DTYPES
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from supernet.io.adapters.base import DecoderAdapter
@@ -146,7 +149,9 @@ def load_model(
     missing = [k for k in info.get("missing_keys", ()) if not (k == "lm_head.weight" and tied)]
     if missing:  # transformers would initialise them at random: strata would prune noise
         raise UsageError(f"the weights in {path} lack {len(missing)} tensors (e.g. {missing[0]}): re-save the model")
+    check_unexpected(path, config, info.get("unexpected_keys", ()))
     model.to(device).eval().requires_grad_(False)
+    check_finite(model, f"model.path={path}")
     try:
         tokenizer = faithful_tokenizer(path, AutoTokenizer.from_pretrained(path))
     except (OSError, ValueError, TypeError) as exc:
@@ -156,6 +161,55 @@ def load_model(
     log.info("loaded %s (%s) from %s: %.0f of %.0f MiB of weights memory-mapped", type(model).__name__,
              config.model_type, path, (mapped or 0) / 2**20, total / 2**20)  # fmt: skip
     return model, tokenizer, adapter
+
+
+BLOCK_KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def check_unexpected(path: Path, config, unexpected: Iterable[str]) -> None:
+    """Refuse decoder-layer tensors the model has no place for (transformers drops them: a config.json with
+    fewer layers than its weights would load as a silently shallower model); log any other unexpected key."""
+    unexpected = sorted(unexpected)
+    blocks = [k for k in unexpected if BLOCK_KEY.search(k)]
+    if blocks:
+        layers = max(int(BLOCK_KEY.search(k).group(1)) for k in blocks) + 1
+        declared = getattr(config, "num_hidden_layers", None)
+        why = (
+            f"config.json's num_hidden_layers={declared} but the weights hold {layers} layers"
+            if declared is not None and layers > declared
+            else "config.json disagrees with the weights"
+        )
+        raise UsageError(f"the weights in {path} hold {len(blocks)} tensors the config has no place for (e.g. "
+                         f"{blocks[0]}): {why}; fix config.json or re-save the model")  # fmt: skip
+    if unexpected:
+        log.warning("the weights in %s hold %d tensors the model does not use, ignored (e.g. %s)",
+                    path, len(unexpected), unexpected[0])  # fmt: skip
+
+
+def nonfinite(tensor: torch.Tensor, *, chunk: int = 2**24) -> str | None:
+    """``"NaN"`` or ``"Inf"`` when ``tensor`` holds such a value (NaN named first), else None.
+
+    Checked ``chunk`` elements at a time, so the temporary masks stay small whatever the tensor's size."""
+    if not (tensor.is_floating_point() or tensor.is_complex()):
+        return None
+    flat = tensor.detach().reshape(-1)
+    found = None
+    for start in range(0, flat.numel(), chunk):
+        part = flat[start : start + chunk]
+        if not bool(torch.isfinite(part).all()):
+            if bool(torch.isnan(part).any()):
+                return "NaN"
+            found = "Inf"
+    return found
+
+
+def check_finite(model: torch.nn.Module, where: str) -> None:
+    """Refuse a model with a NaN or Inf in any parameter, naming the first such tensor (one tensor at a time)."""
+    for name, parameter in model.named_parameters():
+        kind = nonfinite(parameter)
+        if kind is not None:
+            raise UsageError(f"{where} holds non-finite values in {name} ({kind}): the checkpoint is damaged or "
+                             "diverged in training; re-save or re-download the model")  # fmt: skip
 
 
 def _unique_tensors(model: torch.nn.Module) -> list[torch.Tensor]:

@@ -23,8 +23,10 @@ if TYPE_CHECKING:
 def perplexity(
     model: PreTrainedModel, tokens: torch.LongTensor, *, batch_size: int = 8, progress: bool = True
 ) -> float:
-    """exp of the token-weighted mean next-token cross entropy. tokens: [n, seq_len], seq_len >= 2."""
-    assert tokens.dim() == 2 and tokens.shape[1] >= 2, f"tokens must be [n, seq_len >= 2], got {tuple(tokens.shape)}"
+    """exp of the token-weighted mean next-token cross entropy. tokens: [n >= 1, seq_len >= 2]."""
+    assert tokens.dim() == 2 and tokens.shape[0] >= 1 and tokens.shape[1] >= 2, (
+        f"tokens must be [n >= 1, seq_len >= 2], got {tuple(tokens.shape)}"
+    )
     device = next(model.parameters()).device
     total_nll = torch.zeros((), dtype=torch.float64)
     total_tokens = 0

@@ -52,16 +52,14 @@ def token_stream(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> torch.
     Tokenizing the built-in corpus (10 MB) takes seconds and every run packs it, so the stream of a fast
     tokenizer is cached as safetensors under ``<cache root>/tokens/<sha256 of tokenizer and texts>``
     (the supernet cache's root, ``$STRATA_CACHE_DIR``); a cached stream is the same tensor, so which
-    windows a seed picks never depends on the cache."""
+    windows a seed picks never depends on the cache. The file's metadata holds the whole key, checked on
+    read: a file that holds another key's stream (or none) is logged and rebuilt, never used."""
     key = _stream_key(tokenizer, texts)
-    path = None if key is None else _tokens_root() / f"{key}.safetensors"
+    path = None if key is None else _tokens_root() / f"{key[:32]}.safetensors"
     if path is not None and path.is_file():
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(path)["stream"]
-        except Exception:  # a truncated or foreign file: tokenize again and overwrite it
-            logger.warning("token cache %s is unreadable; rebuilding it", path)
+        cached = _load_cached(path, key)
+        if cached is not None:
+            return cached
     encoded = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
     separator = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
     if not separator:
@@ -69,12 +67,33 @@ def token_stream(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> torch.
     tokens = [token for ids in encoded for token in (*ids, *separator)][: -len(separator) or None]
     stream = torch.tensor(tokens, dtype=torch.int32)
     if path is not None:
-        _save_atomic(stream, path)
+        _save_atomic(stream, path, key)
+    return stream
+
+
+def _load_cached(path: Path, key: str) -> torch.Tensor | None:
+    """The stream cached at ``path`` when its metadata names ``key``; None (logged, to be rebuilt) when the file
+    is unreadable or holds another stream (a file copied or renamed from another key, or written before keys
+    were stored)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            stored = (handle.metadata() or {}).get("key")
+            stream = handle.get_tensor("stream") if stored == key else None
+    except Exception as error:  # a truncated or foreign file: tokenize again and overwrite it
+        logger.warning("token cache %s is unreadable (%s): rebuilding it", path, error)
+        return None
+    if stream is None:
+        logger.warning("token cache %s holds the stream of key %s, not %s: rebuilding it", path, stored, key)
     return stream
 
 
 def _stream_key(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> str | None:
-    """sha256 of the fast tokenizer's full definition, its eos id and the texts; None when not a fast one."""
+    """sha256 (hex) of the fast tokenizer's full definition, its eos id and the texts; None when not a fast one.
+
+    The cache file is named by its first 32 digits; the whole digest is stored in the file's metadata and checked
+    when it is read."""
     import hashlib
 
     backend = getattr(tokenizer, "backend_tokenizer", None)
@@ -85,7 +104,7 @@ def _stream_key(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> str | N
     for text in texts:
         digest.update(len(text).to_bytes(8, "little"))
         digest.update(text.encode())
-    return digest.hexdigest()[:32]
+    return digest.hexdigest()
 
 
 def _tokens_root() -> Path:
@@ -94,13 +113,14 @@ def _tokens_root() -> Path:
     return default_root().parent / "tokens"
 
 
-def _save_atomic(stream: torch.Tensor, path: Path) -> None:
+def _save_atomic(stream: torch.Tensor, path: Path, key: str) -> None:
+    """Write the stream to ``path`` atomically, with ``key`` in its safetensors metadata."""
     from safetensors.torch import save_file
 
     from supernet.io.files import atomic_path
 
     try:
         with atomic_path(path) as tmp:
-            save_file({"stream": stream}, str(tmp))
+            save_file({"stream": stream}, str(tmp), metadata={"key": key})
     except OSError as error:  # a read-only cache only costs the speed-up
         logger.warning("could not cache tokens at %s: %s", path, error)

@@ -17,8 +17,9 @@ tensors (``gguf_names``: a fused projection is split into its blocks) or says wh
   (deci attends globally, which equals the window up to that many tokens).
 - Removed sub-blocks as in :mod:`supernet.io.export.deci_layers`.
 
-Tensors stream: the header is written from shapes alone, then each tensor is read from the
-safetensors, converted and appended, so memory holds one tensor at a time.
+Tensors stream: every tensor is first checked for NaN and Inf (refused, naming it), the header is written from
+shapes alone, then each tensor is read from the safetensors, converted and appended, so memory holds one
+tensor at a time.
 """
 
 from __future__ import annotations
@@ -253,6 +254,20 @@ def add_tensor_info(writer, tensor: TensorOut, qtype) -> None:
         writer.add_tensor_info(tensor.name, shape, np.dtype(np.uint8), int(np.prod(shape)), raw_dtype=qtype)
 
 
+def check_finite_tensors(reader: SafetensorsReader, model_dir: Path, *, progress: bool = False) -> None:
+    """Refuse a checkpoint with a NaN or Inf in any tensor, naming it, before anything is written
+    (one tensor in memory at a time)."""
+    from tqdm.auto import tqdm
+
+    from supernet.io.loading import nonfinite
+
+    for name in tqdm(sorted(reader.handles), desc="check", unit="tensor", disable=not progress, leave=False):
+        kind = nonfinite(reader.handles[name].get_tensor(name))
+        if kind is not None:
+            raise UsageError(f"GGUF export: {model_dir} holds non-finite values in {name} ({kind}): the checkpoint "
+                             "is damaged or diverged in training; re-save the model")  # fmt: skip
+
+
 FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0"}
 
 
@@ -280,7 +295,9 @@ def export_gguf(model_dir: Path, out_path: Path, *, dtype: str = "f32", progress
     adapter = ADAPTERS[family_of(raw)]
     head_dim = config_head_dim(config)
     layers = [deci_layer(i, shape) for i, shape in enumerate(raw.get("layer_shapes") or uniform_shapes(raw))]
-    tensors = gguf_tensors(SafetensorsReader(model_dir), adapter, config, layers, head_dim)
+    reader = SafetensorsReader(model_dir)
+    tensors = gguf_tensors(reader, adapter, config, layers, head_dim)
+    check_finite_tensors(reader, model_dir, progress=progress)
 
     with atomic_path(Path(out_path)) as tmp:
         writer = gguf.GGUFWriter(tmp, "deci")

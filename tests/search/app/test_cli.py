@@ -254,7 +254,32 @@ BAD_INPUTS = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+# refused by the config's own checks, before a model loads: checked in process (search.app.cli.validate, what
+# ``strata`` runs first), a second each instead of a whole process; unknown_key also goes through ``strata`` itself
+CONFIG_ERRORS = ("bad_value", "device_bogus", "keep_above_one", "keep_zero", "key_added_with_plus",
+                 "obs_without_its_update", "resample_with_workers", "survivors_per_stage", "unknown_compensation",
+                 "unknown_fitness_windows", "unknown_key", "unknown_propagation", "unknown_search", "unknown_source",
+                 "user_model_without_data", "zero_level_fraction")  # fmt: skip
+
+
+@pytest.mark.parametrize("case", CONFIG_ERRORS)
+def test_a_bad_config_is_refused_before_the_model_loads(
+    case: str, tiny_reference_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from search.app.cli import validate
+    from search.app.config import register_configs
+
+    make_args, expected = BAD_INPUTS[case]
+    run_dir = tmp_path / "run"
+    register_configs()
+    with pytest.raises(SystemExit) as stop:
+        validate("strata", [*TINY, *make_args(tmp_path, tiny_reference_dir), f"hydra.run.dir={run_dir}"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert stop.value.code == 2 and len(lines) == 1 and expected in lines[0], lines
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("case", sorted(set(BAD_INPUTS) - set(CONFIG_ERRORS) | {"unknown_key"}))
 def test_bad_input_is_one_line_error_with_status_2(case: str, tiny_reference_dir: Path, tmp_path: Path) -> None:
     make_args, expected = BAD_INPUTS[case]
     run_dir = tmp_path / "run"

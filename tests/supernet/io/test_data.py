@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING
 
 import pytest
 import torch
 
 from supernet.errors import UsageError
-from supernet.io.data import SOURCES, load_texts
+from supernet.io.data import SOURCES, DataConfig, load_texts
 from supernet.io.reference.corpus import corpus_texts
 from supernet.io.reference.tokenizer import train_tokenizer
 from supernet.io.windows import pack_tokens, token_stream
@@ -133,6 +134,47 @@ def test_parquet_file_and_folder(tmp_path: Path) -> None:
     assert load_texts("parquet", path=str(tmp_path)) == ["x", "y", "z"]
     with pytest.raises(UsageError, match="no column 'body'"):
         load_texts("parquet", path=str(tmp_path / "a.parquet"), text_field="body")
+
+
+def test_parquet_non_string_column_is_a_usage_error(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    pq.write_table(pa.table({"text": [1, 2], "body": ["a", "b"]}), tmp_path / "ints.parquet")
+    with pytest.raises(UsageError, match=r"ints.parquet.*column 'text' holds int64, not text: set text_field"):
+        load_texts("parquet", path=str(tmp_path / "ints.parquet"))
+    assert load_texts("parquet", path=str(tmp_path / "ints.parquet"), text_field="body") == ["a", "b"]
+    categories = pa.array(["c", "d"]).dictionary_encode()  # a pandas category column: still text
+    pq.write_table(pa.table({"text": categories}), tmp_path / "dict.parquet")
+    assert load_texts("parquet", path=str(tmp_path / "dict.parquet")) == ["c", "d"]
+
+
+@pytest.mark.parametrize("content", [b"", b"text, not parquet"])
+def test_file_that_is_not_parquet_is_a_usage_error(tmp_path: Path, content: bytes) -> None:
+    pytest.importorskip("pyarrow")
+    (tmp_path / "fake.parquet").write_bytes(content)
+    with pytest.raises(UsageError, match=r"fake.parquet' is not a readable parquet file .*: give \.parquet files"):
+        load_texts("parquet", path=str(tmp_path))
+
+
+def test_hf_disk_on_a_plain_folder_is_a_usage_error(tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
+    (tmp_path / "a.txt").write_text("plain text")
+    with pytest.raises(UsageError, match=rf"'{re.escape(str(tmp_path))}' is not a dataset saved with save_to_disk"):
+        load_texts("hf_disk", path=str(tmp_path))
+
+
+def test_hf_disk_non_string_column_is_a_usage_error(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    datasets.Dataset.from_dict({"text": [1, 2]}).save_to_disk(str(tmp_path / "ds"))
+    with pytest.raises(UsageError, match=r"column 'text' holds int64, not text: set text_field"):
+        load_texts("hf_disk", path=str(tmp_path / "ds"))
+
+
+@pytest.mark.parametrize("value", [0, -1])
+def test_eval_sequences_below_one_is_a_usage_error(value: int) -> None:
+    with pytest.raises(UsageError, match=rf"data.eval_sequences={value} must be >= 1, or null"):
+        DataConfig(eval_sequences=value)
+    assert DataConfig(eval_sequences=None).eval_sequences is None  # all of the held-out text
 
 
 # pack_tokens

@@ -10,7 +10,7 @@ from pathlib import Path
 import gguf
 import pytest
 import torch
-from gguf_models import pruned_layout_model, style_tokenizer
+from gguf_models import export_cli, pruned_layout_model, style_tokenizer
 from layout_runs import layout_dir
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
@@ -147,18 +147,6 @@ def test_q8_0_quantises_rows_of_32_and_keeps_other_rows_f16(llama_gguf: tuple[Pa
     shapes = json.loads((model / "config.json").read_text())["layer_shapes"]
     assert shapes[3]["intermediate_size"] % 32 != 0 and types["blk.3.ffn_down.weight"] == f16
     assert types["blk.0.attn_norm.weight"] == f32
-
-
-def export_cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
-    """``strata-export ARGS --quiet`` in this process: (exit status, stderr)."""
-    from search.app.export import main
-
-    try:
-        main([*args, "--quiet"])
-        status = 0
-    except SystemExit as exit_:
-        status = exit_.code
-    return status, capsys.readouterr().err
 
 
 def test_strata_export_writes_run_dir_model_gguf(llama_gguf: tuple[Path, Path], tmp_path: Path, capsys) -> None:
