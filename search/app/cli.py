@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -30,11 +31,6 @@ log = logging.getLogger(__name__)
 CONFIG_MODULE = "conf"
 FINISHED = "metrics.json"  # what a finished run directory holds (search/app/rundir.py)
 SWEEP_COMBINATIONS = 32  # a sweep of at most this many jobs has every job checked; a larger one every member
-
-
-def first_of_sweeps(overrides: list[str]) -> list[str]:
-    """Overrides with every sweep (``a=1,2``) replaced by its first value, for a dry composition."""
-    return sweep_jobs(overrides)[0]
 
 
 def sweep_lists(overrides: list[str], config_loader=None) -> list[list[str]]:
@@ -63,11 +59,6 @@ def sweep_jobs(overrides: list[str], config_loader=None, *, every: bool = False)
     for index, choices in enumerate(lists) if every else ():
         jobs += [[*first[:index], choice, *first[index + 1 :]] for choice in choices[1:]]
     return jobs
-
-
-def sweep_combinations(overrides: list[str], config_loader=None) -> list[list[str]]:
-    """Every job of the sweep (the product of its lists, as Hydra's basic sweeper runs them)."""
-    return [list(job) for job in itertools.product(*sweep_lists(overrides, config_loader))]
 
 
 def unknown_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -176,7 +167,7 @@ def sweep_problem(config_name: str, overrides: list[str], config_loader) -> str 
     (an unknown key) are given as a single run gives them."""
     lists = sweep_lists(overrides, config_loader)
     swept = [index for index, choices in enumerate(lists) if len(choices) > 1]
-    combinations = len(list(itertools.product(*lists)))
+    combinations = math.prod(len(choices) for choices in lists)
     if combinations <= SWEEP_COMBINATIONS:
         jobs = [list(job) for job in itertools.product(*lists)]
     else:
@@ -336,12 +327,9 @@ def hydra_app(config_name: str, task: Callable[[object, Path], object]) -> Calla
 
 def _main_task(cfg, run_dir: Path) -> None:
     from search.app.outcome import outcome_table
-    from search.app.outputs import clear_outputs
     from search.app.run import run
 
-    if cfg.overwrite:
-        clear_outputs(run_dir)
-    print(outcome_table(run(cfg, run_dir), run_dir))
+    print(outcome_table(run(cfg, run_dir), run_dir))  # run() clears what overwrite=true replaces, under its lock
 
 
 main = hydra_app("strata", _main_task)

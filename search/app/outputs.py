@@ -195,11 +195,3 @@ def prepare_run_dir(run_dir: Path, *, overwrite: bool) -> None:
         outputs.pop(name, None)
     if (run_dir / RECORD).is_file():
         _write_record(run_dir, outputs)
-
-
-def clear_outputs(run_dir: Path) -> None:
-    """Remove a previous run's outputs (``overwrite=true``), so a rerun resumes no old study: only what
-    strata wrote, refusing (:class:`UsageError`, nothing deleted) when the output names hold anything else or
-    another strata process runs in the directory."""
-    with run_lock(run_dir):
-        prepare_run_dir(run_dir, overwrite=True)

@@ -111,7 +111,7 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     """Prune by ``cfg`` and write the run's outputs to ``out_dir``; returns metrics.json's content.
 
     Holds ``out_dir``'s lock from before any work to the end, and first makes the directory ready
-    (``search.app.rundir.prepare_run_dir``: refuses a directory in use, one holding files strata did not write
+    (``search.app.outputs.prepare_run_dir``: refuses a directory in use, one holding files strata did not write
     and, without ``overwrite``, a finished run; clears what an unfinished attempt wrote, its study aside)."""
     out_dir = Path(out_dir)
     with run_lock(out_dir):

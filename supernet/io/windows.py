@@ -13,6 +13,7 @@ from supernet.errors import UsageError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
 logger = logging.getLogger(__name__)
 
 

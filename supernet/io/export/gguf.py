@@ -17,9 +17,8 @@ tensors (``gguf_names``: a fused projection is split into its blocks) or says wh
   (deci attends globally, which equals the window up to that many tokens).
 - Removed sub-blocks as in :mod:`supernet.io.export.deci_layers`.
 
-Tensors stream: every tensor is first checked for NaN and Inf (refused, naming it), the header is written from
-shapes alone, then each tensor is read from the safetensors, converted and appended, so memory holds one
-tensor at a time.
+Tensors stream: the header is written from shapes alone, then each tensor is read from the safetensors (a NaN or
+Inf refused, naming it), converted and appended, so memory holds one tensor at a time.
 """
 
 from __future__ import annotations
@@ -142,6 +141,7 @@ class SafetensorsReader:
         index = model_dir / "model.safetensors.index.json"
         files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else [
             "model.safetensors"]  # fmt: skip
+        self.model_dir = model_dir
         self.handles = {}
         for file in files:
             handle = safe_open(model_dir / file, framework="pt")
@@ -155,10 +155,21 @@ class SafetensorsReader:
 
     def loader(self, name: str, transform: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
                rows: slice | None = None):  # fmt: skip
-        """A function reading tensor ``name`` (only ``rows``: one block of a fused projection) as float32."""
+        """A function reading tensor ``name`` (only ``rows``: one block of a fused projection) as float32; a NaN or
+        Inf in it is refused, naming the tensor (raised while the file is written: the atomic write leaves nothing)."""
         if rows is None:
-            return lambda: transform(self.handles[name].get_tensor(name).float())
-        return lambda: transform(self.handles[name].get_slice(name)[rows].float())
+            return lambda: transform(self.finite(name, self.handles[name].get_tensor(name).float()))
+        return lambda: transform(self.finite(name, self.handles[name].get_slice(name)[rows].float()))
+
+    def finite(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` (read from ``name``), or a UsageError when it holds a NaN or Inf."""
+        from supernet.io.loading import nonfinite
+
+        kind = nonfinite(tensor)
+        if kind is not None:
+            raise UsageError(f"GGUF export: {self.model_dir} holds non-finite values in {name} ({kind}): the "
+                             "checkpoint is damaged or diverged in training; re-save the model")  # fmt: skip
+        return tensor
 
 
 def layer_tensors(
@@ -254,20 +265,6 @@ def add_tensor_info(writer, tensor: TensorOut, qtype) -> None:
         writer.add_tensor_info(tensor.name, shape, np.dtype(np.uint8), int(np.prod(shape)), raw_dtype=qtype)
 
 
-def check_finite_tensors(reader: SafetensorsReader, model_dir: Path, *, progress: bool = False) -> None:
-    """Refuse a checkpoint with a NaN or Inf in any tensor, naming it, before anything is written
-    (one tensor in memory at a time)."""
-    from tqdm.auto import tqdm
-
-    from supernet.io.loading import nonfinite
-
-    for name in tqdm(sorted(reader.handles), desc="check", unit="tensor", disable=not progress, leave=False):
-        kind = nonfinite(reader.handles[name].get_tensor(name))
-        if kind is not None:
-            raise UsageError(f"GGUF export: {model_dir} holds non-finite values in {name} ({kind}): the checkpoint "
-                             "is damaged or diverged in training; re-save the model")  # fmt: skip
-
-
 FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "q8_0": "MOSTLY_Q8_0"}
 
 
@@ -295,9 +292,7 @@ def export_gguf(model_dir: Path, out_path: Path, *, dtype: str = "f32", progress
     adapter = ADAPTERS[family_of(raw)]
     head_dim = config_head_dim(config)
     layers = [deci_layer(i, shape) for i, shape in enumerate(raw.get("layer_shapes") or uniform_shapes(raw))]
-    reader = SafetensorsReader(model_dir)
-    tensors = gguf_tensors(reader, adapter, config, layers, head_dim)
-    check_finite_tensors(reader, model_dir, progress=progress)
+    tensors = gguf_tensors(SafetensorsReader(model_dir), adapter, config, layers, head_dim)
 
     with atomic_path(Path(out_path)) as tmp:
         writer = gguf.GGUFWriter(tmp, "deci")

@@ -23,17 +23,20 @@ def tokenizer() -> PreTrainedTokenizerFast:
     return train_tokenizer(corpus_texts("eval", max_chars=50_000), vocab_size=300)
 
 
-def test_swapped_cache_files_are_rebuilt_not_used(
-    tokenizer: PreTrainedTokenizerFast,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+@pytest.fixture
+def cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The cache root (``$STRATA_CACHE_DIR``) of one test; its streams lie in ``tokens/``."""
     monkeypatch.setenv("STRATA_CACHE_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_swapped_cache_files_are_rebuilt_not_used(
+    tokenizer: PreTrainedTokenizerFast, cache_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     first_texts, second_texts = ["x = 1\n" * 50, "def f():\n    pass\n"], ["import os\n" * 30]
     first, second = token_stream(tokenizer, first_texts), token_stream(tokenizer, second_texts)
     assert not torch.equal(first, second)
-    paths = sorted((tmp_path / "tokens").glob("*.safetensors"))
+    paths = sorted((cache_root / "tokens").glob("*.safetensors"))
     assert len(paths) == 2
     a, b = (p.read_bytes() for p in paths)  # two valid cache files, swapped on disk
     paths[0].write_bytes(b)
@@ -49,18 +52,14 @@ def test_swapped_cache_files_are_rebuilt_not_used(
 
 
 def test_cache_file_without_its_key_is_rebuilt(
-    tokenizer: PreTrainedTokenizerFast,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    tokenizer: PreTrainedTokenizerFast, cache_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A stream file with no key in its metadata (another writer's, or an older strata's) is not trusted."""
     from safetensors.torch import save_file
 
-    monkeypatch.setenv("STRATA_CACHE_DIR", str(tmp_path))
     texts = ["while True:\n    break\n" * 20]
     stream = token_stream(tokenizer, texts)
-    (path,) = (tmp_path / "tokens").glob("*.safetensors")
+    (path,) = (cache_root / "tokens").glob("*.safetensors")
     save_file({"stream": torch.zeros(7, dtype=torch.int32)}, str(path))
     with caplog.at_level(logging.WARNING, logger="supernet.io.windows"):
         assert torch.equal(token_stream(tokenizer, texts), stream)
