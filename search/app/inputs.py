@@ -75,6 +75,8 @@ def load_inputs(
     weights = weight_files(directory, getattr(torch, model.dtype))  # before the load reads them
     spread = placement is not None and placement.device_map == "auto"
     devices = visible_devices(device) if spread else [device]
+    if spread and len(devices) == 1:
+        log.info("placement.device_map=auto: one %s device visible, the model stays whole on it", device)
     loaded, tokenizer, adapter = load_placed(directory, devices, dtype=model.dtype, attn_unit=attn_unit,
                                              max_memory=placement.max_memory if spread else None,
                                              expert_unit=expert_unit)  # fmt: skip
