@@ -91,6 +91,7 @@ class ProxyReportConfig:
     bootstrap: int = 1000  # bootstrap resamples for the 95% intervals
     seed: int = 0  # seeds the candidates, the data windows and the bootstrap; 0 <= seed < 2**32
     device: str = "cpu"  # torch device of the model
+    placement: PlacementConfig = field(default_factory=PlacementConfig)  # a model bigger than one device: spread it
     progress: bool = True  # progress bars
 
     def __post_init__(self) -> None:

@@ -51,7 +51,7 @@ def parse_bytes(value: str) -> int:
     from accelerate.utils import convert_file_size_to_int
 
     try:
-        size = convert_file_size_to_int(value)
+        size = int(value) if value.strip().isdigit() else convert_file_size_to_int(value)
     except (ValueError, TypeError) as exc:
         raise UsageError(f"placement.max_memory={value!r} is not a size: use e.g. 30GiB or 500MB") from exc
     if size <= 0:

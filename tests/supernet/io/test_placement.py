@@ -49,10 +49,13 @@ def test_a_model_that_does_not_fit_is_refused() -> None:
 
 def test_memory_caps_and_config_checks() -> None:
     assert memory_caps(["cpu", "cpu"], "1MiB") == [2**20, 2**20]
+    assert memory_caps(["cpu"], "1000") == [1000]  # bytes
     assert all(0 < cap for cap in memory_caps(["cpu"]))  # half the host's available memory
     assert visible_devices("cpu") == ["cpu"]
     with pytest.raises(UsageError, match="placement.max_memory='lots' is not a size"):
         PlacementConfig(max_memory="lots")
+    with pytest.raises(UsageError, match="placement.max_memory='0' must be positive"):
+        PlacementConfig(max_memory="0")
     with pytest.raises(UsageError, match="placement.device_map='balanced' is not one of none, auto"):
         PlacementConfig(device_map="balanced")
 
