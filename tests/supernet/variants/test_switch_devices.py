@@ -3,6 +3,7 @@ second device: any tensor left on the host would show there)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from supernet.variants.switch import Switcher, Variant
@@ -31,3 +32,22 @@ def test_variants_live_on_their_layers_device(tiny) -> None:
     assert devices(switcher.layers[1]) == {"meta"}
     switcher.apply(dict.fromkeys(switcher.current))
     assert devices(switcher.layers[0]) == {"cpu"} and devices(switcher.layers[1]) == {"meta"}
+
+
+@pytest.mark.parametrize("family", ["qwen3_moe", "qwen2_moe"])
+def test_a_mixtures_experts_live_on_their_layers_device(family: str) -> None:
+    """Experts kept, their width, Qwen2-MoE's shared expert with its bias, and a removed block: all on "meta"."""
+    from moe_models import tiny_moe
+
+    from supernet.io.adapters import adapter_for
+
+    model = tiny_moe(family).requires_grad_(False)
+    model.model.layers[1].to("meta")
+    switcher = Switcher(model, adapter_for(model.config, expert_unit="both"))
+    variants = {(1, "mlp"): Variant(torch.arange(16).repeat(8, 1)), (1, "experts"): Variant(torch.tensor([1, 2, 5]))}
+    if (1, "shared") in switcher.current:
+        variants[1, "shared"] = Variant(torch.arange(0, 40, 2), out_bias=torch.randn(32))
+    switcher.apply(variants)
+    assert devices(switcher.layers[1]) == {"meta"} and devices(switcher.layers[0]) == {"cpu"}
+    switcher.apply({(1, "experts"): Variant(EMPTY)})
+    assert type(switcher.layers[1].mlp).__name__ == "RemovedMLP" and devices(switcher.layers[1]) == {"meta"}
