@@ -31,7 +31,7 @@ WHOLE = "whole"  # a record entry: everything under the name is strata's (a file
 
 
 OUTPUTS = ("metrics.json", "allocation.json", "model", "model.gguf", JOURNAL, ARTIFACTS, "report.html", "manifest.json",
-           "pareto.json")  # fmt: skip
+           "pareto.json", "healed", "heal-state")  # fmt: skip
 RESUMED = (JOURNAL, ARTIFACTS)  # kept by the rerun of an unfinished run, whose search resumes from them
 
 

@@ -1,0 +1,4 @@
+"""Healing: train a pruned model, at its shapes, toward the dense model's next-token distributions (knowledge
+distillation), so it recovers what pruning cost. ``config.py`` (HealConfig), ``data.py`` (train-split windows),
+``loss.py`` (the distillation loss), ``teacher.py`` (the teacher's side, live or cached), ``checkpoint.py``
+(resumable state), ``distributed.py`` (FSDP2 over torchrun), ``train.py`` (``heal_model``, the loop)."""
