@@ -45,7 +45,7 @@ def trainable_names(model: torch.nn.Module) -> set[str]:
 
 
 def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The trainable parameters by name, whole (gathered from the shards on every process)."""
+    """The trainable parameters by name, whole (gathered from the shards; {} on ranks > 0 of a torchrun)."""
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
     names = trainable_names(model)
@@ -57,10 +57,10 @@ def optimizer_tensors(model: torch.nn.Module, optimizer: torch.optim.Optimizer) 
     """AdamW's state flattened to ``{"<name>/<field>": tensor}``, and its param groups (JSON-ready)."""
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    state = get_optimizer_state_dict(model, optimizer, options=_options(full=True))
-    flat = {f"{name}/{key}": t.detach().cpu().contiguous() for name, fields in state["state"].items()
+    state = get_optimizer_state_dict(model, optimizer, options=_options(full=True))  # {} on ranks > 0 of a torchrun
+    flat = {f"{name}/{key}": t.detach().cpu().contiguous() for name, fields in state.get("state", {}).items()
             for key, t in fields.items()}  # fmt: skip
-    groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in state["param_groups"]]
+    groups = [{k: list(v) if isinstance(v, tuple) else v for k, v in g.items()} for g in state.get("param_groups", [])]
     return flat, groups
 
 
