@@ -1,6 +1,10 @@
-"""A synthetic evaluator: fitness is a known function of the levels, so search tests need no model."""
+"""A synthetic evaluator (fitness a known function of the levels, so search tests need no model), and a healed run."""
 
 from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +64,44 @@ def optimum(grid):
 @pytest.fixture
 def evaluator_class():
     return QuadraticEvaluator
+
+
+# ---- healing: a finished, healed run of the tiny reference model (search/app/heal.py, search/heal/) -------------
+HEAL_KEYS = {"seq_len": 64, "batch_tokens": 1024, "micro_batch": 8, "lr": 1e-3}  # 16 windows a step, 2 micro-batches
+
+
+@pytest.fixture(scope="session")
+def heal_text(tmp_path_factory) -> Path:
+    """A jsonl file of 40 documents of random words (8,000 words, ~45k tokens of the tiny tokenizer): any 24 tokens
+    in a row occur once in it, so shared 24-grams mean shared text."""
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 9))) for _ in range(3000)]
+    path = tmp_path_factory.mktemp("heal-text") / "text.jsonl"
+    lines = [json.dumps({"text": " ".join(rng.choice(words) for _ in range(200))}) for _ in range(40)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def healed_run(tiny_reference_dir, heal_text, tmp_path_factory) -> Path:
+    """A run of the tiny reference model (search=none, uniform keep 0.5) on ``heal_text`` (its held-out windows cut
+    from the same file) that healed its model for two steps (``heal.tokens=2048``), with its ``.hydra/config.yaml``
+    as Hydra records it. Copy it before changing it."""
+    from omegaconf import OmegaConf
+
+    from search.app.config import RunConfig
+    from search.app.run import run
+    from search.driver import SearchConfig
+    from search.heal.config import HealConfig
+    from supernet.io.data import DataConfig
+    from supernet.io.loading import ModelConfig
+
+    run_dir = tmp_path_factory.mktemp("healed-run")
+    data = DataConfig(source="jsonl", path=str(heal_text), seq_len=64, calib_sequences=4, eval_seq_len=64,
+                      eval_sequences=4)  # fmt: skip
+    cfg = RunConfig(model=ModelConfig(reference="tiny"), data=data, search=SearchConfig(sampler="none"),
+                    heal=HealConfig(tokens=2048, eval_every=1, **HEAL_KEYS), progress=False)  # fmt: skip
+    (run_dir / ".hydra").mkdir()
+    OmegaConf.save(OmegaConf.structured(cfg), run_dir / ".hydra" / "config.yaml")
+    run(cfg, run_dir)
+    return run_dir
