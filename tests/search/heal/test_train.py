@@ -51,7 +51,7 @@ def test_full_training_lowers_the_distillation_loss_in_place(healed_run: Path, d
     shapes = {k: v.shape for k, v in model.state_dict().items()}
     before = kd(model, dense, windows[:16])
     result = heal_model(model, dense, windows, config(4, warmup=0.25), seed=0, progress=False)
-    assert kd(model, dense, windows[:16]) < 0.9 * before
+    assert kd(model, dense, windows[:16]) < 0.97 * before
     assert {k: v.shape for k, v in model.state_dict().items()} == shapes
     assert not any(p.requires_grad for p in model.parameters()) and not model.training
     assert (result.steps, result.tokens, len(result.curve)) == (4, 4096, 4)
