@@ -22,7 +22,7 @@ ARGS = ["tokens=6144", "seq_len=64", "batch_tokens=1024", "micro_batch=8", "lr=1
 DISTRIBUTED_RTOL = 1e-5  # 2 processes sum the same gradients in another order: float32 rounding only
 
 
-def strata_heal(run_dir: Path, fault: str | None = None, *, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def strata_heal(run_dir: Path, fault: str | None = None, *, launcher: tuple = ()) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != FAULT_ENV} | ({FAULT_ENV: fault} if fault else {})
     command = [*launcher, "-m", "search.app.heal", str(run_dir), *ARGS, "--quiet"]
     return subprocess.run([sys.executable, *command] if not launcher else command, env=env, capture_output=True,
