@@ -102,8 +102,7 @@ def run_inputs(run_dir: Path) -> RunInputs:
 
 def check_outputs(run_dir: Path) -> None:
     """Refuse ``healed/`` or ``heal-state/`` that strata did not write, and a directory that takes no file."""
-    from search.app.cli import check_writable
-    from search.app.outputs import foreign_files
+    from search.app.outputs import check_writable, foreign_files
 
     check_writable("RUN_DIR", run_dir, "give a writable run directory", label=str(run_dir))
     foreign = [f for f in foreign_files(run_dir) if f.split("/")[0] in (HEALED, STATE)]

@@ -3,9 +3,9 @@
 ``LiveTeacher`` runs the dense model on the micro-batch (no gradients) and compares whole distributions.
 ``CachedTeacher`` computes, once, each micro-batch's top-k teacher log-probabilities and their vocabulary ids
 (``proxies.kl.teacher_log_probs``: the KL proxy's format, tokens x k x 8 bytes) into one safetensors file per
-micro-batch, beside the windows they belong to; training then only reads them (no teacher forward per step; the
-files can be built where the teacher fits, then reused). A file is written atomically and checked against its windows when read, so a cache
-left by a killed run is reused where complete and never used for other data.
+micro-batch, beside the windows they belong to; training then only reads them (no teacher forward per step).
+A file is written atomically and checked against its windows when read, so a cache left by a killed run is
+reused where complete and never used for other data.
 """
 
 from __future__ import annotations
