@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from search.app.args import ArgumentParser, fail
+from search.app.args import ArgumentParser, fail, interrupted
 from search.heal.config import HealConfig
 from supernet.errors import UsageError
 
@@ -233,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
         metrics = heal_command(args.run_dir.expanduser(), args.overrides, progress=not args.quiet)
     except UsageError as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        interrupted("strata-heal", f"in {args.run_dir}; run the same command again to resume from its last checkpoint")
     if metrics is not None:
         from search.app.outcome import outcome_table
 
