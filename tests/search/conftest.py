@@ -105,3 +105,26 @@ def healed_run(tiny_reference_dir, heal_text, tmp_path_factory) -> Path:
     OmegaConf.save(OmegaConf.structured(cfg), run_dir / ".hydra" / "config.yaml")
     run(cfg, run_dir)
     return run_dir
+
+
+# strata-heal's keys in the tests: 4 steps of 16 windows of 64 tokens, a checkpoint every 2 steps
+HEAL_ARGS = ["tokens=4096", "seq_len=64", "batch_tokens=1024", "micro_batch=8", "lr=1e-3", "save_every=2",
+             "eval_every=0"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def strata_healed(healed_run, tmp_path_factory) -> tuple[Path, str]:
+    """A copy of ``healed_run`` healed again by ``strata-heal RUN_DIR *HEAL_ARGS`` (in process, uninterrupted),
+    and what it printed."""
+    import contextlib
+    import io
+    import shutil
+
+    from search.app.heal import main
+
+    run_dir = tmp_path_factory.mktemp("strata-healed") / "run"
+    shutil.copytree(healed_run, run_dir)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        main([str(run_dir), *HEAL_ARGS, "--quiet"])
+    return run_dir, out.getvalue()

@@ -39,13 +39,13 @@ def test_a_run_with_heal_tokens_heals_model_into_healed(healed_run: Path) -> Non
     assert 'id="chart-heal"' in (healed_run / "report.html").read_text()
 
 
-def test_strata_heal_writes_healed_metrics_and_the_end_row(healed_run: Path, tmp_path: Path, capsys) -> None:
-    run_dir = copy_run(healed_run, tmp_path)
-    main([str(run_dir), "tokens=1024", "heal.method=lora", *KEYS, "--quiet"])
-    rows = {line.split("  ")[0]: line.split() for line in capsys.readouterr().out.splitlines()}
+def test_strata_heal_writes_healed_metrics_and_the_end_row(strata_healed: tuple[Path, str], tmp_path: Path) -> None:
+    run_dir, stdout = strata_healed
+    rows = {line.split("  ")[0]: line.split() for line in stdout.splitlines()}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert rows["uniform + healed"][-2] == f"{metrics['heal']['ppl_after']:.2f}"
-    assert (metrics["heal"]["method"], metrics["heal"]["steps"]) == ("lora", 1)
+    assert (metrics["heal"]["method"], metrics["heal"]["steps"], metrics["heal"]["tokens"]) == ("full", 4, 4096)
+    assert [e["step"] for e in metrics["heal"]["evals"]] == [0, 4]  # eval_every=0: before and after
     # healed/ reloads without strata's classes, with model/'s shapes, and exports to GGUF
     healed = AutoModelForCausalLM.from_pretrained(run_dir / "healed", trust_remote_code=True)
     pruned = AutoModelForCausalLM.from_pretrained(run_dir / "model", trust_remote_code=True)
@@ -53,6 +53,7 @@ def test_strata_heal_writes_healed_metrics_and_the_end_row(healed_run: Path, tmp
     ids = torch.arange(1, 33)[None]
     assert not torch.equal(healed(ids).logits, pruned(ids).logits)
     assert export_run(run_dir / "healed", out=tmp_path / "healed.gguf", progress=False).stat().st_size > 0
+    assert not (run_dir / "heal-state").exists()
 
 
 def listing(run_dir: Path) -> dict[str, int]:

@@ -12,19 +12,18 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import HEAL_ARGS
 from safetensors.torch import load_file
 
 from search.app.heal import main
 from search.heal.faults import FAULT_ENV
 
-# 6 steps of 16 windows of 64 tokens, a checkpoint every 2 steps
-ARGS = ["tokens=6144", "seq_len=64", "batch_tokens=1024", "micro_batch=8", "lr=1e-3", "save_every=2", "eval_every=0"]
 DISTRIBUTED_RTOL = 1e-5  # 2 processes sum the same gradients in another order: float32 rounding only
 
 
 def strata_heal(run_dir: Path, fault: str | None = None, *, launcher: tuple = ()) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != FAULT_ENV} | ({FAULT_ENV: fault} if fault else {})
-    command = [*launcher, "-m", "search.app.heal", str(run_dir), *ARGS, "--quiet"]
+    command = [*launcher, "-m", "search.app.heal", str(run_dir), *HEAL_ARGS, "--quiet"]
     return subprocess.run([sys.executable, *command] if not launcher else command, env=env, capture_output=True,
                           text=True, check=False)  # fmt: skip
 
@@ -33,36 +32,30 @@ def heal_entry(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())["heal"]
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(healed_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
-    shutil.copytree(healed_run, run_dir)
-    main([str(run_dir), *ARGS, "--quiet"])
-    return run_dir
-
-
-def test_kill_9_anywhere_then_the_same_command_ends_with_the_uninterrupted_weights(uninterrupted: Path,
+def test_kill_9_anywhere_then_the_same_command_ends_with_the_uninterrupted_weights(strata_healed: tuple[Path, str],
                                                                                    healed_run: Path,
                                                                                    tmp_path: Path) -> None:  # fmt: skip
+    uninterrupted = strata_healed[0]
     run_dir = tmp_path / "run"
     shutil.copytree(healed_run, run_dir)
     state = run_dir / "heal-state"
-    killed = strata_heal(run_dir, "checkpoint:model:4")  # checkpoint 2 done, 4 half-written
+    killed = strata_heal(run_dir, "checkpoint:model:2")  # after step 2, between the files of the first checkpoint
     assert killed.returncode == -9, killed.stderr[-2000:]
-    assert json.loads((state / "latest.json").read_text())["step"] == 2 and list(state.glob(".step-00000004.*"))
-    killed = strata_heal(run_dir, "checkpoint:pointer:6")  # resumed at 2; checkpoint 6 in place, latest names 4
+    assert not (state / "latest.json").exists() and list(state.glob(".step-00000002.*"))
+    killed = strata_heal(run_dir, "checkpoint:pointer:4")  # from the start; 2 done, 4 in place, latest names 2
     assert killed.returncode == -9, killed.stderr[-2000:]
-    assert json.loads((state / "latest.json").read_text())["step"] == 4 and (state / "step-00000006").is_dir()
+    assert json.loads((state / "latest.json").read_text())["step"] == 2 and (state / "step-00000004").is_dir()
     assert heal_entry(run_dir)["tokens"] == 2048  # metrics.json is still the run's own until the heal ends
-    done = strata_heal(run_dir)  # resumed at 4
-    assert done.returncode == 0, done.stderr[-2000:]
+    main([str(run_dir), *HEAL_ARGS, "--quiet"])  # the same command again: resumes at step 2
     healed, reference = (load_file(str(d / "healed" / "model.safetensors")) for d in (run_dir, uninterrupted))
     assert healed.keys() == reference.keys() and all((healed[k] == reference[k]).all() for k in healed)
     assert heal_entry(run_dir)["curve"] == heal_entry(uninterrupted)["curve"]
     assert not state.exists()
 
 
-def test_two_processes_end_at_the_one_process_loss(uninterrupted: Path, healed_run: Path, tmp_path: Path) -> None:
+def test_two_processes_end_at_the_one_process_loss(strata_healed: tuple[Path, str], healed_run: Path,
+                                                   tmp_path: Path) -> None:  # fmt: skip
+    uninterrupted = strata_healed[0]
     run_dir = tmp_path / "run"
     shutil.copytree(healed_run, run_dir)
     torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
