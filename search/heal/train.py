@@ -148,6 +148,25 @@ def unwrap(wrapped, trainee, cfg: HealConfig) -> None:
         wrapped.merge_and_unload()
 
 
+def optimizer_for(trainee: torch.nn.Module, cfg: HealConfig):
+    """AdamW over the trainable parameters, and its schedule: linear warmup from 0 over ``warmup`` of the steps,
+    then a cosine to 0 at the last step (``transformers.get_cosine_schedule_with_warmup``)."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    params = [p for p in trainee.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return optimizer, get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup * cfg.steps), cfg.steps)
+
+
+def resume(state_dir: Path, trainee, optimizer, scheduler, start: dict) -> dict | None:
+    """Clear what a killed write left in ``state_dir`` and restore its latest checkpoint (its record, or None)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if rank_world()[0] == 0:
+        clear_temporaries(state_dir)
+    barrier()
+    return load_checkpoint(state_dir, trainee, optimizer, scheduler, start)
+
+
 def heal_model(
     student: PreTrainedModel,
     teacher: PreTrainedModel | None,
@@ -174,23 +193,13 @@ def heal_model(
     start = fingerprint(cfg, seed, windows, student) if state_dir is not None else None
     wrapped = trainee_of(student, cfg)
     trainee = wrapped if rank_world()[1] == 1 else shard(copy.deepcopy(wrapped))
-    trainee.train()
-    params = [p for p in trainee.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    from transformers import get_cosine_schedule_with_warmup
-
-    scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup * cfg.steps), cfg.steps)
+    optimizer, scheduler = optimizer_for(trainee.train(), cfg)
     with tempfile.TemporaryDirectory(prefix="strata-heal-") as scratch:
         state_dir = None if state_dir is None else Path(state_dir)
         cache_dir = (state_dir if state_dir is not None else Path(scratch)) / "teacher"
-        if state_dir is not None:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            if rank_world()[0] == 0:
-                clear_temporaries(state_dir)
-            barrier()
         record = {"fingerprint": start, "curve": [], "evals": [], "seconds": 0.0, "step": 0}
         if state_dir is not None:
-            record = load_checkpoint(state_dir, trainee, optimizer, scheduler, record["fingerprint"]) or record
+            record = resume(state_dir, trainee, optimizer, scheduler, start) or record
         side = teacher_side(teacher, windows, cfg, cache_dir, progress)
         run = Loop(trainee, side, windows, cfg, device=device, eval_windows=eval_windows, state_dir=state_dir)
         record = run.train(optimizer, scheduler, record, progress=progress)
