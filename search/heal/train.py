@@ -49,7 +49,7 @@ UNTRACKED = ("save_every", "eval_every")  # settings that do not change the trai
 class HealResult:
     tokens: int  # tokens trained on (steps x batch_tokens)
     steps: int  # optimizer steps
-    seconds: float  # training time, resumed runs' earlier parts included
+    seconds: float  # training time (held-out evaluations left out), resumed runs' earlier parts included
     curve: list[dict] = field(default_factory=list)  # per optimizer step: {"step", "tokens", "loss", "lr"}
     evals: list[dict] = field(default_factory=list)  # held-out: {"step", "tokens", "ppl"}
 
@@ -221,15 +221,18 @@ class Loop:
     eval_windows: torch.Tensor | None
     state_dir: Path | None
 
-    def evaluate(self, record: dict, step: int) -> None:
+    def evaluate(self, record: dict, step: int) -> float:
+        """Measure the held-out perplexity into ``record``; returns the seconds it took (not training time)."""
+        began = time.perf_counter()
         if self.eval_windows is not None:
             ppl = held_out_ppl(self.trainee, self.eval_windows, self.cfg)
             record["evals"].append({"step": step, "tokens": step * self.cfg.batch_tokens, "ppl": ppl})
+        return time.perf_counter() - began
 
     def train(self, optimizer, scheduler, record: dict, *, progress: bool) -> dict:
         cfg, start, began = self.cfg, record["step"], time.perf_counter()
         if start == 0:
-            self.evaluate(record, 0)
+            began += self.evaluate(record, 0)
         params = [p for p in self.trainee.parameters() if p.requires_grad]
         bar = tqdm(total=cfg.steps, initial=start, desc="heal", unit="step", disable=not progress or rank_world()[0])
         for step in range(start + 1, cfg.steps + 1):
@@ -243,7 +246,7 @@ class Loop:
             record["curve"].append({"step": step, "tokens": step * cfg.batch_tokens, "loss": loss, "lr": lr})
             fault_point(f"step:{step}")
             if step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0):
-                self.evaluate(record, step)
+                began += self.evaluate(record, step)  # training time leaves the evaluations out
             elapsed = time.perf_counter() - began
             record["step"], seconds = step, record["seconds"] + elapsed
             bar.set_postfix(loss=f"{loss:.4f}", tokens_per_s=f"{(step - start) * cfg.batch_tokens / elapsed:,.0f}")
