@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+from heal_runs import HEAL_ARGS, HEAL_KEYS
 
 from supernet.space.grids import make_grid
 
@@ -67,7 +68,6 @@ def evaluator_class():
 
 
 # ---- healing: a finished, healed run of the tiny reference model (search/app/heal.py, search/heal/) -------------
-HEAL_KEYS = {"seq_len": 64, "batch_tokens": 1024, "micro_batch": 8, "lr": 1e-3}  # 16 windows a step, 2 micro-batches
 
 
 @pytest.fixture(scope="session")
@@ -105,11 +105,6 @@ def healed_run(tiny_reference_dir, heal_text, tmp_path_factory) -> Path:
     OmegaConf.save(OmegaConf.structured(cfg), run_dir / ".hydra" / "config.yaml")
     run(cfg, run_dir)
     return run_dir
-
-
-# strata-heal's keys in the tests: 4 steps of 16 windows of 64 tokens, a checkpoint every 2 steps
-HEAL_ARGS = ["tokens=4096", "seq_len=64", "batch_tokens=1024", "micro_batch=8", "lr=1e-3", "save_every=2",
-             "eval_every=0"]  # fmt: skip
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HEAL_ARGS
+from heal_runs import HEAL_ARGS
 from safetensors.torch import load_file
 
 from search.app.heal import main

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import HEAL_KEYS
+from heal_runs import HEAL_KEYS
 
 from search.heal.config import HealConfig
 from search.heal.data import heal_windows
