@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from search.app.args import fail, interrupted
 from search.app.config import register_configs
+from search.app.outputs import check_writable
 from supernet.errors import UsageError
 from supernet.io.files import CACHE_ENV, default_root
 
@@ -88,24 +88,6 @@ def config_error(exc: Exception) -> str:
     if cause is not None and str(cause).strip():
         reason += f" ({str(cause).strip().splitlines()[0]})"
     return reason
-
-
-def check_writable(key: str, directory: Path, fix: str = "give a writable directory", *, label: str = "") -> None:
-    """Refuse an output directory that cannot be created or written (``key=directory``, or ``label``): a file is
-    created in it, or in its nearest existing ancestor, and removed (root passes ``os.access`` on /proc and /sys)."""
-    label = label or f"{key}={directory}"
-    try:
-        existing = directory.absolute()
-        while not existing.exists():
-            existing = existing.parent
-        if not existing.is_dir():
-            raise UsageError(f"{label} cannot be created: {existing} is a file; {fix}")
-        handle, probe = tempfile.mkstemp(prefix=".strata-write-test-", dir=existing)
-    except OSError as exc:
-        why = exc.strerror or type(exc).__name__
-        raise UsageError(f"{label} cannot be written: {existing} takes no new file ({why}); {fix}") from None
-    os.close(handle)
-    os.unlink(probe)
 
 
 def check_cache_writable() -> None:

@@ -7,7 +7,8 @@
     searched     ...
 
 Rows come from ``metrics.json``'s ``dense``, ``baselines`` (searched runs: ``uniform`` on the run's
-supernet, ``flap_global`` = FLAP's own method) and ``pruned`` (named ``searched``, or by its allocator).
+supernet, ``flap_global`` = FLAP's own method) and ``pruned`` (named ``searched``, or by its allocator), and after
+healing (``heal``) the same model healed (``searched + healed``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ def outcome_rows(metrics: dict) -> list[tuple[str, int, float]]:
         rows.append((name, entry["params"], entry["ppl"]))
     name = "searched" if metrics.get("allocation") == "search" else str(metrics.get("allocation", "pruned"))
     rows.append((name, metrics["pruned"]["params"], metrics["pruned"]["ppl"]))
+    if metrics.get("heal"):  # strata-heal, or heal.tokens > 0: the same model after healing
+        rows.append((f"{name} + healed", metrics["pruned"]["params"], metrics["heal"]["ppl_after"]))
     return rows
 
 

@@ -16,6 +16,7 @@ import fcntl
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +32,7 @@ WHOLE = "whole"  # a record entry: everything under the name is strata's (a file
 
 
 OUTPUTS = ("metrics.json", "allocation.json", "model", "model.gguf", JOURNAL, ARTIFACTS, "report.html", "manifest.json",
-           "pareto.json")  # fmt: skip
+           "pareto.json", "healed", "heal-state")  # fmt: skip
 RESUMED = (JOURNAL, ARTIFACTS)  # kept by the rerun of an unfinished run, whose search resumes from them
 
 
@@ -195,3 +196,21 @@ def prepare_run_dir(run_dir: Path, *, overwrite: bool) -> None:
         outputs.pop(name, None)
     if (run_dir / RECORD).is_file():
         _write_record(run_dir, outputs)
+
+
+def check_writable(key: str, directory: Path, fix: str = "give a writable directory", *, label: str = "") -> None:
+    """Refuse an output directory that cannot be created or written (``key=directory``, or ``label``): a file is
+    created in it, or in its nearest existing ancestor, and removed (root passes ``os.access`` on /proc and /sys)."""
+    label = label or f"{key}={directory}"
+    try:
+        existing = directory.absolute()
+        while not existing.exists():
+            existing = existing.parent
+        if not existing.is_dir():
+            raise UsageError(f"{label} cannot be created: {existing} is a file; {fix}")
+        handle, probe = tempfile.mkstemp(prefix=".strata-write-test-", dir=existing)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise UsageError(f"{label} cannot be written: {existing} takes no new file ({why}); {fix}") from None
+    os.close(handle)
+    os.unlink(probe)

@@ -13,7 +13,8 @@ Built from the run directory's files only (``search.app.rundir``), so it can be 
    ``{levels, fitness, params, feasible}``, and ``chosen``; fitness against kept parameters, points over
    the budget and the chosen point marked);
 4. the proxy scatter when the directory holds a proxy report (``proxies.json`` of ``strata-proxies``);
-5. the metrics table (``metrics.json``), the headline numbers first.
+5. healing (``metrics.json``'s ``heal``): loss curve and held-out perplexity (``search/app/report_heal.py``);
+6. the metrics table (``metrics.json``), the headline numbers first.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.app.allocation_view import chart_kinds, module_units
+from search.app.report_heal import heal_section
 from search.app.rundir import open_storage, read_json, run_config, run_studies
 from supernet.io.files import write_text
 from supernet.kinds import EXPERTS, SHARED
@@ -232,6 +234,8 @@ def headline_rows(metrics: dict) -> list[tuple[str, Any, Any]]:
     rows = [(name, metrics[name].get("ppl"), metrics[name].get("params")) for name in ("dense", "pruned")
             if name in metrics]  # fmt: skip
     rows += [(f"{name} (same supernet)", b.get("ppl"), "") for name, b in (metrics.get("baselines") or {}).items()]
+    if metrics.get("heal") and "pruned" in metrics:
+        rows.append(("pruned + healed", metrics["heal"].get("ppl_after"), metrics["pruned"].get("params")))
     return rows
 
 
@@ -273,6 +277,9 @@ def sections(
         out.append(("Pareto front", chart(pareto_figure(pareto, proxy), "chart-pareto")))
     if proxies is not None and proxies.get("proxies"):
         out.append(("Proxy report: proxy against held-out perplexity", chart(proxy_figure(proxies), "chart-proxies")))
+    healing = heal_section(metrics, chart)
+    if healing is not None:
+        out.append(healing)
     if metrics:
         headline = table(headline_rows(metrics), ("model", "held-out ppl", "parameters"))
         every = table(flatten(metrics), ("metric", "value"))

@@ -1,6 +1,7 @@
 """The main job: load, calibrate, choose an allocation, prune in place, measure, save.
 
-Writes into the run directory: ``model/`` (and ``model.gguf`` with ``export.gguf=true``), ``allocation.json``,
+Writes into the run directory: ``model/`` (and ``model.gguf`` with ``export.gguf=true``; ``healed/`` with
+``heal.tokens > 0``), ``allocation.json``,
 ``pareto.json`` (multi-objective), ``manifest.json``, ``report.html`` and, last, ``metrics.json``, the mark of a
 finished run. Outputs are written only once everything they depend on succeeded, each atomically, and recorded
 as strata's (``search.app.rundir``). The run holds the directory's lock throughout; a rerun of an unfinished
@@ -151,8 +152,23 @@ def locked_run(cfg: RunConfig, out_dir: Path) -> dict:
                             fitness=fitness)  # fmt: skip
     pareto = None if searched is None else searched.pareto
     write_outputs(cfg, out_dir, model, switcher, tokenizer, metrics=metrics, allocation=allocation, pareto=pareto)
+    if cfg.heal.tokens > 0:
+        heal_in_run(cfg, out_dir, metrics, dense_ppl=dense["ppl"])
     write_run_records(cfg, out_dir, manifest, metrics=metrics, started=start)
+    if cfg.heal.tokens > 0:
+        from search.app.heal import finish_heal
+
+        finish_heal(out_dir)
     return metrics
+
+
+def heal_in_run(cfg: RunConfig, out_dir: Path, metrics: dict, *, dense_ppl: float) -> None:
+    """``heal.tokens > 0``: heal model/ into healed/ as strata-heal does (search/app/heal.py), into ``metrics``."""
+    from search.app.heal import RunInputs, heal_run
+
+    inputs = RunInputs(cfg.model, cfg.data, cfg.seed, cfg.device, None)
+    metrics["heal"] = heal_run(out_dir, cfg.heal, inputs, device=cfg.device, progress=cfg.progress,
+                               dense_ppl=dense_ppl)  # fmt: skip
 
 
 def claim_study(cfg: RunConfig, out_dir: Path) -> None:
@@ -175,6 +191,10 @@ def load_run_inputs(cfg: RunConfig) -> tuple[Inputs, torch.Tensor]:
                          placement=cfg.placement)  # fmt: skip
     if cfg.export.gguf:  # refuse a model llama.cpp cannot run before the hours of work, not after
         check_exportable(inputs.model.config, inputs.tokenizer)
+    if cfg.heal.tokens > 0:
+        from search.app.heal import check_seq_len
+
+        check_seq_len(inputs.model.config, cfg.heal)
     held_out = eval_tokens(cfg.data, inputs.tokenizer).to(cfg.device)
     return inputs, held_out
 

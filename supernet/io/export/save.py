@@ -63,8 +63,13 @@ def save_pruned(
     out_dir: Path,
 ) -> Path:
     """Materialise and save atomically into ``out_dir`` (which must not exist yet)."""
+    return save_strata_model(materialize(model, layer_shapes), tokenizer, out_dir)
+
+
+def save_strata_model(pruned: StrataForCausalLM, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> Path:
+    """Save a ``StrataForCausalLM`` (:func:`materialize`'s output, or one loaded from a saved directory) with its
+    tokenizer atomically into ``out_dir`` (which must not exist yet): the layout of a run's ``model/``."""
     out_dir = Path(out_dir)
-    pruned = materialize(model, layer_shapes)
     with atomic_path(out_dir, directory=True) as tmp:
         pruned.save_pretrained(tmp)
         save_tokenizer(tokenizer, tmp)
