@@ -21,7 +21,9 @@ gets either the dense outputs (``propagate="dense"``) or the outputs of the laye
 returned by ``on_layer`` installed (``propagate="expected"``, Týr-the-Pruner's expectation error
 accumulation, https://arxiv.org/abs/2503.09657; the target level is passed explicitly by the caller).
 After each layer the allocator's free pages go back to the OS (:func:`release_freed_memory`), so resident
-memory stays at the model's bytes plus one layer's statistics instead of growing layer by layer.
+memory stays at the model's bytes plus one layer's statistics instead of growing layer by layer. With a
+``stream`` (``supernet.stream``, :class:`supernet.io.streaming.LayerStream`) the model is a skeleton without weights
+and each module's weights are on the device only while it runs: one layer's bytes instead of the model's.
 """
 
 from __future__ import annotations
