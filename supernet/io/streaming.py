@@ -120,10 +120,10 @@ class LayerStream:
             raise UsageError(f"supernet.stream=true reads dense layers; {config.model_type} is a mixture of "
                              "experts (its experts are fused on load): use supernet.stream=false")  # fmt: skip
         check_weights(self.directory)
-        self.handles = {}
+        self.files: dict[str, Path] = {}  # safetensors key -> its file
         for file in sorted(self.directory.glob("*.safetensors")):
-            handle = safe_open(str(file), framework="pt")
-            self.handles |= dict.fromkeys(handle.keys(), handle)  # noqa: SIM118
+            with safe_open(str(file), framework="pt") as handle:
+                self.files |= dict.fromkeys(handle.keys(), file)  # noqa: SIM118 (safe_open has no __iter__)
         self.model = skeleton(config, self.dtype)
         for name, buffer in list(self.model.named_buffers()):  # the rotary frequencies, where the layers run
             set_module_tensor_to_device(self.model, name, self.device, value=buffer)
@@ -135,11 +135,11 @@ class LayerStream:
         from supernet.io.loading import check_unexpected
 
         wanted = {self.file_key(name) for name in self.model.state_dict()}
-        missing = sorted(wanted - set(self.handles))
+        missing = sorted(wanted - set(self.files))
         if missing:
             raise UsageError(f"the weights in {self.directory} lack {len(missing)} tensors (e.g. {missing[0]}): "
                              "re-save the model")  # fmt: skip
-        check_unexpected(self.directory, self.model.config, set(self.handles) - wanted)
+        check_unexpected(self.directory, self.model.config, set(self.files) - wanted)
 
     def file_key(self, name: str) -> str:
         """The safetensors key holding the model's tensor ``name`` (a tied output head reads the embeddings)."""
@@ -149,26 +149,45 @@ class LayerStream:
 
     def read(self, name: str, dtype: torch.dtype) -> torch.Tensor:
         """The model's tensor ``name`` from the files, in ``dtype``, on the host; a NaN or Inf refused, named."""
+        return self.read_many({name: dtype})[name]
+
+    def read_many(self, wanted: dict[str, torch.dtype]) -> dict[str, torch.Tensor]:
+        """The model's tensors ``wanted`` (name -> dtype) from the files, each in its dtype, on the host.
+
+        Each file is opened for these reads and closed after: safetensors maps a file while it is open, and the
+        pages read through a mapping count in the process's resident memory until it is unmapped (kept open, the
+        whole file would be resident by the last layer)."""
+        from safetensors import safe_open
+
         from supernet.io.loading import nonfinite
 
-        key = self.file_key(name)
-        tensor = self.handles[key].get_tensor(key).to(dtype)
-        kind = nonfinite(tensor)
-        if kind is not None:
-            raise UsageError(f"model.path={self.directory} holds non-finite values in {name} ({kind}): the checkpoint "
-                             "is damaged or diverged in training; re-save or re-download the model")  # fmt: skip
-        return tensor
+        out: dict[str, torch.Tensor] = {}
+        for file in sorted({self.files[self.file_key(name)] for name in wanted}):
+            with safe_open(str(file), framework="pt") as handle:
+                for name, dtype in wanted.items():
+                    key = self.file_key(name)
+                    if self.files[key] == file:
+                        out[name] = handle.get_tensor(key).to(dtype)
+        for name, tensor in out.items():
+            kind = nonfinite(tensor)
+            if kind is not None:
+                raise UsageError(f"model.path={self.directory} holds non-finite values in {name} ({kind}): the "
+                                 "checkpoint is damaged or diverged in training; re-save or re-download the "
+                                 "model")  # fmt: skip
+        return out
 
     def load(self, module: nn.Module) -> None:
-        """Read ``module``'s parameters (and persistent buffers saved in the files) onto the device."""
+        """Read ``module``'s parameters (and persistent buffers saved in the files) onto the device, each in the
+        skeleton's dtype for it (the load dtype)."""
         from accelerate.utils import set_module_tensor_to_device
 
         prefix = self.names[id(module)]
-        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
-            full = f"{prefix}.{name}" if prefix else name
-            if tensor.device.type == "meta":
-                value = self.read(full, tensor.dtype)
-                set_module_tensor_to_device(module, name, self.device, value=value, dtype=tensor.dtype)
+        meta = {name: t.dtype for name, t in [*module.named_parameters(), *module.named_buffers()]
+                if t.device.type == "meta"}  # fmt: skip
+        full = {name: f"{prefix}.{name}" if prefix else name for name in meta}
+        values = self.read_many({full[name]: dtype for name, dtype in meta.items()})
+        for name in meta:
+            set_module_tensor_to_device(module, name, self.device, value=values.pop(full[name]))
 
     def free(self, module: nn.Module) -> None:
         """Put ``module``'s parameters back on the meta device (their memory goes)."""
