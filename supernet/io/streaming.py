@@ -2,8 +2,8 @@
 
 The skeleton is the family's model built under accelerate's ``init_empty_weights(include_buffers=False)``: every
 parameter on the meta device (shapes and dtypes, no memory), the buffers (rotary inverse frequencies) real and
-small. :meth:`LayerStream.resident` reads one module's tensors lazily (``safetensors.safe_open``, one tensor at a
-time), casts them to the load dtype as ``from_pretrained`` does (``Tensor.to``: the same bits), puts them on the
+small. :meth:`LayerStream.resident` reads one module's tensors lazily (``safetensors.safe_open``, the file open
+only for these reads), casts them to the load dtype as ``from_pretrained`` does (``Tensor.to``: the same bits), puts them on the
 device for the time the module is used, and puts the module back on the meta device afterwards. The layer-wise
 calibration (:func:`supernet.variants.statistics.calibrate`) then holds the embeddings once, then one decoder layer
 at a time, never the whole model (DESIGN.md: "memory grows with one layer, not with the model").
