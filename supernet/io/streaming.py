@@ -3,10 +3,10 @@
 The skeleton is the family's model built under accelerate's ``init_empty_weights(include_buffers=False)``: every
 parameter on the meta device (shapes and dtypes, no memory), the buffers (rotary inverse frequencies) real and
 small. :meth:`LayerStream.resident` reads one module's tensors lazily (``safetensors.safe_open``, the file open
-only for these reads), casts them to the load dtype as ``from_pretrained`` does (``Tensor.to``: the same bits), puts them on the
-device for the time the module is used, and puts the module back on the meta device afterwards. The layer-wise
-calibration (:func:`supernet.variants.statistics.calibrate`) then holds the embeddings once, then one decoder layer
-at a time, never the whole model (DESIGN.md: "memory grows with one layer, not with the model").
+only for these reads), casts them to the load dtype as ``from_pretrained`` does (``Tensor.to``: the same bits),
+puts them on the device for the time the module is used, and puts the module back on the meta device afterwards.
+The layer-wise calibration (:func:`supernet.variants.statistics.calibrate`) then holds the embeddings once, then one
+decoder layer at a time, never the whole model (DESIGN.md: "memory grows with one layer, not with the model").
 
 When to stream (:func:`should_stream`, ``supernet.stream=auto``): when the model's bytes in the load dtype exceed
 :data:`STREAM_SHARE` of the memory free where the build runs (``torch.cuda.mem_get_info`` on a GPU, psutil's
