@@ -226,6 +226,7 @@ def cpu_full(args) -> dict:
     spec = dataclasses.replace(SIZES["1b"], layers=args.layers or SIZES["1b"].layers)
     path = random_llama(spec, dtype="bfloat16")
     model_bytes = weights_bytes(path, getattr(torch, DTYPE))
+    full_bytes = SIZES["1b"].params() * torch.empty((), dtype=getattr(torch, DTYPE)).element_size()
     with tempfile.TemporaryDirectory(prefix="scale-cpu-", dir=args.work) as tmp:
         work = Path(tmp)
         threads = args.threads
@@ -245,7 +246,10 @@ def cpu_full(args) -> dict:
             "stream_peak_rss_vs_model_bytes": builds["streamed"]["peak_rss_bytes"] / model_bytes,
             "unstreamed_peak_rss_vs_model_bytes": builds["unstreamed"]["peak_rss_bytes"] / model_bytes,
             "stream_time_vs_unstreamed": builds["streamed"]["load_build_s"] / builds["unstreamed"]["load_build_s"],
-            "depth_r2": depth["seconds_fit"]["r2"]}  # fmt: skip
+            "depth_r2": depth["seconds_fit"]["r2"],
+            # a cut model (--layers): the streamed peak holds one layer whatever the depth, so over the full model
+            "full_depth_model_bytes": full_bytes,
+            "stream_peak_rss_vs_full_depth_model_bytes": builds["streamed"]["peak_rss_bytes"] / full_bytes}  # fmt: skip
 
 
 def table_cpu(result: dict) -> str:
