@@ -72,8 +72,9 @@ def least_squares(m: torch.Tensor, w: torch.Tensor, kept: torch.Tensor, damping:
     covariance), M_KK conditioned by :func:`supernet.variants.statistics.damp` (a dead input's row of M is zero, so
     its refit column is zero whatever W holds). m: [in, in], w: [out, in], one dtype and device -> [out, |K|]."""
     kept = kept.to(m.device)
-    m_kk, _ = damp(m[kept[:, None], kept], damping)  # [K, K]
-    return torch.linalg.solve(m_kk, (m @ w.T)[kept]).T  # ([in, in] @ [in, out])_K -> [K, out] -> [out, K]
+    rhs = (m @ w.T)[kept]  # ([in, in] @ [in, out])_K -> [K, out]
+    m_kk, _ = damp(m[kept[:, None], kept], damping, copy=False)  # [K, K], damped in place: one K x K copy of M
+    return torch.linalg.solve(m_kk, rhs).T  # [K, out] -> [out, K]
 
 
 def _least_squares_refit(

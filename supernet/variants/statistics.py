@@ -57,13 +57,13 @@ GRAM_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 STATS_CHUNK_ELEMENTS = 1 << 22  # values of X reduced at a time: a float64 chunk is 32 MiB
 
 
-def damp(m: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor]:
+def damp(m: torch.Tensor, damping: float, *, copy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """SparseGPT's conditioning of a second-moment matrix M (H = X^T X, or the inputs' covariance), the one rule
     OBS and the refits share: an input with no energy, M_jj <= 0 (never active on the calibration tokens; a
     covariance's cancellation can leave a tiny negative), gets M_jj = 1, then M += damping * mean(diag M) * I
-    (``supernet.damping``, SparseGPT's percdamp). Returns (a damped copy of M, the dead inputs).
-    m: [n, n] -> ([n, n], [n] bool)"""
-    m = m.clone()
+    (``supernet.damping``, SparseGPT's percdamp). Returns (a damped copy of M, or M itself damped in place with
+    ``copy=False``, and the dead inputs). m: [n, n] -> ([n, n], [n] bool)"""
+    m = m.clone() if copy else m
     dead = torch.diag(m) <= 0  # [n]
     m.diagonal()[dead] = 1.0
     m.diagonal().add_(damping * torch.diag(m).mean())
