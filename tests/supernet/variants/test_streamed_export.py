@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import functools
 
 import pytest
 import torch
@@ -22,8 +23,10 @@ from supernet.variants.switch import Switcher
 LEVELS = [0, 5, 1, 0]
 
 
+@functools.cache
 def pruned(path, dtype: str):
-    """The live model pruned to LEVELS, its switcher and tokenizer, and the supernet's variants."""
+    """The live model pruned to LEVELS, its switcher and tokenizer, and the supernet's variants (built once per
+    model and dtype: the tests only read them)."""
     model, tokenizer, adapter = load_model(path, dtype=dtype)
     tokens = torch.randint(0, adapter.geometry.vocab, (4, 32), generator=torch.Generator().manual_seed(0))
     cfg = SupernetConfig()
