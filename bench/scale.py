@@ -3,6 +3,8 @@
     python -m bench.scale --device cuda                  # Llama-3.1-8B and Qwen2.5-7B layouts, bf16, 32/28 layers
     python -m bench.scale --device cpu --layouts 1b      # TinyLlama-1.1B's layout on the CPU
     python -m bench.scale --quick                        # the 1B layout cut to 2 layers (2-core CPU, minutes)
+    python -m bench.scale --cpu-full                     # the 1.1B layout end to end on the CPU, streamed and not
+                                                         # (bench/scale_cpu.py -> bench/results/scale-cpu.json)
 
 Per layout (a random Llama of its shapes, weights N(0, 0.02), bf16 on a GPU and float32 on the CPU):
 
