@@ -3,6 +3,8 @@
     python -m bench.scale --device cuda                  # Llama-3.1-8B and Qwen2.5-7B layouts, bf16, 32/28 layers
     python -m bench.scale --device cpu --layouts 1b      # TinyLlama-1.1B's layout on the CPU
     python -m bench.scale --quick                        # the 1B layout cut to 2 layers (2-core CPU, minutes)
+    python -m bench.scale --cpu-full                     # the 1.1B layout end to end on the CPU, streamed and not
+                                                         # (bench/scale_cpu.py -> bench/results/scale-cpu.json)
 
 Per layout (a random Llama of its shapes, weights N(0, 0.02), bf16 on a GPU and float32 on the CPU):
 
@@ -260,7 +262,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-precision", action="store_true", help="no float32 build per layout (2 more builds)")
     parser.add_argument("--quick", action="store_true", help="the 1B layout cut to 2 layers, 16 trials")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: every core)")
+    parser.add_argument(
+        "--cpu-full",
+        action="store_true",
+        help="the 1.1B layout end to end on the CPU, streamed "
+        "and unstreamed, each stage in its own process (bench/scale_cpu.py; --layers cuts it)",
+    )
+    parser.add_argument(
+        "--depth-models",
+        action="store_true",
+        help="--cpu-full: the depth series from separate "
+        "4-, 8- and 16-layer models (28 more layers) instead of the 22-layer build's layer starts",
+    )
+    parser.add_argument("--work", default=None, help="--cpu-full: folder for its temporary files (default: /tmp)")
     args = parser.parse_args(argv)
+    if args.cpu_full:
+        return cpu_full_main(args)
     gpu = args.device.startswith("cuda")
     args.layouts = args.layouts or (["llama-3.1-8b", "qwen2.5-7b"] if gpu else ["1b"])
     args.trials = args.trials or (200 if gpu else 16)
@@ -275,6 +292,17 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print(f"\nfloat32 vs float64 solves on the reference model: tau min {reference['tau_min']:.4f}, "
           f"refit relative error max {reference['refit_rel_error_max']:.2e}")  # fmt: skip
+    return 0
+
+
+def cpu_full_main(args) -> int:
+    """``--cpu-full``: bench/results/scale-cpu.json (``scale-cpu-quick.json`` for a cut model) and its table."""
+    from bench.scale_cpu import cpu_full, table_cpu
+
+    setup(args.threads or torch.get_num_threads())
+    result = cpu_full(args)
+    write_result("scale-cpu", bool(args.layers), {"config": dict(vars(args)), **result})
+    print(table_cpu(result))
     return 0
 
 

@@ -15,6 +15,8 @@ import torch
 from supernet.io.files import write_json
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from torch import nn
 log = logging.getLogger(__name__)
 
@@ -69,21 +71,26 @@ def weight_files(directory: Path | str, dtype: torch.dtype) -> WeightFiles | Non
     return WeightFiles(directory, dtype, weight_files_identity(directory, dtype))
 
 
-def model_digest(model: nn.Module, weights: WeightFiles | None, root: Path) -> str:
+def model_digest(
+    model: nn.Module, weights: WeightFiles | None, root: Path, *, hash_model: Callable[[], str] | None = None
+) -> str:
     """:func:`model_hash` of the model, remembered per identity of the files it was loaded from, unchanged
-    since (None: hash the tensors every time). Files changed since the load give the full hash, unrecorded."""
+    since (None: hash the tensors every time). Files changed since the load give the full hash, unrecorded.
+    ``hash_model``: computes that hash where the model's tensors are not in memory (a streamed model's files,
+    :meth:`supernet.io.streaming.LayerStream.model_hash`); None: ``model_hash(model)``."""
+    hash_model = hash_model or (lambda: model_hash(model))
     if weights is None or next(model.parameters()).dtype != weights.dtype:
-        return model_hash(model)
+        return hash_model()
     if weight_files_identity(weights.directory, weights.dtype) != weights.identity:
         log.warning("the weight files in %s changed after the model was loaded: hashing the loaded weights",
                     weights.directory)  # fmt: skip
-        return model_hash(model)
+        return hash_model()
     record = root / IDENTITIES / f"{weights.identity[:32]}.json"
     try:
         return json.loads(record.read_text())["model_hash"]
     except (OSError, ValueError, KeyError):
         pass
-    digest = model_hash(model)
+    digest = hash_model()
     write_json(record, {"model_hash": digest, "directory": str(weights.directory)})
     return digest
 

@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from supernet.errors import UsageError
 from supernet.io.files import default_root
-from supernet.io.identity import WeightFiles, model_config, model_digest
+from supernet.io.identity import WeightFiles, model_config, model_digest, weight_files_identity
+from supernet.io.streaming import LayerStream, check_stream, should_stream
 from supernet.kinds import ModuleKey
 from supernet.space.grid import LevelGrid
 from supernet.variants import criteria
@@ -184,6 +186,21 @@ def compensate_levels(
             net.weights[layer, kind, level] = refit.to(device="cpu", dtype=getattr(torch, cfg.store_dtype))
 
 
+class LayerSwitcher:
+    """Installs variants in a streamed model: a :class:`Switcher` made anew for each layer, once that layer's
+    weights were read (a switcher keeps the dense tensors it found when made: the meta ones, before)."""
+
+    def __init__(self, model: PreTrainedModel, adapter: DecoderAdapter) -> None:
+        self.model, self.adapter = model, adapter
+        self.layer: int | None = None
+        self.switcher: Switcher | None = None
+
+    def set(self, layer_idx: int, kind: str, variant: Variant | None) -> None:
+        if self.layer != layer_idx:
+            self.switcher, self.layer = Switcher(self.model, self.adapter), layer_idx
+        self.switcher.set(layer_idx, kind, variant)
+
+
 def calibrate_into(
     net: Supernet,
     model: PreTrainedModel,
@@ -193,11 +210,14 @@ def calibrate_into(
     fill: Callable[[torch.nn.Module, ModuleKey, object], None],
     *,
     progress: bool = True,
+    stream: LayerStream | None = None,
 ) -> None:
     """One streaming calibration pass (:func:`supernet.variants.statistics.calibrate`) with ``cfg``'s settings:
     ``fill(dense module, (layer, kind), stats)`` for every module, layer after layer; with
-    ``propagate=expected`` the next layer sees ``net``'s target variants. The model must be dense."""
+    ``propagate=expected`` the next layer sees ``net``'s target variants. The model must be dense; with
+    ``stream``, it is ``stream.model`` (a skeleton whose layers are read one at a time)."""
     switcher = Switcher(model, adapter)
+    installer = switcher if stream is None else LayerSwitcher(model, adapter)
 
     def on_layer(i: int, stats: dict) -> dict[str, Variant | None]:
         for kind in adapter.grid_kinds:  # a mixture's expert count is scored from its MLP's routing statistics
@@ -210,23 +230,52 @@ def calibrate_into(
         adapter,
         calib_tokens,
         on_layer=on_layer,
-        switcher=switcher,
+        switcher=installer,
         propagate=cfg.propagate,
         gram=cfg.needs_gram,
         gram_dtype=cfg.gram_dtype,
         batch_size=cfg.calib_batch_size,
         offload=cfg.calib_offload,
         progress=progress,
+        stream=stream,
     )
     net._variants.clear()  # the target variants were built mid-calibration; rebuild lazily
 
 
 def cache_config(cfg: SupernetConfig, grid: LevelGrid) -> dict:
     """What the cached tensors depend on besides model and tokens (batch size only changes summation order,
-    offloading where the hidden states wait between layers)."""
-    fields = {k: v for k, v in asdict(cfg).items() if k not in ("calib_batch_size", "calib_offload")}
+    offloading where the hidden states wait between layers, streaming where the weights come from)."""
+    fields = {k: v for k, v in asdict(cfg).items() if k not in ("calib_batch_size", "calib_offload", "stream")}
     modules = [[m.layer, m.kind, m.step, m.lo, m.hi, m.stride, m.centre] for m in grid.modules]
     return {"supernet": fields, "grid": modules, "joint": grid.joint}
+
+
+def streamed_from(model: PreTrainedModel, adapter: DecoderAdapter, cfg: SupernetConfig,
+                  weights: WeightFiles | None) -> LayerStream | None:  # fmt: skip
+    """A :class:`LayerStream` over the files ``model`` was loaded from, when ``supernet.stream`` says so: ``true``,
+    or ``auto`` when the model's bytes exceed :data:`supernet.io.streaming.STREAM_SHARE` of the memory free on its
+    device (:func:`supernet.io.streaming.should_stream`). Needs the files, unchanged since the load (``weights``),
+    and a dense model: ``true`` without them is a UsageError, ``auto`` then builds on ``model``."""
+    setting = check_stream(cfg.stream)
+    if setting is False:
+        return None
+    why = None
+    if weights is None:
+        why = "the model was not loaded from safetensors files"
+    elif adapter.moe:
+        why = "a mixture of experts is built on the loaded model (transformers fuses its experts' tensors)"
+    elif weight_files_identity(weights.directory, weights.dtype) != weights.identity:
+        why = f"the weight files in {weights.directory} changed after the model was loaded"
+    if why is not None:
+        if setting is True:
+            raise UsageError(f"supernet.stream=true reads the model's layers from its files, but {why}: use "
+                             "supernet.stream=auto or false")  # fmt: skip
+        return None
+    device = next(model.parameters()).device
+    if not should_stream(setting, sum(p.numel() * p.element_size() for p in model.parameters()), device):
+        return None
+    return LayerStream(weights.directory, dtype=str(weights.dtype).removeprefix("torch."), device=str(device),
+                       attn_unit=adapter.attn_unit)  # fmt: skip
 
 
 def build_supernet(
@@ -240,6 +289,7 @@ def build_supernet(
     use_cache: bool = True,
     weights: WeightFiles | None = None,
     progress: bool = True,
+    stream: LayerStream | None = None,
 ) -> Supernet:
     """Load the supernet from the cache, or calibrate and build it (and cache it).
 
@@ -249,14 +299,19 @@ def build_supernet(
         use_cache: False builds without reading or writing the cache.
         weights: the files the model was loaded from (:func:`supernet.io.identity.weight_files`, taken before the
             load): their identity stands for the weights in the cache key; None hashes every tensor.
+        stream: build layer by layer from the files (:class:`supernet.io.streaming.LayerStream`), ``model`` being
+            ``stream.model`` (its skeleton, no weight in memory) or the loaded model; None: as
+            ``supernet.stream`` decides (:func:`streamed_from`). The result is the same bits either way.
     """
     start = time.perf_counter()
     net = Supernet(grid, cfg.criterion, cfg.compensation)
+    stream = stream or streamed_from(model, adapter, cfg, weights)
     config = {**cache_config(cfg, grid), "model": model_config(model)}
     directory = None
     if use_cache:
         root = Path(cache_dir).expanduser() if cache_dir is not None else default_root()
-        key = entry_key(model_digest(model, weights, root), calib_tokens, config)
+        hash_model = stream.model_hash if stream is not None and stream.model is model else None
+        key = entry_key(model_digest(model, weights, root, hash_model=hash_model), calib_tokens, config)
         directory = root / key
         modules = load_entry(directory, key)
         if modules is not None:
@@ -269,9 +324,11 @@ def build_supernet(
     def fill(module: torch.nn.Module, key: ModuleKey, stats) -> None:
         _fill_module(net, adapter, module, key, stats, cfg)
 
-    calibrate_into(net, model, adapter, calib_tokens, cfg, fill, progress=progress)
+    target = model if stream is None else stream.model
+    calibrate_into(net, target, adapter, calib_tokens, cfg, fill, progress=progress, stream=stream)
     if directory is not None:
         net.cache_bytes = save_entry(directory, key, config, net.to_tensors())
     net.build_seconds = time.perf_counter() - start
-    log.info("supernet built in %.1f s (%s + %s)", net.build_seconds, cfg.criterion, cfg.compensation)
+    log.info("supernet built in %.1f s (%s + %s%s)", net.build_seconds, cfg.criterion, cfg.compensation,
+             ", streamed layer by layer" if stream is not None else "")  # fmt: skip
     return net

@@ -72,8 +72,9 @@ def least_squares(m: torch.Tensor, w: torch.Tensor, kept: torch.Tensor, damping:
     covariance), M_KK conditioned by :func:`supernet.variants.statistics.damp` (a dead input's row of M is zero, so
     its refit column is zero whatever W holds). m: [in, in], w: [out, in], one dtype and device -> [out, |K|]."""
     kept = kept.to(m.device)
-    m_kk, _ = damp(m[kept][:, kept], damping)  # [K, K]
-    return torch.linalg.solve(m_kk, (m @ w.T)[kept]).T  # ([in, in] @ [in, out])_K -> [K, out] -> [out, K]
+    rhs = (m @ w.T)[kept]  # ([in, in] @ [in, out])_K -> [K, out]
+    m_kk, _ = damp(m[kept[:, None], kept], damping, copy=False)  # [K, K], damped in place: one K x K copy of M
+    return torch.linalg.solve(m_kk, rhs).T  # [K, out] -> [out, K]
 
 
 def _least_squares_refit(
@@ -96,7 +97,10 @@ def _least_squares_refit(
     if not intercept:
         return None, least_squares(gram, w, kept, damping)
     mu = stats.mean.to(device=w.device, dtype=dtype)  # [in]
-    v = least_squares(gram / stats.count - torch.outer(mu, mu), w, kept, damping)  # covariance of the inputs
+    covariance = gram / stats.count  # [in, in]; the float copy of H goes here (stats.gram itself is left alone)
+    del gram
+    covariance -= torch.outer(mu, mu)
+    v = least_squares(covariance, w, kept, damping)
     return w @ mu - v @ mu[kept.to(w.device)], v  # c: [out], V: [out, K]
 
 

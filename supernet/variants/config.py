@@ -13,6 +13,7 @@ from supernet.errors import UsageError, check_choice
 from supernet.io.adapters.base import ATTN_UNITS
 from supernet.io.adapters.moe import EXPERT_UNITS
 from supernet.io.dtypes import DTYPES
+from supernet.io.streaming import check_stream
 from supernet.space.grids import GridConfig
 from supernet.variants.compensation import COMPENSATIONS
 from supernet.variants.criteria import CRITERIA
@@ -43,6 +44,9 @@ class SupernetConfig(GridConfig):
     calib_batch_size: int = 8  # calibration sequences per layer call
     calib_offload: bool | None = None  # hidden states of the calibration batches kept on the host between
     # layers (moved to the device per layer call); null: when the model is on a GPU
+    stream: str | bool = "auto"  # read the weights layer by layer from the safetensors files during the build
+    # (memory: one layer, never the whole model): true | false | auto (when the model's bytes exceed 0.6 x the
+    # free memory of its device, supernet/io/streaming.py); the same result either way, so not in the cache key
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -58,6 +62,7 @@ class SupernetConfig(GridConfig):
             ("expert_unit", EXPERT_UNITS),
         ):
             check_choice(f"supernet.{name}", getattr(self, name), allowed)
+        self.stream = check_stream(self.stream)
         for name in ("obs_rounds", "calib_batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"supernet.{name}={getattr(self, name)} must be >= 1")

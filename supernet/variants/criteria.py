@@ -131,9 +131,14 @@ def obs_removal_order(weight: torch.Tensor, h: torch.Tensor, unit_size: int, rou
     products (Týr removes MLP channels in 16 rounds; one column at a time would be O(in^3) in rank-1 steps).
     weight: [out, in], h: damped [in, in], on one device. Returns unit indices, first removed first. [units]
     """
-    units, device = weight.shape[1] // unit_size, weight.device
-    w = weight.clone()  # [out, columns of the alive units]
-    g = spd_inverse(h)  # [alive columns, alive columns]
+    return removal_order_from_inverse(weight.clone(), spd_inverse(h), unit_size, rounds)
+
+
+def removal_order_from_inverse(w: torch.Tensor, g: torch.Tensor, unit_size: int, rounds: int) -> torch.Tensor:
+    """:func:`obs_removal_order` given G = H^-1; ``w`` and ``g`` are consumed (updated in place, then replaced by
+    their rows and columns of the remaining units), so memory holds one G and the round's update, not H beside it.
+    w: [out, in], g: [in, in]. Returns unit indices, first removed first. [units]"""
+    units, device = w.shape[1] // unit_size, w.device
     alive = torch.arange(units, device=device)  # the units whose columns w and g hold, in order
     order: list[int] = []
     per_round = math.ceil(units / max(1, rounds))
@@ -152,8 +157,12 @@ def obs_removal_order(weight: torch.Tensor, h: torch.Tensor, unit_size: int, rou
         if r.numel():
             g_qq_inv = torch.linalg.inv(g[q][:, q])  # [|Q|, |Q|]
             g_qr = g[q][:, r]  # [|Q|, |R|]
-            w = w[:, r] - w[:, q] @ g_qq_inv @ g_qr  # [out, |R|]
-            g = g[r][:, r] - g_qr.T @ g_qq_inv @ g_qr  # [|R|, |R|] (G symmetric)
+            update = w[:, q] @ g_qq_inv @ g_qr  # [out, |Q|] @ [|Q|, |Q|] @ [|Q|, |R|] -> [out, |R|]
+            w = w[:, r]  # [out, |R|]
+            w -= update
+            g = g[r[:, None], r]  # [|R|, |R|] (one copy; the old G goes)
+            g -= g_qr.T @ g_qq_inv @ g_qr  # G symmetric
+            del update
         alive = alive[kept]
     return torch.tensor(order)
 
@@ -174,8 +183,10 @@ def obs(
     round (groups are few); the MLP removes its channels in ``rounds`` rounds (Týr: 16). [units]"""
     stats = _need(stats, "obs", gram=True)
     h, w = damped_gram(stats.gram, output_weight(adapter, module, kind, dtype), damping)
+    g = spd_inverse(h)
+    del h  # memory: G alone through the rounds (an 8B MLP's H is 1.6 GB in float64)
     units = adapter.units_total(kind)
-    order = obs_removal_order(w, h, w.shape[1] // units, units if kind == "attn" else rounds)
+    order = removal_order_from_inverse(w, g, w.shape[1] // units, units if kind == "attn" else rounds)
     scores = torch.empty(units, dtype=torch.float64)
     scores[order.cpu()] = torch.arange(units, dtype=torch.float64)
     return scores

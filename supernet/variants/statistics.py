@@ -21,16 +21,20 @@ gets either the dense outputs (``propagate="dense"``) or the outputs of the laye
 returned by ``on_layer`` installed (``propagate="expected"``, Týr-the-Pruner's expectation error
 accumulation, https://arxiv.org/abs/2503.09657; the target level is passed explicitly by the caller).
 After each layer the allocator's free pages go back to the OS (:func:`release_freed_memory`), so resident
-memory stays at the model's bytes plus one layer's statistics instead of growing layer by layer.
+memory stays at the model's bytes plus one layer's statistics instead of growing layer by layer. With a
+``stream`` (``supernet.stream``, :class:`supernet.io.streaming.LayerStream`) the model is a skeleton without weights
+and each module's weights are on the device only while it runs: one layer's bytes instead of the model's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -53,13 +57,13 @@ GRAM_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 STATS_CHUNK_ELEMENTS = 1 << 22  # values of X reduced at a time: a float64 chunk is 32 MiB
 
 
-def damp(m: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor]:
+def damp(m: torch.Tensor, damping: float, *, copy: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """SparseGPT's conditioning of a second-moment matrix M (H = X^T X, or the inputs' covariance), the one rule
     OBS and the refits share: an input with no energy, M_jj <= 0 (never active on the calibration tokens; a
     covariance's cancellation can leave a tiny negative), gets M_jj = 1, then M += damping * mean(diag M) * I
-    (``supernet.damping``, SparseGPT's percdamp). Returns (a damped copy of M, the dead inputs).
-    m: [n, n] -> ([n, n], [n] bool)"""
-    m = m.clone()
+    (``supernet.damping``, SparseGPT's percdamp). Returns (a damped copy of M, or M itself damped in place with
+    ``copy=False``, and the dead inputs). m: [n, n] -> ([n, n], [n] bool)"""
+    m = m.clone() if copy else m
     dead = torch.diag(m) <= 0  # [n]
     m.diagonal()[dead] = 1.0
     m.diagonal().add_(damping * torch.diag(m).mean())
@@ -199,6 +203,50 @@ def _hooked_pass(
             handle.remove()
 
 
+class Residency(Protocol):
+    """Where a streamed model's weights come from (:class:`supernet.io.streaming.LayerStream`): the device the
+    layers run on, and a context in which one module's weights are there (read from the files, freed after)."""
+
+    device: torch.device
+
+    def resident(self, module: torch.nn.Module) -> AbstractContextManager[None]: ...
+
+
+def _layer_step(
+    i: int,
+    adapter: DecoderAdapter,
+    layer: torch.nn.Module,
+    hidden: list[torch.Tensor],
+    context: dict,
+    *,
+    on_layer: Callable[[int, dict[str, ChannelStats | RoutingStats]], dict[str, Any]],
+    switcher: Installer | None,
+    propagate: str,
+    gram: bool,
+    gram_dtype: str,
+    device: torch.device,
+) -> list[torch.Tensor]:
+    """Layer i: statistics on the dense layer, ``on_layer``, then the inputs of layer i + 1."""
+    accs = {k: _accumulator(adapter, layer, k, gram=gram, gram_dtype=gram_dtype, device=device)
+            for k in adapter.module_kinds}  # fmt: skip
+    # 2) statistics on the dense layer (its outputs are the dense propagation)
+    outputs = _hooked_pass(adapter, layer, hidden, context, accs, device)
+    stats = {k: acc.finalize() for k, acc in accs.items()}
+    del accs
+    targets = on_layer(i, stats)
+    del stats
+    # 3) expected propagation: the outputs of the layer at its target variants
+    if propagate == "expected":
+        try:
+            for kind in targets:
+                switcher.set(i, kind, targets[kind])
+            outputs = _run(adapter, layer, hidden, context, device)
+        finally:
+            for kind in targets:
+                switcher.set(i, kind, None)
+    return outputs
+
+
 @torch.no_grad()
 def calibrate(
     model: PreTrainedModel,
@@ -213,6 +261,7 @@ def calibrate(
     batch_size: int = 8,
     offload: bool | None = None,
     progress: bool = True,
+    stream: Residency | None = None,
 ) -> None:
     """Stream the calibration tokens through the model one decoder layer at a time.
 
@@ -226,36 +275,24 @@ def calibrate(
         offload: keep the batches' hidden states on the host between layers, each moved to the model's
             device for its layer call (on a GPU the device then holds the model, one layer's statistics and
             one batch: 2 x 1 GiB of hidden states less at 128 x 2048 tokens of an 8B model). None: on a GPU.
+        stream: the model's weights are read module by module (``model`` is a skeleton on the meta device): the
+            embeddings, then each decoder layer, are on ``stream.device`` only while they run.
     """
     check_choice("supernet.propagate", propagate, PROPAGATE)
     if propagate == "expected" and switcher is None:
         raise ValueError("propagate='expected' needs the switcher that installs the target variants")
-    device = next(model.parameters()).device
+    device = next(model.parameters()).device if stream is None else stream.device
+    resident = (lambda _module: contextlib.nullcontext()) if stream is None else stream.resident
     store = hidden_store(device, offload)
     # 1) embeddings once: [batch, T, hidden] per batch, kept on ``store``
-    hidden = [adapter.embed(model, tokens[s : s + batch_size].to(device)).to(store)
-              for s in range(0, len(tokens), batch_size)]  # fmt: skip
+    with resident(model.get_input_embeddings()):
+        hidden = [adapter.embed(model, tokens[s : s + batch_size].to(device)).to(store)
+                  for s in range(0, len(tokens), batch_size)]  # fmt: skip
     context = adapter.layer_context(model, hidden[0].to(device))
     layers = adapter.decoder_layers(model)
     for i in tqdm(range(len(layers)), desc="calibration", disable=not progress, leave=False):
-        layer = layers[i]
-        accs = {k: _accumulator(adapter, layer, k, gram=gram, gram_dtype=gram_dtype, device=device)
-                for k in adapter.module_kinds}  # fmt: skip
-        # 2) statistics on the dense layer (its outputs are the dense propagation)
-        outputs = _hooked_pass(adapter, layer, hidden, context, accs, device)
-        stats = {k: acc.finalize() for k, acc in accs.items()}
-        del accs
-        targets = on_layer(i, stats)
-        del stats
+        with resident(layers[i]):
+            hidden = _layer_step(i, adapter, layers[i], hidden, context, on_layer=on_layer, switcher=switcher,
+                                 propagate=propagate, gram=gram, gram_dtype=gram_dtype, device=device)  # fmt: skip
         release_freed_memory()
-        # 3) expected propagation: the outputs of the layer at its target variants
-        if propagate == "expected":
-            try:
-                for kind in targets:
-                    switcher.set(i, kind, targets[kind])
-                outputs = _run(adapter, layer, hidden, context, device)
-            finally:
-                for kind in targets:
-                    switcher.set(i, kind, None)
-        hidden = outputs
     log.info("calibrated %d layers on %d tokens (%s propagation)", len(layers), tokens.numel(), propagate)
