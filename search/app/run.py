@@ -1,10 +1,11 @@
 """The main job: load, calibrate, choose an allocation, prune in place, measure, save.
 
 Writes into the run directory: ``model/`` (and ``model.gguf`` with ``export.gguf=true``), ``allocation.json``,
-``pareto.json`` (multi-objective), ``manifest.json``, ``report.html`` and, last, ``metrics.json``, the mark of a
-finished run. Outputs are written only once everything they depend on succeeded, each atomically, and recorded
-as strata's (``search.app.rundir``). The run holds the directory's lock throughout; a rerun of an unfinished
-directory (killed, failed) deletes what the earlier attempt wrote, keeps its study to resume, and writes the rest.
+``pareto.json`` (multi-objective), ``eval.json`` (with ``eval.tasks``: lm-eval on every model, search/app/eval.py),
+``manifest.json``, ``report.html`` and, last, ``metrics.json``, the mark of a finished run. Outputs are written
+only once everything they depend on succeeded, each atomically, and recorded as strata's (``search.app.rundir``).
+The run holds the directory's lock throughout; a rerun of an unfinished directory (killed, failed) deletes what the
+earlier attempt wrote, keeps its study to resume, and writes the rest.
 """
 
 from __future__ import annotations
@@ -116,11 +117,20 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     with run_lock(out_dir):
         prepare_run_dir(out_dir, overwrite=bool(getattr(cfg, "overwrite", False)))
-        return locked_run(cfg, out_dir)
+        metrics, manifest, start = locked_run(cfg, out_dir)  # its model is released before the evaluation loads
+        if cfg.eval.tasks:  # eval.json (recorded in the manifest and the report), before metrics.json
+            from search.app.eval import evaluate_run, manifest_entry, write_eval
+
+            evaluation = evaluate_run(out_dir, cfg.eval, run_cfg=cfg, progress=cfg.progress)
+            write_eval(out_dir, evaluation)
+            manifest["eval"] = manifest_entry(evaluation)
+        write_run_records(cfg, out_dir, manifest, metrics=metrics, started=start)
+        return metrics
 
 
-def locked_run(cfg: RunConfig, out_dir: Path) -> dict:
-    """:func:`run`'s work, its directory locked and ready."""
+def locked_run(cfg: RunConfig, out_dir: Path) -> tuple[dict, dict, float]:
+    """:func:`run`'s work up to its outputs, its directory locked and ready: metrics.json's content, the manifest
+    begun and the start time (the records are written by :func:`run`)."""
     start = time.time()
     inputs, held_out = load_run_inputs(cfg)
     model, tokenizer, adapter = inputs.model, inputs.tokenizer, inputs.adapter
@@ -151,8 +161,7 @@ def locked_run(cfg: RunConfig, out_dir: Path) -> dict:
                             fitness=fitness)  # fmt: skip
     pareto = None if searched is None else searched.pareto
     write_outputs(cfg, out_dir, model, switcher, tokenizer, metrics=metrics, allocation=allocation, pareto=pareto)
-    write_run_records(cfg, out_dir, manifest, metrics=metrics, started=start)
-    return metrics
+    return metrics, manifest, start
 
 
 def claim_study(cfg: RunConfig, out_dir: Path) -> None:
