@@ -32,12 +32,16 @@ OFFLINE_ENV = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
 def require_lm_eval() -> str:
     """lm-eval's version; UsageError naming the install command when it (or accelerate, which its HF model
     class needs) is missing."""
-    try:
-        import accelerate  # noqa: F401
-        import lm_eval
-    except ImportError as exc:
-        raise UsageError(f"evaluation needs lm-evaluation-harness and accelerate ({exc.name} is missing): "
-                         f"{INSTALL}") from None  # fmt: skip
+    import importlib
+
+    for name in ("lm_eval", "accelerate"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            raise UsageError(f"evaluation needs lm-evaluation-harness and accelerate ({name} is missing): "
+                             f"{INSTALL}") from None  # fmt: skip
+    import lm_eval
+
     return lm_eval.__version__
 
 

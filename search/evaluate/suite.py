@@ -63,17 +63,19 @@ def evaluate_models(models: Iterable, names: list[str], cfg: EvalConfig, *, prog
     # lm-eval warns on every model passed as an instance, which is the point here; its errors still show
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     per_model: dict[str, dict] = {}
-    bar = tqdm(total=len(names) * len(cfg.tasks), desc="eval", disable=not progress)
-    with offline(), quiet_bars(not progress):
-        manager = task_manager(list(cfg.tasks), include_paths(cfg))
-        tasks = load_tasks(manager, list(cfg.tasks))
-        for name, model, tokenizer in models:
-            lm = harness_model(model, tokenizer, batch_size=cfg.batch_size)
-            for task, loaded in tasks.items():
-                bar.set_description(f"eval {name}: {task}")
-                raw = evaluate(lm, loaded, manager=manager, num_fewshot=cfg.num_fewshot, limit=cfg.limit)
-                per_model.setdefault(name, {})[task] = raw
-                bar.update()
-            del lm, model, tokenizer
+    with offline():
+        with quiet_bars(not progress):  # every task resolved and loaded before the first model: errors come first
+            manager = task_manager(list(cfg.tasks), include_paths(cfg))
+            tasks = load_tasks(manager, list(cfg.tasks))
+        bar = tqdm(total=len(names) * len(tasks), desc="eval", disable=not progress)
+        with quiet_bars(not progress):
+            for name, model, tokenizer in models:
+                lm = harness_model(model, tokenizer, batch_size=cfg.batch_size)
+                for task, loaded in tasks.items():
+                    bar.set_description(f"eval {name}: {task}")
+                    raw = evaluate(lm, loaded, manager=manager, num_fewshot=cfg.num_fewshot, limit=cfg.limit)
+                    per_model.setdefault(name, {})[task] = raw
+                    bar.update()
+                del lm, model, tokenizer
         bar.close()
     return build_eval(per_model, version=version, settings=settings(cfg))
