@@ -20,7 +20,7 @@ import transformers
 
 # search.app.pipeline at the top, not in the search branch: optuna.artifacts keeps a failed optional import's
 # traceback in a module global, which would pin the frames (model, evaluator) of the run() that imported it
-from search.app.inputs import eval_tokens, load_inputs, train_windows
+from search.app.inputs import eval_tokens, fitness_tokens, load_inputs, train_windows
 from search.app.manifest import build_manifest
 from search.app.outputs import RESUMED, prepare_run_dir, record_output, run_lock, writing_output
 from search.app.pipeline import run_search
@@ -47,13 +47,6 @@ if TYPE_CHECKING:
     from supernet.variants.build import Supernet
 
 log = logging.getLogger(__name__)
-
-
-def fitness_tokens(cfg: RunConfig) -> int | None:
-    """Tokens the search scores candidates on apart from calibration (``search.fitness=held_apart``), or None
-    when candidates are scored on the calibration windows (``search.fitness=calibration``, or no search)."""
-    held_apart = cfg.search.sampler != "none" and cfg.search.fitness == "held_apart"
-    return max(cfg.search.stage_tokens) if held_apart else None
 
 
 def dense_bytes(model) -> int:

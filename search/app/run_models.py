@@ -71,8 +71,7 @@ def load_saved(path: Path, *, dtype: str, device: str) -> tuple[PreTrainedModel,
 
 def baselines(cfg: RunConfig) -> Iterator[Model]:
     """dense, then uniform and flap_global switched onto it in place, as the run measured them."""
-    from search.app.inputs import load_inputs, train_windows
-    from search.app.run import fitness_tokens
+    from search.app.inputs import fitness_tokens, load_inputs, train_windows
     from supernet.space.allocators import allocate
     from supernet.space.budget import budget_grid
     from supernet.variants.build import build_supernet
