@@ -112,8 +112,11 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
         prepare_run_dir(out_dir, overwrite=bool(getattr(cfg, "overwrite", False)))
         metrics, manifest, start = locked_run(cfg, out_dir)  # its model is released before the evaluation loads
         if cfg.eval.tasks:  # eval.json (recorded in the manifest and the report), before metrics.json
+            import gc
+
             from search.app.eval import evaluate_run, manifest_entry, write_eval
 
+            gc.collect()  # the run's model, if a reference cycle still holds it, goes before the evaluation loads
             evaluation = evaluate_run(out_dir, cfg.eval, run_cfg=cfg, progress=cfg.progress)
             write_eval(out_dir, evaluation)
             manifest["eval"] = manifest_entry(evaluation)
