@@ -34,7 +34,8 @@ def include_paths(cfg: EvalConfig) -> list[Path]:
     if cfg.include_path is not None:
         path = Path(cfg.include_path).expanduser()
         if not path.is_dir():
-            raise UsageError(f"--include-path {path} is no folder: give a folder of lm-eval task YAMLs")
+            raise UsageError(f"include path {path} (--include-path, eval.include_path) is no folder: give a folder of "
+                             "lm-eval task YAMLs")  # fmt: skip
         paths.append(path)
     return paths
 
