@@ -1,6 +1,6 @@
 """Accuracy as the field reports it (lm-evaluation-harness) on the reference model and the zoo at keep 0.5.
 
-    python -m bench.eval [--quick] [--models default zoo-qwen2 ...] [--keep 0.5] [--limit N]
+    python -m bench.eval [--quick] [--models default zoo-qwen2 ...] [--keep 0.5] [--limit N] [--trials T] [--name NAME]
 
 For every model it runs the main job (bare ``strata``, as :mod:`bench.zoo` does: evo, 200 trials, OBS + refit with
 an intercept, fitness held apart) with ``eval.tasks=[strata_nextline]``, so the run itself evaluates dense,
@@ -9,7 +9,7 @@ function, its true next line among 4; chance 0.25) and writes ``eval.json``. It 
 with lm-eval's stderr, and the aims of issue 27 on ``acc_norm`` (per-byte normalised, as the papers' ARC and
 HellaSwag numbers): searched keeps >= 95% of dense accuracy, and beats uniform by more than the stderr (the larger of
 the two models'). ``--quick``: the reference model alone, 48 trials, 200 documents. Writes
-``bench/results/eval.json`` (``eval-quick.json``) and prints a markdown table.
+``bench/results/<--name>.json`` (default ``eval.json``; ``eval-quick.json``) and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -90,17 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=None, choices=MODELS)
     parser.add_argument("--keep", type=float, default=0.5)
     parser.add_argument("--limit", type=int, default=None, help="documents of the task (default: all)")
+    parser.add_argument("--trials", type=int, default=None, help="search trials (default 200; --quick 48)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (quality, not timing)")
+    parser.add_argument("--name", default="eval", help="results file bench/results/<name>.json")
     args = parser.parse_args(argv)
     setup(args.threads)
     models = args.models or (["default"] if args.quick else list(MODELS))
-    trials, limit = (48, args.limit or 200) if args.quick else (None, args.limit)
+    trials, limit = (args.trials or 48, args.limit or 200) if args.quick else (args.trials, args.limit)
     config = {"models": models, "keep": args.keep, "task": TASK, "limit": limit, "trials": trials or 200,
               "aim_metric": AIM_METRIC, "keeps_dense": KEEPS_DENSE}  # fmt: skip
     rows = []
     for model in models:
         rows.append(measure(model, args.keep, trials, limit))
-        path = write_result("eval", args.quick, {"config": config, "rows": rows})  # after each: a kill keeps it
+        path = write_result(args.name, args.quick, {"config": config, "rows": rows})  # after each: a kill keeps it
     print(table(rows))
     print(f"\n{json.dumps({'written': str(path)})}")
     return 0
