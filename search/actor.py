@@ -4,7 +4,8 @@ Tensors cross processes as safetensors bytes, never pickled tensors. :class:`Eva
 actor needs to build the driver's :class:`search.fitness.Evaluator` (model directory, fitness windows,
 proxy options); :class:`SupernetState` is a supernet's cache form, sent once through the object store,
 so actors never calibrate. :class:`EvaluatorActor` wraps the evaluator; the pool (search/workers.py)
-drives the actors.
+drives the actors. An actor that owns several GPUs (``ray.num_gpus`` > 1) spreads its model over them with
+accelerate's device map (supernet/io/placement.py), whole decoder layers per GPU.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import torch
 
     from proxies.config import ProxyConfig
@@ -71,13 +74,28 @@ class WorkerSpec(Protocol):
     def use(self, evaluator: Any, state: Any) -> None: ...  # actor side: score through another supernet
 
 
+def ray_gpu_ids() -> list:
+    """The GPUs Ray gave this actor (``ray.num_gpus``); none outside an actor."""
+    import ray
+
+    return list(ray.get_gpu_ids()) if ray.is_initialized() else []
+
+
+def actor_devices(device: str, gpu_ids: Sequence) -> list[str]:
+    """The devices an actor spreads its model over: cuda:0..k-1 for the k GPUs Ray gave it (Ray sets
+    CUDA_VISIBLE_DEVICES to them, so they are numbered from 0 inside the actor), else ``[device]``."""
+    if len(gpu_ids) > 1:
+        return [f"cuda:{i}" for i in range(len(gpu_ids))]
+    return [device]
+
+
 @dataclass(frozen=True)
 class EvaluatorSpec:
     """Everything an actor needs to build the driver's :class:`Evaluator` (plain data)."""
 
     model_dir: str  # absolute; read by every actor (a shared filesystem on a cluster)
     dtype: str
-    device: str  # the actor's own device: cpu, or cuda (Ray sets CUDA_VISIBLE_DEVICES to its GPU)
+    device: str  # the actor's own device: cpu, or cuda (Ray sets CUDA_VISIBLE_DEVICES to its GPUs; several: spread)
     proxy: ProxyConfig
     stage_tokens: list[int]  # search.stage_tokens, cut from the fitness windows as the driver does
     batch_size: int
@@ -85,17 +103,19 @@ class EvaluatorSpec:
     attn_unit: str  # supernet.attn_unit: the actor's adapter must slice attention as the driver's does
     expert_unit: str  # supernet.expert_unit: and a mixture's experts
     calib: bytes = field(repr=False)  # {"calib": [windows, seq_len] fitness token ids} as safetensors bytes
+    max_memory: str | None = None  # placement.max_memory: dense weights per GPU when the actor owns several
 
     def state(self, supernet: Supernet) -> SupernetState:
         return SupernetState.of(supernet)
 
     def build(self, state: SupernetState) -> Evaluator:
         from search.fitness import Evaluator, stage_windows
-        from supernet.io.loading import load_model
+        from supernet.io.placement import load_placed
         from supernet.variants.switch import Switcher
 
-        model, _, adapter = load_model(self.model_dir, dtype=self.dtype, device=self.device, attn_unit=self.attn_unit,
-                                       expert_unit=self.expert_unit)  # fmt: skip
+        devices = actor_devices(self.device, ray_gpu_ids() if self.device.startswith("cuda") else [])
+        model, _, adapter = load_placed(self.model_dir, devices, dtype=self.dtype, max_memory=self.max_memory,
+                                        attn_unit=self.attn_unit, expert_unit=self.expert_unit)  # fmt: skip
         calib = tensors_from_bytes(self.calib)["calib"]
         return Evaluator(
             model, Switcher(model, adapter), state.load(), self.proxy, stage_windows(calib, self.stage_tokens),

@@ -1,8 +1,9 @@
 """Score candidates on Ray actors: each holds the model and the supernet, built once.
 
 ``search.workers=N`` (N > 1) or ``ray.address`` set puts N :class:`search.actor.EvaluatorActor` s on Ray (one per GPU
-with ``device=cuda``, else ``ray.num_cpus`` CPUs each). Every actor wraps the same
-:class:`search.fitness.Evaluator` the in-process run uses, built inside the actor from plain data: the
+with ``device=cuda``, or ``ray.num_gpus`` GPUs each that its model is spread over; else ``ray.num_cpus`` CPUs
+each). Every actor wraps the same :class:`search.fitness.Evaluator` the in-process run uses, built inside the actor
+from plain data: the
 model directory, the fitness windows and the supernet's cache form (rankings and compensation,
 sent once through the object store as safetensors bytes, so actors never calibrate).
 
@@ -51,7 +52,9 @@ class RayConfig:
     # "ray://host:port": join that cluster (every node needs strata installed and model.path readable)
     address: str | None = None
     num_cpus: float | None = None  # CPUs reserved per actor; null = threads_per_worker
-    num_gpus: float | None = None  # GPUs per actor; null = 1 when device is cuda (one actor per GPU), else 0
+    # GPUs per actor; null = 1 when device is cuda (one actor per GPU), else 0; more than 1: the actor spreads its
+    # model over its GPUs (accelerate's device map, supernet/io/placement.py), for a model bigger than one GPU
+    num_gpus: float | None = None
     threads_per_worker: int = 1  # torch threads in each actor, fixed so every actor computes bit-identical fitness
     max_restarts: int = 3  # times Ray restarts a dead actor (-1 = always); its candidate's trial is re-enqueued
 

@@ -14,6 +14,7 @@ from supernet.errors import UsageError, check_choice
 from supernet.io.data import DataConfig, resolve_data_source
 from supernet.io.export.gguf import GGUF_DTYPES
 from supernet.io.loading import ModelConfig, check_device
+from supernet.io.placement import PlacementConfig
 from supernet.space.allocators import ALLOCATORS
 from supernet.space.budget import BudgetConfig
 from supernet.variants.config import SupernetConfig
@@ -54,6 +55,7 @@ class RunConfig:
     allocator: str = "uniform"  # the allocation without search (search=none), and the search's first baseline
     seed: int = 0  # seeds data sampling and every random choice of the run; 0 <= seed < 2**32
     device: str = "cpu"  # torch device of the model: cpu | cuda | cuda:N
+    placement: PlacementConfig = field(default_factory=PlacementConfig)  # a model bigger than one device: spread it
     progress: bool = True  # progress bars on long stages
     overwrite: bool = False  # a run directory holding a finished run is refused; true replaces its outputs
 
@@ -91,6 +93,7 @@ class ProxyReportConfig:
     bootstrap: int = 1000  # bootstrap resamples for the 95% intervals
     seed: int = 0  # seeds the candidates, the data windows and the bootstrap; 0 <= seed < 2**32
     device: str = "cpu"  # torch device of the model
+    placement: PlacementConfig = field(default_factory=PlacementConfig)  # a model bigger than one device: spread it
     progress: bool = True  # progress bars
 
     def __post_init__(self) -> None:

@@ -44,7 +44,7 @@ def make_evaluator(
         model_dir=str(model_dir.resolve()), dtype=cfg.model.dtype, device="cuda" if cuda else cfg.device,
         proxy=cfg.proxy, stage_tokens=list(scfg.stage_tokens), batch_size=cfg.data.batch_size,
         prescreen=scfg.prescreen, attn_unit=cfg.supernet.attn_unit, expert_unit=cfg.supernet.expert_unit,
-        calib=tensors_to_bytes({"calib": fitness}),
+        calib=tensors_to_bytes({"calib": fitness}), max_memory=cfg.placement.max_memory,
     )  # fmt: skip
     return EvaluatorPool(
         spec, supernet, workers=scfg.workers, cfg=cfg.ray,

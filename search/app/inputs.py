@@ -18,7 +18,8 @@ from search.fitness import windows_for
 from supernet.errors import UsageError
 from supernet.io.data import load_texts
 from supernet.io.identity import WeightFiles, weight_files
-from supernet.io.loading import check_device, check_positions, load_model
+from supernet.io.loading import check_device, check_positions
+from supernet.io.placement import load_placed, visible_devices
 from supernet.io.windows import pack_tokens
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from supernet.io.adapters.base import DecoderAdapter
     from supernet.io.data import DataConfig
     from supernet.io.loading import ModelConfig
+    from supernet.io.placement import PlacementConfig
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +64,23 @@ def load_inputs(
     seed: int,
     progress: bool,
     expert_unit: str = "expert",
+    placement: PlacementConfig | None = None,
 ) -> Inputs:
-    """Check the device, seed torch, load the model and check ``data``'s windows fit its positions."""
+    """Check the device, seed torch, load the model and check ``data``'s windows fit its positions.
+
+    ``placement.device_map=auto`` spreads the model over every visible device of ``device``'s type
+    (supernet/io/placement.py); otherwise it is loaded onto ``device``."""
     check_device(device, available=True)
     torch.manual_seed(seed)
     directory, name = resolve_model_path(model, progress=progress)
     weights = weight_files(directory, getattr(torch, model.dtype))  # before the load reads them
-    loaded, tokenizer, adapter = load_model(directory, dtype=model.dtype, device=device, attn_unit=attn_unit,
-                                            expert_unit=expert_unit)  # fmt: skip
+    spread = placement is not None and placement.device_map == "auto"
+    devices = visible_devices(device) if spread else [device]
+    if spread and len(devices) == 1:
+        log.info("placement.device_map=auto: one %s device visible, the model stays whole on it", device)
+    loaded, tokenizer, adapter = load_placed(directory, devices, dtype=model.dtype, attn_unit=attn_unit,
+                                             max_memory=placement.max_memory if spread else None,
+                                             expert_unit=expert_unit)  # fmt: skip
     check_positions(loaded.config, data)
     return Inputs(loaded, tokenizer, adapter, directory, name, weights)
 

@@ -90,7 +90,8 @@ def write_html(path: Path, report: dict) -> None:
 def run_report(cfg: ProxyReportConfig, out_dir: Path) -> dict:
     """Sample, score and compare; write ``proxies.json`` and ``proxies.html`` into ``out_dir``."""
     inputs = load_inputs(cfg.model, cfg.data, device=cfg.device, attn_unit=cfg.supernet.attn_unit, seed=cfg.seed,
-                         expert_unit=cfg.supernet.expert_unit, progress=cfg.progress)  # fmt: skip
+                         expert_unit=cfg.supernet.expert_unit, progress=cfg.progress,
+                         placement=cfg.placement)  # fmt: skip
     model = inputs.model
     calib_tokens = train_windows(cfg.data, inputs.tokenizer, seed=cfg.seed)[0]
     held_out = eval_tokens(cfg.data, inputs.tokenizer)

@@ -176,7 +176,8 @@ def load_run_inputs(cfg: RunConfig) -> tuple[Inputs, torch.Tensor]:
     if not cfg.progress:  # transformers' own bars (loading weights, writing shards) follow the quiet switch too
         transformers.utils.logging.disable_progress_bar()
     inputs = load_inputs(cfg.model, cfg.data, device=cfg.device, attn_unit=cfg.supernet.attn_unit, seed=cfg.seed,
-                         expert_unit=cfg.supernet.expert_unit, progress=cfg.progress)  # fmt: skip
+                         expert_unit=cfg.supernet.expert_unit, progress=cfg.progress,
+                         placement=cfg.placement)  # fmt: skip
     if cfg.export.gguf:  # refuse a model llama.cpp cannot run before the hours of work, not after
         check_exportable(inputs.model.config, inputs.tokenizer)
     held_out = eval_tokens(cfg.data, inputs.tokenizer).to(cfg.device)

@@ -35,6 +35,31 @@ def strata(args: list[str], run_dir: Path) -> subprocess.CompletedProcess:
     )
 
 
+def strata_in_process(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
+    """``strata ARGV`` run by its console entry in this process (no interpreter start, no torch import: a second
+    each instead of five); the root logger's handlers, which Hydra's job logging replaces, are put back after."""
+    import logging
+
+    from search.app.cli import main
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    monkeypatch.setattr(sys, "argv", ["strata", *argv])
+    try:
+        with pytest.raises(SystemExit) as stop:
+            main()
+    finally:
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)
+    return stop.value.code
+
+
 def table_rows(stdout: str) -> dict[str, list[str]]:
     """The rows of the closing table (search/app/outcome.py): name -> [params, ppl, x dense]."""
     lines = stdout.splitlines()
@@ -143,10 +168,13 @@ def test_tokenizer_and_config_load_without_remote_code_or_a_prompt(finished_run:
     assert "custom code" not in proc.stdout + proc.stderr and "instantiate a model of type" not in proc.stderr
 
 
-def test_a_pruned_model_is_refused_as_input(finished_run: Path, tmp_path: Path) -> None:
-    proc = strata([*TINY, "data.source=builtin", f"model.path={finished_run / 'model'}"], tmp_path / "run")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+def test_a_pruned_model_is_refused_as_input(
+    finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = [*TINY, "data.source=builtin", f"model.path={finished_run / 'model'}", f"hydra.run.dir={tmp_path / 'run'}"]
+    status, stderr = strata_in_process(args, monkeypatch), capsys.readouterr().err
+    assert status == 2 and "Traceback" not in stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and "already pruned" in lines[0]
 
 
@@ -280,31 +308,41 @@ def test_a_bad_config_is_refused_before_the_model_loads(
 
 
 @pytest.mark.parametrize("case", sorted(set(BAD_INPUTS) - set(CONFIG_ERRORS) | {"unknown_key"}))
-def test_bad_input_is_one_line_error_with_status_2(case: str, tiny_reference_dir: Path, tmp_path: Path) -> None:
+def test_bad_input_is_one_line_error_with_status_2(
+    case: str, tiny_reference_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_args, expected = BAD_INPUTS[case]
     run_dir = tmp_path / "run"
-    proc = strata([*TINY, *make_args(tmp_path, tiny_reference_dir)], run_dir)
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(lines) == 1 and expected in lines[0], proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    status = strata_in_process([*TINY, *make_args(tmp_path, tiny_reference_dir), f"hydra.run.dir={run_dir}"],
+                               monkeypatch)  # fmt: skip
+    stderr = capsys.readouterr().err
+    assert status == 2, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and expected in lines[0], stderr[-2000:]
+    assert "Traceback" not in stderr
     for output in ("model", "metrics.json", "allocation.json"):
         assert not (run_dir / output).exists()
 
 
-def test_an_output_directory_that_cannot_be_created_is_one_line(tiny_reference_dir: Path, tmp_path: Path) -> None:
+def test_an_output_directory_that_cannot_be_created_is_one_line(
+    tiny_reference_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    proc = strata(TINY, blocker / "run")
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    status = strata_in_process([*TINY, f"hydra.run.dir={blocker / 'run'}"], monkeypatch)
+    stderr = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in stderr, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and f"{blocker} is a file" in lines[0]
 
 
-def test_a_finished_run_directory_is_refused_unless_overwrite(finished_run: Path, tmp_path: Path) -> None:
+def test_a_finished_run_directory_is_refused_unless_overwrite(
+    finished_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = (finished_run / "metrics.json").read_bytes()
-    proc = strata([*TINY, "budget.keep=0.7"], finished_run)
-    assert proc.returncode == 2 and proc.stderr.count("error: ") == 1 and "overwrite=true" in proc.stderr
+    status = strata_in_process([*TINY, "budget.keep=0.7", f"hydra.run.dir={finished_run}"], monkeypatch)
+    stderr = capsys.readouterr().err
+    assert status == 2 and stderr.count("error: ") == 1 and "overwrite=true" in stderr
     assert (finished_run / "metrics.json").read_bytes() == before
     copy = tmp_path / "run"
     shutil.copytree(finished_run, copy)

@@ -1,0 +1,261 @@
+"""Does the search's gain survive healing? Distillation from the dense model, on the reference model and the zoo.
+
+    python -m bench.heal [--quick] [--models default zoo-llama3 ...] [--keeps 0.5 0.3] [--tokens T]
+
+For every model and keep it runs the main job (``search.app.run.run``: search=evo, proxy=kl, the defaults but
+``--trials``) into a temporary run directory, then rebuilds its two baselines on the same supernet (``uniform``;
+``flap_global``, FLAP's own method) beside the searched model (``model/``), and heals each of the three for the
+same ``T`` tokens (``search.heal.train.heal_model``: forward KL to the dense model on the logits, full
+fine-tuning, the healing defaults) on the train split. Every perplexity is held out (the built-in eval split,
+the run's windows), which healing never sees.
+
+The control: the dense model trained with the plain LM loss on the same ``T`` tokens (the zoo was trained
+briefly, so more training on the same corpus could improve any model): ``healed / dense_trained`` is the
+figure that says whether healing recovered what pruning cost, not ``healed / dense``.
+
+On the first model, at the last keep, also: the searched model healed with the plain LM loss (``lm_weight=1``)
+and with LoRA for the same ``T``, and with ``4T`` tokens (the trend). Throughput, on the same model and windows:
+seconds of one distillation step against a plain LM step of the student plus a teacher forward on the same
+tokens, each timed alone; and the cached teacher's step against the plain student step.
+
+Aims (issue 26): at keep 0.5, healed searched <= 1.02x dense; at keep 0.3, healed searched <= 0.90x healed uniform;
+KD beats the LM loss at equal tokens; a distillation step <= 1.15x (student LM step + teacher forward), with the
+cached teacher <= 1.15x the student LM step. Writes ``bench/results/heal.json`` (``heal-quick.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.common import markdown_table, setup, write_result  # noqa: E402
+from bench.zoo import run_config  # noqa: E402
+
+log = logging.getLogger("bench.heal")
+MODELS = ("default", "zoo-llama3", "zoo-qwen2", "zoo-mha")
+KEEPS = (0.5, 0.3)
+PRUNED = ("uniform", "flap_global", "searched")
+AIMS = {"keep_0.5_healed_searched_vs_dense": 1.02, "keep_0.3_healed_searched_vs_healed_uniform": 0.90,
+        "kd_step_vs_parts": 1.15, "cached_step_vs_student_step": 1.15}  # fmt: skip
+
+
+def pruned_models(cfg, run_dir: Path) -> tuple[dict, object, object]:
+    """The run's dense model (fresh, the teacher), its tokenizer, and standalone copies of the three pruned models:
+    uniform and flap_global rebuilt on the run's supernet (its cache makes this a load), searched from model/."""
+    from transformers import AutoModelForCausalLM
+
+    from search.app.inputs import train_windows
+    from search.app.run import fitness_tokens, load_run_inputs
+    from supernet.io.export.save import materialize
+    from supernet.space.allocators import allocate
+    from supernet.space.budget import budget_grid
+    from supernet.variants.build import build_supernet
+    from supernet.variants.flap_baseline import flap_baseline
+    from supernet.variants.switch import Switcher
+
+    inputs, _ = load_run_inputs(cfg)
+    model, adapter = inputs.model, inputs.adapter
+    grid = budget_grid(model, adapter, cfg.budget, cfg.supernet)
+    calib, _ = train_windows(cfg.data, inputs.tokenizer, seed=cfg.seed, fitness_tokens=fitness_tokens(cfg))
+    net = build_supernet(model, adapter, calib, cfg.supernet, grid, weights=inputs.weights, progress=False)
+    switcher = Switcher(model, adapter)
+    models = {}
+    net.apply(switcher, allocate("uniform", net, grid, cfg.budget.keep))
+    models["uniform"] = copy.deepcopy(materialize(model, switcher.shapes()))
+    flap_baseline(net, switcher).install(switcher)
+    models["flap_global"] = copy.deepcopy(materialize(model, switcher.shapes()))
+    models["searched"] = AutoModelForCausalLM.from_pretrained(run_dir / "model", trust_remote_code=True, dtype=torch.float32)
+    teacher, _ = load_run_inputs(cfg)
+    return models, teacher.model, teacher.tokenizer
+
+
+def held_out_ppl(model, held_out: torch.Tensor) -> float:
+    from supernet.io.perplexity import perplexity
+
+    model.eval()
+    with torch.no_grad():
+        return perplexity(model, held_out, batch_size=8, progress=False)
+
+
+def healed(student, teacher, windows, heal_cfg, held_out, *, seed: int = 0) -> dict:
+    """Heal ``student`` in place and measure it: held-out ppl after, seconds, tokens/s."""
+    from search.heal.train import heal_model
+
+    start = time.perf_counter()
+    result = heal_model(student, teacher, windows, heal_cfg, seed=seed, progress=False)
+    seconds = time.perf_counter() - start
+    return {"ppl": held_out_ppl(student, held_out), "tokens": result.tokens, "steps": result.steps,
+            "seconds": round(seconds, 1), "tokens_per_s": round(result.tokens / seconds, 1),
+            "final_loss": result.curve[-1]["loss"] if result.curve else None}  # fmt: skip
+
+
+def measure(model_name: str, keep: float, tokens: int, trials: int | None, heal_cfg) -> tuple[dict, dict]:
+    """One model at one keep: before and after healing for the three pruned models; returns the row and the
+    live objects the extras reuse."""
+    from search.app.inputs import eval_tokens
+    from search.app.run import run
+    from search.heal.data import heal_windows
+
+    cfg = run_config(model_name, keep, {}, trials)
+    with tempfile.TemporaryDirectory(prefix="strata-heal-bench-") as tmp:
+        start = time.perf_counter()
+        metrics = run(cfg, Path(tmp))
+        search_seconds = time.perf_counter() - start
+        models, teacher, tokenizer = pruned_models(cfg, Path(tmp))
+    held_out = eval_tokens(cfg.data, tokenizer)
+    windows = heal_windows(cfg.data, tokenizer, seq_len=heal_cfg.seq_len, tokens=tokens, seed=cfg.seed)
+    row = {"model": model_name, "keep": keep, "tokens": tokens, "dense_ppl": metrics["dense"]["ppl"],
+           "search_seconds": round(search_seconds, 1)}  # fmt: skip
+    pristine = {}
+    for name in PRUNED:
+        pristine[name] = copy.deepcopy(models[name])
+        row[f"{name}_ppl"] = held_out_ppl(models[name], held_out)
+        after = healed(models[name], teacher, windows, heal_cfg, held_out)
+        row[f"{name}_healed_ppl"], row[f"{name}_heal"] = after["ppl"], after
+        log.warning("%s keep %.1f %s: %.2f -> %.2f healed (%.0f s)", model_name, keep, name, row[f"{name}_ppl"],
+                    after["ppl"], after["seconds"])  # fmt: skip
+    row["healed_searched_vs_dense"] = row["searched_healed_ppl"] / row["dense_ppl"]
+    row["healed_searched_vs_healed_uniform"] = row["searched_healed_ppl"] / row["uniform_healed_ppl"]
+    row["searched_vs_uniform"] = row["searched_ppl"] / row["uniform_ppl"]
+    live = {"cfg": cfg, "teacher": teacher, "tokenizer": tokenizer, "held_out": held_out, "windows": windows,
+            "searched": pristine["searched"]}  # fmt: skip
+    return row, live
+
+
+def control(live: dict, tokens: int, heal_cfg) -> dict:
+    """The dense model trained with the plain LM loss on the same windows: what extra training alone gives."""
+    dense = copy.deepcopy(live["teacher"])
+    lm = dataclasses.replace(heal_cfg, lm_weight=1.0)
+    return healed(dense, None, live["windows"], lm, live["held_out"])
+
+
+def extras(live: dict, tokens: int, heal_cfg) -> dict:
+    """The searched model healed by the LM loss, by LoRA, and with 4x the tokens, from the same start."""
+    from search.heal.data import heal_windows
+
+    out = {}
+    variants = {"lm_loss": (dataclasses.replace(heal_cfg, lm_weight=1.0), live["windows"]),
+                "lora": (dataclasses.replace(heal_cfg, method="lora"), live["windows"])}  # fmt: skip
+    cfg = live["cfg"]
+    four = heal_windows(cfg.data, live["tokenizer"], seq_len=heal_cfg.seq_len, tokens=4 * tokens, seed=cfg.seed)
+    variants["kd_4t"] = (dataclasses.replace(heal_cfg, tokens=4 * tokens), four)
+    for name, (variant_cfg, windows) in variants.items():
+        teacher = None if variant_cfg.lm_weight == 1.0 else live["teacher"]
+        out[name] = healed(copy.deepcopy(live["searched"]), teacher, windows, variant_cfg, live["held_out"])
+        log.warning("extra %s: %.2f", name, out[name]["ppl"])
+    return out
+
+
+def throughput(live: dict, heal_cfg, steps: int) -> dict:
+    """Seconds per optimizer step: distillation (live teacher, cached teacher), the student's plain LM step, and
+    the teacher's forward alone on the same tokens; each timed alone, in turn, on the same windows."""
+    teacher, windows = live["teacher"], live["windows"]
+    per_step_tokens = heal_cfg.batch_tokens
+    n = max(1, steps * per_step_tokens // heal_cfg.seq_len)
+    windows = windows[:n]
+    tokens = int(windows.numel())
+
+    def step_seconds(cfg, with_teacher: bool) -> float:
+        from search.heal.train import heal_model
+
+        student = copy.deepcopy(live["searched"])
+        start = time.perf_counter()
+        result = heal_model(student, teacher if with_teacher else None, windows, cfg, seed=0, progress=False)
+        return (time.perf_counter() - start) / max(result.steps, 1)
+
+    base = dataclasses.replace(heal_cfg, tokens=tokens, save_every=0, eval_every=0)
+    kd = step_seconds(base, True)
+    lm = step_seconds(dataclasses.replace(base, lm_weight=1.0), False)
+    cached = step_seconds(dataclasses.replace(base, teacher="cache"), True)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for batch in windows.split(heal_cfg.micro_batch):
+            teacher(input_ids=batch)
+    forward = (time.perf_counter() - start) / max(1, tokens // per_step_tokens)
+    return {"kd_step_s": kd, "lm_step_s": lm, "teacher_forward_s": forward, "cached_step_s": cached,
+            "kd_step_vs_parts": kd / (lm + forward), "cached_step_vs_student_step": cached / lm}  # fmt: skip
+
+
+def table(rows: list[dict]) -> str:
+    header = ["model", "keep", "dense", "dense+LM (control)", "uniform", "flap_global", "searched", "uniform healed",
+              "flap_global healed", "searched healed", "healed searched/dense", "healed searched/uniform"]  # fmt: skip
+    return markdown_table(header, [
+        [r["model"], r["keep"], r["dense_ppl"], r["control_ppl"], r["uniform_ppl"], r["flap_global_ppl"],
+         r["searched_ppl"], r["uniform_healed_ppl"], r["flap_global_healed_ppl"], r["searched_healed_ppl"],
+         f"{r['healed_searched_vs_dense']:.3f}", f"{r['healed_searched_vs_healed_uniform']:.3f}"]
+        for r in rows
+    ])  # fmt: skip
+
+
+def verdicts(rows: list[dict], extra: dict, speed: dict) -> dict:
+    """Each aim, the figure that decides it, and whether it is met."""
+    half = [r["healed_searched_vs_dense"] for r in rows if r["keep"] == 0.5]
+    low = [r["healed_searched_vs_healed_uniform"] for r in rows if r["keep"] == 0.3]
+    out = {}
+    if half:
+        out["keep_0.5_healed_searched_vs_dense"] = max(half)
+    if low:
+        out["keep_0.3_healed_searched_vs_healed_uniform"] = max(low)
+    out |= {k: speed[k] for k in ("kd_step_vs_parts", "cached_step_vs_student_step") if k in speed}
+    met = {k: v <= AIMS[k] for k, v in out.items()}
+    if extra:
+        out["kd_vs_lm_loss"] = extra["searched_kd_ppl"] / extra["lm_loss"]["ppl"]
+        met["kd_vs_lm_loss"] = out["kd_vs_lm_loss"] < 1.0
+    return {"figures": out, "met": met}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from search.heal.config import HealConfig
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="zoo-llama3 alone, keep 0.5, T = 16k tokens, 32 trials")
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--keeps", nargs="+", type=float, default=list(KEEPS))
+    parser.add_argument("--tokens", type=int, default=None, help="T, the healing tokens of every model (default 131072)")
+    parser.add_argument("--trials", type=int, default=None, help="search trials (default: the run's default)")
+    parser.add_argument("--speed-steps", type=int, default=4, help="optimizer steps per throughput measurement")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    setup(args.threads)
+    if args.quick:
+        args.models, args.keeps, args.trials = ["zoo-llama3"], [0.5], args.trials or 32
+    tokens = args.tokens or (16384 if args.quick else 131072)
+    heal_cfg = HealConfig(tokens=tokens)
+    rows, extra, speed = [], {}, {}
+    for m, model_name in enumerate(args.models):
+        live = None
+        for keep in args.keeps:
+            row, live = measure(model_name, keep, tokens, args.trials, heal_cfg)
+            rows.append(row)
+        trained = control(live, tokens, heal_cfg)
+        for row in rows:
+            if row["model"] == model_name:
+                row["control_ppl"], row["control"] = trained["ppl"], trained
+                row["healed_searched_vs_control"] = row["searched_healed_ppl"] / trained["ppl"]
+        if m == 0:
+            extra = extras(live, tokens, heal_cfg)
+            extra["searched_kd_ppl"] = rows[-1]["searched_healed_ppl"]
+            extra["at"] = {"model": model_name, "keep": args.keeps[-1]}
+            speed = throughput(live, heal_cfg, args.speed_steps)
+    result = {"rows": rows, "extras": extra, "throughput": speed, "verdicts": verdicts(rows, extra, speed),
+              "aims": AIMS, "heal": dataclasses.asdict(heal_cfg), "config": vars(args)}  # fmt: skip
+    path = write_result("heal", args.quick, result)
+    print(table(rows))
+    print(result["verdicts"])
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
