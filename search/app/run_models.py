@@ -79,7 +79,8 @@ def baselines(cfg: RunConfig) -> Iterator[Model]:
     from supernet.variants.switch import Switcher
 
     inputs = load_inputs(cfg.model, cfg.data, device=cfg.device, attn_unit=cfg.supernet.attn_unit, seed=cfg.seed,
-                         expert_unit=cfg.supernet.expert_unit, progress=cfg.progress)  # fmt: skip
+                         expert_unit=cfg.supernet.expert_unit, progress=cfg.progress,
+                         placement=cfg.placement)  # fmt: skip
     model, tokenizer, adapter = inputs.model, inputs.tokenizer, inputs.adapter
     yield "dense", model, tokenizer
     grid = budget_grid(model, adapter, cfg.budget, cfg.supernet)
