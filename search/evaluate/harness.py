@@ -118,11 +118,31 @@ def load_tasks(manager: Any, names: list[str]) -> dict[str, list[Any]]:
     return out
 
 
-def harness_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, batch_size: int) -> Any:
-    """lm-eval's HF model class over ``model`` as it is, with ``tokenizer`` (never reloaded by AutoTokenizer)."""
+def harness_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, batch_size: int, progress: bool = True
+) -> Any:
+    """lm-eval's HF model class over ``model`` as it is, with ``tokenizer`` (never reloaded by AutoTokenizer);
+    without ``progress`` its per-request bars are off (lm-eval's evaluator never asks)."""
     from lm_eval.models.huggingface import HFLM
 
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+    class StrataHFLM(HFLM):
+        """HFLM whose request bars follow strata's progress switch."""
+
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm or not progress)
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+            # loglikelihood_rolling asks for this bar whatever it was given
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm or not progress,
+                                                 override_bs=override_bs)  # fmt: skip
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm or not progress)
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            return super().generate_until(requests, disable_tqdm=disable_tqdm or not progress)
+
+    return StrataHFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
 
 
 def evaluate(lm: Any, tasks: list[Any], *, manager: Any, num_fewshot: int | None, limit: float | None) -> dict:

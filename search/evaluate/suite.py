@@ -8,7 +8,6 @@ progress bar over models x tasks. The models come one at a time (an iterator), s
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,15 +41,17 @@ def include_paths(cfg: EvalConfig) -> list[Path]:
 
 @contextmanager
 def quiet_bars(quiet: bool) -> Iterator[None]:
-    """With ``quiet``, lm-eval's and datasets' own tqdm bars off inside (``TQDM_DISABLE``, read by every tqdm
-    made; bars made before, as the caller's, are kept)."""
-    saved = os.environ.get("TQDM_DISABLE")
-    if quiet:
-        os.environ["TQDM_DISABLE"] = "1"
+    """With ``quiet``, datasets' bars (building a task's split) off inside, and back on after."""
+    import datasets
+
+    if not quiet or not datasets.is_progress_bar_enabled():
+        yield
+        return
+    datasets.disable_progress_bars()
     try:
         yield
     finally:
-        os.environ.pop("TQDM_DISABLE", None) if saved is None else os.environ.__setitem__("TQDM_DISABLE", saved)
+        datasets.enable_progress_bars()
 
 
 def settings(cfg: EvalConfig) -> dict:
@@ -64,19 +65,17 @@ def evaluate_models(models: Iterable, names: list[str], cfg: EvalConfig, *, prog
     # lm-eval warns on every model passed as an instance, which is the point here; its errors still show
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
     per_model: dict[str, dict] = {}
-    with offline():
-        with quiet_bars(not progress):  # every task resolved and loaded before the first model: errors come first
-            manager = task_manager(list(cfg.tasks), include_paths(cfg))
-            tasks = load_tasks(manager, list(cfg.tasks))
+    with offline(), quiet_bars(not progress):
+        manager = task_manager(list(cfg.tasks), include_paths(cfg))  # every task loaded before the first model:
+        tasks = load_tasks(manager, list(cfg.tasks))  # a task without its data fails before any work
         bar = tqdm(total=len(names) * len(tasks), desc="eval", disable=not progress)
-        with quiet_bars(not progress):
-            for name, model, tokenizer in models:
-                lm = harness_model(model, tokenizer, batch_size=cfg.batch_size)
-                for task, loaded in tasks.items():
-                    bar.set_description(f"eval {name}: {task}")
-                    raw = evaluate(lm, loaded, manager=manager, num_fewshot=cfg.num_fewshot, limit=cfg.limit)
-                    per_model.setdefault(name, {})[task] = raw
-                    bar.update()
-                del lm, model, tokenizer
+        for name, model, tokenizer in models:
+            lm = harness_model(model, tokenizer, batch_size=cfg.batch_size, progress=progress)
+            for task, loaded in tasks.items():
+                bar.set_description(f"eval {name}: {task}")
+                raw = evaluate(lm, loaded, manager=manager, num_fewshot=cfg.num_fewshot, limit=cfg.limit)
+                per_model.setdefault(name, {})[task] = raw
+                bar.update()
+            del lm, model, tokenizer
         bar.close()
     return build_eval(per_model, version=version, settings=settings(cfg))
