@@ -5,6 +5,7 @@ errors are one ``error:`` line with nothing written; lm-eval scores the searched
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -112,11 +113,12 @@ def test_user_errors_are_one_line_and_write_nothing(run_dir: Path, tmp_path: Pat
 
 def test_lm_eval_scores_the_searched_model_as_strata_forward_does(run_dir: Path) -> None:
     """Per token, on strata's own held-out windows: lm-eval's log-likelihood of each next token given its prefix
-    equals the log-softmax of one forward of the window, within 1e-4; and lm-eval encodes text as the model's
-    tokenizer does."""
+    equals the log-softmax of one forward of the window (whose mean is strata's held-out perplexity), within 1e-4;
+    and lm-eval encodes text as the model's tokenizer does."""
     from search.app.inputs import eval_tokens
     from search.app.run_models import load_saved
     from search.evaluate.harness import harness_model
+    from supernet.io.perplexity import perplexity
 
     model, tokenizer = load_saved(run_dir / "model", dtype="float32", device="cpu")
     windows = eval_tokens(tiny_config().data, tokenizer)[:2, :32]  # [2, 32]
@@ -127,5 +129,6 @@ def test_lm_eval_scores_the_searched_model_as_strata_forward_does(run_dir: Path)
     requests = [(("", ""), w[:t].tolist(), [int(w[t])]) for w in windows for t in range(1, w.shape[0])]
     harness = torch.tensor([ll for ll, _ in lm._loglikelihood_tokens(requests, disable_tqdm=True)]).view(2, 31)
     torch.testing.assert_close(harness.double(), strata, atol=1e-4, rtol=0)
+    assert perplexity(model, windows, progress=False) == pytest.approx(math.exp(-strata.mean().item()), rel=1e-5)
     text = (Path(json.__file__).parent / "decoder.py").read_text()[:2000]
     assert lm.tok_encode(text, add_special_tokens=False) == tokenizer(text, add_special_tokens=False)["input_ids"]
