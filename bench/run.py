@@ -8,7 +8,8 @@ with ``--quick``): the machine, the versions, its config and its figures. Then `
 ``summary.md`` (``summary-quick.*``) collect the headline figures against their targets
 (:mod:`bench.summary`) followed by every benchmark's own table, and the markdown is printed.
 
-Performance (issue 7): ``speed``, ``scoring``, ``memory``, ``growth``; llama.cpp serving: ``serve``. Quality
+Performance (issue 7): ``speed``, ``scoring``, ``memory``, ``growth``; llama.cpp serving: ``serve``; lm-eval
+accuracy of the searched model against the baselines (issue 27): ``eval``. Quality
 and scale-out (issues 3-6): ``supernet``, ``proxies``, ``search``, ``workers``; their ``--quick`` runs use
 the tiny reference model, so that ``python -m bench --quick`` stays under 10 minutes on 2 cores. The full
 ``search`` takes hours on a CPU (1000 trials): run it on a GPU (``--only search`` with ``python -m
@@ -39,11 +40,12 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {  # name -> (full argument
     "zoo": ([], ["--quick", "--models", "zoo-llama3"]),
     "default_run": ([], ["--quick"]),
     "serve": ([], ["--quick"]),
+    "eval": ([], ["--quick"]),
 }
 
 
 # benchmark -> (module it needs, the extra that installs it)
-REQUIRES = {"workers": ("ray", "dev"), "serve": ("llama_cpp", "serve")}
+REQUIRES = {"workers": ("ray", "dev"), "serve": ("llama_cpp", "serve"), "eval": ("lm_eval", "eval")}
 
 
 def run_one(name: str, quick: bool) -> dict:

@@ -8,6 +8,7 @@ from hydra.core.config_store import ConfigStore
 
 from proxies.config import PROXY_NAMES, ProxyConfig, _check_name
 from search.driver import SAMPLERS, SearchConfig
+from search.evaluate.config import EvalConfig
 from search.heal.config import HealConfig
 from search.workers import RayConfig
 from supernet.errors import UsageError, check_choice
@@ -52,6 +53,7 @@ class RunConfig:
     ray: RayConfig = field(default_factory=RayConfig)  # Ray actors scoring candidates (search.workers > 1)
     export: ExportConfig = field(default_factory=ExportConfig)  # formats written besides model/
     heal: HealConfig = field(default_factory=HealConfig)  # heal.tokens > 0: heal model/ at the end (strata-heal)
+    eval: EvalConfig = field(default_factory=EvalConfig)  # lm-eval tasks on every model after the outputs; [] = off
     allocator: str = "uniform"  # the allocation without search (search=none), and the search's first baseline
     seed: int = 0  # seeds data sampling and every random choice of the run; 0 <= seed < 2**32
     device: str = "cpu"  # torch device of the model: cpu | cuda | cuda:N

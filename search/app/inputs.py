@@ -25,6 +25,7 @@ from supernet.io.windows import pack_tokens
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+    from search.app.config import RunConfig
     from supernet.io.adapters.base import DecoderAdapter
     from supernet.io.data import DataConfig
     from supernet.io.loading import ModelConfig
@@ -93,6 +94,13 @@ def eval_tokens(data: DataConfig, tokenizer) -> torch.Tensor:
         texts = load_texts(source, path=data.eval_path or data.path, text_field=data.text_field, split="eval")
     return pack_tokens(tokenizer, texts, seq_len=data.eval_seq_len, num_sequences=data.eval_sequences, seed=0,
                        name="data.eval_seq_len")  # fmt: skip
+
+
+def fitness_tokens(cfg: RunConfig) -> int | None:
+    """Tokens the search scores candidates on apart from calibration (``search.fitness=held_apart``), or None
+    when candidates are scored on the calibration windows (``search.fitness=calibration``, or no search)."""
+    held_apart = cfg.search.sampler != "none" and cfg.search.fitness == "held_apart"
+    return max(cfg.search.stage_tokens) if held_apart else None
 
 
 def train_windows(

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from search.app.rundir import ARTIFACTS, FINISHED, read_json
+from search.app.rundir import ARTIFACTS, EVAL, FINISHED, read_json
 from search.study import JOURNAL
 from supernet.errors import UsageError
 
@@ -32,7 +32,7 @@ WHOLE = "whole"  # a record entry: everything under the name is strata's (a file
 
 
 OUTPUTS = ("metrics.json", "allocation.json", "model", "model.gguf", JOURNAL, ARTIFACTS, "report.html", "manifest.json",
-           "pareto.json", "healed", "heal-state")  # fmt: skip
+           "pareto.json", EVAL, "healed", "heal-state")  # fmt: skip
 RESUMED = (JOURNAL, ARTIFACTS)  # kept by the rerun of an unfinished run, whose search resumes from them
 
 

@@ -14,7 +14,8 @@ Built from the run directory's files only (``search.app.rundir``), so it can be 
    the budget and the chosen point marked);
 4. the proxy scatter when the directory holds a proxy report (``proxies.json`` of ``strata-proxies``);
 5. healing (``metrics.json``'s ``heal``): loss curve and held-out perplexity (``search/app/report_heal.py``);
-6. the metrics table (``metrics.json``), the headline numbers first.
+6. the lm-evaluation-harness results of the run's models (``eval.json``, :mod:`search.app.report_eval`);
+7. the metrics table (``metrics.json``), the headline numbers first.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search.app.allocation_view import chart_kinds, module_units
+from search.app.report_eval import eval_section
 from search.app.report_heal import heal_section
-from search.app.rundir import open_storage, read_json, run_config, run_studies
+from search.app.rundir import EVAL, open_storage, read_json, run_config, run_studies
 from supernet.io.files import write_text
 from supernet.kinds import EXPERTS, SHARED
 
@@ -280,6 +282,9 @@ def sections(
     healing = heal_section(metrics, chart)
     if healing is not None:
         out.append(healing)
+    evaluation = read_json(run_dir / EVAL)
+    if evaluation is not None and evaluation.get("results"):
+        out.append(("Evaluation: lm-evaluation-harness", eval_section(evaluation, chart)))
     if metrics:
         headline = table(headline_rows(metrics), ("model", "held-out ppl", "parameters"))
         every = table(flatten(metrics), ("metric", "value"))

@@ -1,15 +1,17 @@
 """The main job: load, calibrate, choose an allocation, prune in place, measure, save.
 
-Writes into the run directory: ``model/`` (and ``model.gguf`` with ``export.gguf=true``; ``healed/`` with
-``heal.tokens > 0``), ``allocation.json``,
-``pareto.json`` (multi-objective), ``manifest.json``, ``report.html`` and, last, ``metrics.json``, the mark of a
-finished run. Outputs are written only once everything they depend on succeeded, each atomically, and recorded
-as strata's (``search.app.rundir``). The run holds the directory's lock throughout; a rerun of an unfinished
-directory (killed, failed) deletes what the earlier attempt wrote, keeps its study to resume, and writes the rest.
+Writes into the run directory: ``model/`` (and ``model.gguf`` with ``export.gguf=true``), ``allocation.json``,
+``pareto.json`` (multi-objective), ``healed/`` (with ``heal.tokens > 0``: model/ distilled, search/app/heal.py),
+``eval.json`` (with ``eval.tasks``: lm-eval on every model, search/app/eval.py),
+``manifest.json``, ``report.html`` and, last, ``metrics.json``, the mark of a finished run. Outputs are written
+only once everything they depend on succeeded, each atomically, and recorded as strata's (``search.app.rundir``).
+The run holds the directory's lock throughout; a rerun of an unfinished directory (killed, failed) deletes what the
+earlier attempt wrote, keeps its study to resume, and writes the rest.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from pathlib import Path
@@ -20,7 +22,7 @@ import transformers
 
 # search.app.pipeline at the top, not in the search branch: optuna.artifacts keeps a failed optional import's
 # traceback in a module global, which would pin the frames (model, evaluator) of the run() that imported it
-from search.app.inputs import eval_tokens, load_inputs, train_windows
+from search.app.inputs import eval_tokens, fitness_tokens, load_inputs, train_windows
 from search.app.manifest import build_manifest
 from search.app.outputs import RESUMED, prepare_run_dir, record_output, run_lock, writing_output
 from search.app.pipeline import run_search
@@ -47,13 +49,6 @@ if TYPE_CHECKING:
     from supernet.variants.build import Supernet
 
 log = logging.getLogger(__name__)
-
-
-def fitness_tokens(cfg: RunConfig) -> int | None:
-    """Tokens the search scores candidates on apart from calibration (``search.fitness=held_apart``), or None
-    when candidates are scored on the calibration windows (``search.fitness=calibration``, or no search)."""
-    held_apart = cfg.search.sampler != "none" and cfg.search.fitness == "held_apart"
-    return max(cfg.search.stage_tokens) if held_apart else None
 
 
 def dense_bytes(model) -> int:
@@ -117,11 +112,27 @@ def run(cfg: RunConfig, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     with run_lock(out_dir):
         prepare_run_dir(out_dir, overwrite=bool(getattr(cfg, "overwrite", False)))
-        return locked_run(cfg, out_dir)
+        metrics, manifest, start = locked_run(cfg, out_dir)  # its model is released before healing and evaluation
+        gc.collect()  # the run's model, if a reference cycle still holds it, goes before the next models load
+        if cfg.heal.tokens > 0:  # healed/ and metrics.json's heal, before the evaluation (which scores healed/ too)
+            heal_in_run(cfg, out_dir, metrics, dense_ppl=metrics["dense"]["ppl"])
+        if cfg.eval.tasks:  # eval.json (recorded in the manifest and the report), before metrics.json
+            from search.app.eval import evaluate_run, manifest_entry, write_eval
+
+            evaluation = evaluate_run(out_dir, cfg.eval, run_cfg=cfg, progress=cfg.progress)
+            write_eval(out_dir, evaluation)
+            manifest["eval"] = manifest_entry(evaluation)
+        write_run_records(cfg, out_dir, manifest, metrics=metrics, started=start)
+        if cfg.heal.tokens > 0:
+            from search.app.heal import finish_heal
+
+            finish_heal(out_dir)
+        return metrics
 
 
-def locked_run(cfg: RunConfig, out_dir: Path) -> dict:
-    """:func:`run`'s work, its directory locked and ready."""
+def locked_run(cfg: RunConfig, out_dir: Path) -> tuple[dict, dict, float]:
+    """:func:`run`'s work up to its outputs, its directory locked and ready: metrics.json's content, the manifest
+    begun and the start time (the records are written by :func:`run`)."""
     start = time.time()
     inputs, held_out = load_run_inputs(cfg)
     model, tokenizer, adapter = inputs.model, inputs.tokenizer, inputs.adapter
@@ -152,14 +163,7 @@ def locked_run(cfg: RunConfig, out_dir: Path) -> dict:
                             fitness=fitness)  # fmt: skip
     pareto = None if searched is None else searched.pareto
     write_outputs(cfg, out_dir, model, switcher, tokenizer, metrics=metrics, allocation=allocation, pareto=pareto)
-    if cfg.heal.tokens > 0:
-        heal_in_run(cfg, out_dir, metrics, dense_ppl=dense["ppl"])
-    write_run_records(cfg, out_dir, manifest, metrics=metrics, started=start)
-    if cfg.heal.tokens > 0:
-        from search.app.heal import finish_heal
-
-        finish_heal(out_dir)
-    return metrics
+    return metrics, manifest, start
 
 
 def heal_in_run(cfg: RunConfig, out_dir: Path, metrics: dict, *, dense_ppl: float) -> None:

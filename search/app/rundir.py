@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 ARTIFACTS = "artifacts"  # the run's Optuna FileSystemArtifactStore (search/app/artifacts.py)
 DEFAULT_STUDY = "strata"  # SearchConfig.study_name's default
+EVAL = "eval.json"  # lm-evaluation-harness results of the run's models (search/app/eval.py)
 FINISHED = "metrics.json"  # written last: what a finished run directory holds (search/app/cli.py checks it)
 
 

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from search.app.config import RunConfig
-from search.app.inputs import train_windows
-from search.app.run import fitness_tokens
+from search.app.inputs import fitness_tokens, train_windows
 from search.driver import SearchConfig
 from supernet.errors import UsageError
 from supernet.io.data import DataConfig
