@@ -56,19 +56,6 @@ def model_names(cfg: RunConfig, run_dir: Path) -> list[str]:
     return ["dense", "uniform", "flap_global", *(name for name, _ in saved(cfg, Path(run_dir)))]
 
 
-def load_saved(path: Path, *, dtype: str, device: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A model strata saved (``StrataForCausalLM``, per-layer widths) in eval mode, and its faithful tokenizer."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from supernet.io.export.modeling_strata import StrataForCausalLM
-    from supernet.io.loading import faithful_tokenizer
-
-    model = StrataForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), use_safetensors=True)
-    model.to(device).eval().requires_grad_(False)
-    return model, faithful_tokenizer(path, AutoTokenizer.from_pretrained(path))
-
-
 def baselines(cfg: RunConfig) -> Iterator[Model]:
     """dense, then uniform and flap_global switched onto it in place, as the run measured them."""
     from search.app.inputs import fitness_tokens, load_inputs, train_windows
@@ -97,8 +84,10 @@ def baselines(cfg: RunConfig) -> Iterator[Model]:
 def run_models(cfg: RunConfig, run_dir: Path) -> Iterator[Model]:
     """(name, model, tokenizer) of every model of :func:`model_names`, one at a time (a model is released once
     the next is asked for)."""
+    from supernet.io.export.load import load_pruned
+
     yield from baselines(cfg)
     for name, folder in saved(cfg, Path(run_dir)):
-        model, tokenizer = load_saved(folder, dtype=cfg.model.dtype, device=cfg.device)
+        model, tokenizer = load_pruned(folder, dtype=cfg.model.dtype, device=cfg.device)
         yield name, model, tokenizer
         del model, tokenizer

@@ -116,11 +116,11 @@ def test_lm_eval_scores_the_searched_model_as_strata_forward_does(run_dir: Path)
     equals the log-softmax of one forward of the window (whose mean is strata's held-out perplexity), within 1e-4;
     and lm-eval encodes text as the model's tokenizer does."""
     from search.app.inputs import eval_tokens
-    from search.app.run_models import load_saved
     from search.evaluate.harness import harness_model
+    from supernet.io.export.load import load_pruned
     from supernet.io.perplexity import perplexity
 
-    model, tokenizer = load_saved(run_dir / "model", dtype="float32", device="cpu")
+    model, tokenizer = load_pruned(run_dir / "model", dtype="float32", device="cpu")
     windows = eval_tokens(tiny_config().data, tokenizer)[:2, :32]  # [2, 32]
     with torch.no_grad():
         logits = model(input_ids=windows).logits[:, :-1].double()  # [2, 31, vocab]
