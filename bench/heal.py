@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=HealConfig.lr, help="peak learning rate (heal.lr's default)")
     parser.add_argument("--speed-steps", type=int, default=4, help="optimizer steps per throughput measurement")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--name", default="heal", help="results file: bench/results/<name>.json")
     args = parser.parse_args(argv)
     setup(args.threads)
     if args.quick:
@@ -259,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             speed = throughput(live, heal_cfg, args.speed_steps)
         result = {"rows": rows, "extras": extra, "throughput": speed, "verdicts": verdicts(rows, extra, speed),
                   "aims": AIMS, "heal": dataclasses.asdict(heal_cfg), "config": vars(args)}  # fmt: skip
-        path = write_result("heal", args.quick, result)  # after every model: a long run keeps what it measured
+        path = write_result(args.name, args.quick, result)  # after every model: a long run keeps what it measured
     print(table(rows))
     print(result["verdicts"])
     print(f"wrote {path}")
