@@ -75,14 +75,15 @@ class PlacementConfig:
             parse_bytes(str(self.max_memory))
 
 
-def free_bytes(device: str) -> int:
-    """Free memory of a device: ``torch.cuda.mem_get_info`` for a GPU, the host's available memory else."""
+def free_bytes(device: torch.device | str) -> int:
+    """Free memory of a device: ``torch.cuda.mem_get_info`` for a GPU, the host's available memory else (what the
+    placement caps and the streamed build's ``auto`` rule read)."""
     parsed = torch.device(device)
     if parsed.type == "cuda":
-        return torch.cuda.mem_get_info(parsed)[0]
+        return int(torch.cuda.mem_get_info(parsed)[0])
     import psutil
 
-    return psutil.virtual_memory().available
+    return int(psutil.virtual_memory().available)
 
 
 def memory_caps(devices: Sequence[str], max_memory: str | None = None) -> list[int]:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from supernet.errors import UsageError
+from supernet.io.placement import free_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -45,16 +46,6 @@ def check_stream(value: str | bool) -> str | bool:
     if normal not in STREAM_SETTINGS:
         raise UsageError(f"supernet.stream={value!r} is not one of auto, true, false")
     return normal
-
-
-def free_bytes(device: torch.device | str) -> int:
-    """Memory free for new tensors on ``device``: the GPU's free bytes, or the host's available memory."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    import psutil
-
-    return int(psutil.virtual_memory().available)
 
 
 def should_stream(setting: str | bool, model_bytes: int, device: torch.device | str) -> bool:
