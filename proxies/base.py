@@ -46,6 +46,7 @@ class Proxy:
     ``score`` (and ``prepare`` / ``cache_bytes`` when they cache dense-model quantities)."""
 
     name: ClassVar[str] = ""
+    standalone: ClassVar[bool] = False  # whether score_standalone can score a model outside the switcher
 
     def __init__(self, switcher: Switcher) -> None:
         self.switcher = switcher
@@ -55,6 +56,11 @@ class Proxy:
 
     def score(self, model: PreTrainedModel, batches: Sequence[torch.Tensor]) -> float:
         raise NotImplementedError
+
+    def score_standalone(self, model: PreTrainedModel, batches: Sequence[torch.Tensor]) -> float:
+        """``score`` of a model that is not the switcher's live model (a materialised, e.g. healed, copy: plain
+        forwards, no switcher). Only proxies that read the model's outputs alone can (``standalone``)."""
+        raise NotImplementedError(f"proxy {self.name!r} scores the switcher's live model only")
 
     def cache_bytes(self) -> int:
         """Bytes held by what ``prepare`` cached."""

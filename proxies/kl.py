@@ -105,6 +105,7 @@ class KLProxy(Proxy):
     (:class:`proxies.prefix.PrefixForward`); 0 runs every candidate from the embeddings."""
 
     name = "kl"
+    standalone = True
 
     def __init__(
         self,
@@ -147,6 +148,19 @@ class KLProxy(Proxy):
         tokens = 0
         for b, (batch, (log_p, index)) in enumerate(zip(batches, self.teacher, strict=True)):
             logits = self.forward.logits(model, b, batch.to(device))  # [b, T, vocab]
+            logits = logits.reshape(-1, logits.shape[-1])  # [tokens, vocab]
+            total += kl_sum(log_p, index, logits).cpu()
+            tokens += logits.shape[0]
+        return max(total.item(), 0.0) / tokens
+
+    @torch.no_grad()
+    def score_standalone(self, model: PreTrainedModel, batches: Sequence[torch.Tensor]) -> float:
+        """The same KL for a model outside the switcher (a healed copy): plain forwards against the cached teacher."""
+        assert len(batches) == len(self.teacher), f"kl was prepared on {len(self.teacher)} batches, not {len(batches)}"
+        device = model_device(model)
+        total, tokens = torch.zeros((), dtype=torch.float64), 0
+        for batch, (log_p, index) in zip(batches, self.teacher, strict=True):
+            logits = model(input_ids=batch.to(device)).logits  # [b, T, vocab]
             logits = logits.reshape(-1, logits.shape[-1])  # [tokens, vocab]
             total += kl_sum(log_p, index, logits).cpu()
             tokens += logits.shape[0]

@@ -24,9 +24,14 @@ class PerplexityProxy(Proxy):
     """Perplexity on the batches; lower is better."""
 
     name = "ppl"
+    standalone = True
 
     def score(self, model: PreTrainedModel, batches: Sequence[torch.Tensor]) -> float:
         from supernet.io.perplexity import perplexity
 
         tokens = torch.cat(list(batches))  # [n, T]
         return perplexity(model, tokens, batch_size=max(b.shape[0] for b in batches), progress=False)
+
+    def score_standalone(self, model: PreTrainedModel, batches: Sequence[torch.Tensor]) -> float:
+        """Perplexity reads the model's outputs alone: any model scores as the live one does."""
+        return self.score(model, batches)

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
     from proxies.config import ProxyConfig
     from search.fitness import Evaluator
+    from search.heal.config import HealConfig
+    from search.heal.selection import SelectionHeal
     from supernet.space.grid import LevelGrid
     from supernet.variants.build import Supernet
 
@@ -104,6 +106,9 @@ class EvaluatorSpec:
     expert_unit: str  # supernet.expert_unit: and a mixture's experts
     calib: bytes = field(repr=False)  # {"calib": [windows, seq_len] fitness token ids} as safetensors bytes
     max_memory: str | None = None  # placement.max_memory: dense weights per GPU when the actor owns several
+    heal: HealConfig | None = None  # search.heal_tokens > 0: a candidate's heal before its last-stage score
+    heal_windows: bytes | None = field(default=None, repr=False)  # {"windows": [n, seq_len]} its training windows
+    seed: int = 0  # the heal's seed (the run's)
 
     def state(self, supernet: Supernet) -> SupernetState:
         return SupernetState.of(supernet)
@@ -119,8 +124,17 @@ class EvaluatorSpec:
         calib = tensors_from_bytes(self.calib)["calib"]
         return Evaluator(
             model, Switcher(model, adapter), state.load(), self.proxy, stage_windows(calib, self.stage_tokens),
-            batch_size=self.batch_size, prescreen=self.prescreen,
+            batch_size=self.batch_size, prescreen=self.prescreen, heal=self.selection_heal(),
         )  # fmt: skip
+
+    def selection_heal(self) -> SelectionHeal | None:
+        """The actor's own :class:`~search.heal.selection.SelectionHeal` (its teacher cache filled once per actor)."""
+        if self.heal is None:
+            return None
+        from search.heal.selection import SelectionHeal
+
+        assert self.heal_windows is not None, "a selection heal travels with its windows"
+        return SelectionHeal(self.heal, tensors_from_bytes(self.heal_windows)["windows"], seed=self.seed)
 
     def use(self, evaluator: Evaluator, state: SupernetState) -> None:
         evaluator.use(state.load())

@@ -78,6 +78,9 @@ class SearchConfig:
     iterations: int = 1  # coarse-to-fine rounds (Týr): each re-centres the grid on the best with half the step
     multi_objective: str | None = None  # params | flops: also minimise kept params/FLOPs; writes pareto.json
     workers: int = 1  # evaluators: 1 = in-process; N > 1 = N Ray actors (one per GPU), see `ray` (search/workers.py)
+    heal_tokens: int = 0  # training-aware selection (DarwinLM): each candidate of the last stage is healed this
+    # many tokens with the heal settings before its score (search/heal/selection.py); 0 = off. Needs proxy=kl|ppl
+    heal_batch_tokens: int = 2048  # tokens per optimizer step of that heal (several steps even for few tokens)
     max_failed_trials: int = 50  # stop with an error once this many trials in a row failed (a NaN/inf score, a lost
     # worker) with none completing since: every trial failing means broken weights or data, not a bad candidate
 
@@ -98,6 +101,11 @@ class SearchConfig:
             raise UsageError(f"search.iterations={self.iterations} must be >= 1")
         if self.workers < 1:
             raise UsageError(f"search.workers={self.workers} must be >= 1 (1 = score in this process)")
+        if self.heal_tokens < 0 or self.heal_batch_tokens < 1:
+            raise UsageError(
+                f"search.heal_tokens={self.heal_tokens} must be >= 0 (0 = off) and "
+                f"search.heal_batch_tokens={self.heal_batch_tokens} >= 1"
+            )
         if self.max_failed_trials < 1:
             raise UsageError(f"search.max_failed_trials={self.max_failed_trials} must be >= 1")
         check_choice("search.fitness", self.fitness, FITNESS_WINDOWS)

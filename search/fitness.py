@@ -7,6 +7,9 @@ Scores are cached per (levels, stage), so an allocation is never scored twice. T
 held apart from the calibration windows the supernet was fitted on (``search.fitness=held_apart``,
 search/app/run.py), so a candidate is not rewarded for fitting its own compensation's data.
 
+With a :class:`~search.heal.selection.SelectionHeal` (``search.heal_tokens``), the last stage scores a healed copy
+of each candidate instead of the live candidate (training-aware selection, DarwinLM).
+
 With ``resample`` the stages before the last draw their windows afresh every generation
 (:meth:`Evaluator.redraw`, as EvoPress resamples its calibration data), from the last stage's windows;
 the last stage, which every complete trial's value comes from, keeps its windows, so complete values
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from proxies.config import ProxyConfig
+    from search.heal.selection import SelectionHeal
     from supernet.variants.build import Supernet
     from supernet.variants.switch import Switcher
 
@@ -59,6 +63,7 @@ class Evaluator:
         *,
         batch_size: int = 8,
         prescreen: str | None = None,
+        heal: SelectionHeal | None = None,
     ) -> None:
         self.model = model
         self.switcher = switcher
@@ -74,8 +79,12 @@ class Evaluator:
         self.proxies = [self._prepared(batches) for batches in self.batches]
         self.prescreen_name = prescreen
         self.prescreener = self._prepared(self.batches[0], prescreen) if prescreen is not None else None
+        self.heal = heal  # the last stage scores healed copies (training-aware selection)
+        if heal is not None:
+            heal.prepare(model)  # the teacher cache, from the dense model installed above
         self.cache: dict[tuple[tuple[int, ...], int, int], float] = {}  # (levels, stage, draw) -> value
         self.evaluations = 0  # proxy calls actually made (cache hits excluded)
+        self.healed = 0  # of them, candidates healed before their last-stage score (search.heal_tokens)
         self.forward_tokens = 0  # tokens the proxy calls pushed through the model
 
     def _prepared(self, batches, name: str | None = None):
@@ -108,7 +117,12 @@ class Evaluator:
         key = (tuple(int(lv) for lv in levels), stage, self.draw if stage < self.stages - 1 else 0)
         if key not in self.cache:
             self.supernet.apply(self.switcher, key[0])
-            self.cache[key] = float(self.proxies[stage].score(self.model, self.batches[stage]))
+            if self.heal is not None and stage == self.stages - 1:
+                healed = self.heal.healed_copy(self.model, self.switcher.shapes())
+                self.cache[key] = float(self.proxies[stage].score_standalone(healed, self.batches[stage]))
+                self.healed += 1
+            else:
+                self.cache[key] = float(self.proxies[stage].score(self.model, self.batches[stage]))
             self.evaluations += 1
             self.forward_tokens += self.stage_tokens[stage]
         return self.cache[key]
@@ -120,7 +134,9 @@ class Evaluator:
         self.cache.clear()
 
     def close(self) -> None:
-        """Nothing to release in-process (the Ray pool's ``close`` ends its actors)."""
+        """Remove a selection heal's teacher cache (the Ray pool's ``close`` ends its actors)."""
+        if self.heal is not None:
+            self.heal.close()
 
     def score_many(self, batch: Sequence[Sequence[int]], stage: int) -> list[float]:
         """``score`` of every allocation in ``batch``, in order (a Ray pool spreads them over actors)."""

@@ -9,7 +9,7 @@ sent once through the object store as safetensors bytes, so actors never calibra
 
 :class:`EvaluatorPool` has the Evaluator's interface (``stages``, ``stage_tokens``, ``proxy_name``,
 ``prescreener``, ``score``, ``score_many``, ``prescreen_many``, ``use``, ``close``, ``evaluations``,
-``forward_tokens``), so the driver (search/driver.py) cannot tell them apart. It keeps one candidate
+``forward_tokens``, ``healed``), so the driver (search/driver.py) cannot tell them apart. It keeps one candidate
 in flight per actor and returns values in input order, so the order of trials is the driver's, never
 the order of completion.
 Each actor pins ``torch.set_num_threads(ray.threads_per_worker)``: floating-point reductions, hence
@@ -103,7 +103,8 @@ class EvaluatorPool:
     """
 
     def __init__(self, spec: WorkerSpec, supernet: Any, *, workers: int, cfg: RayConfig, stage_tokens: Sequence[int],
-                 proxy_name: str, prescreen: str | None = None, gpus: float = 0.0) -> None:  # fmt: skip
+                 proxy_name: str, prescreen: str | None = None, gpus: float = 0.0,
+                 heals: bool = False) -> None:  # fmt: skip
         assert workers >= 1, f"{workers} workers"
         self.spec, self.workers, self.cfg = spec, workers, cfg
         self.stage_tokens = [int(t) for t in stage_tokens]
@@ -114,6 +115,8 @@ class EvaluatorPool:
         self.cache: dict[Key, float] = {}
         self.evaluations = 0  # proxy calls that returned (cache hits and lost candidates excluded)
         self.forward_tokens = 0  # tokens those calls pushed through the model
+        self.heals = heals  # the actors heal last-stage candidates before scoring them (search.heal_tokens)
+        self.healed = 0  # last-stage calls that returned while ``heals``
         self.actors: list = []
         self.deaths: list[int] = []  # per actor: deaths seen so far
         self.recovering: set[int] = set()  # died; probed until Ray has restarted them
@@ -254,6 +257,7 @@ class EvaluatorPool:
                 self.cache[key] = value
                 self.evaluations += int(key[1] >= 0)  # as Evaluator: prescreens are not evaluations
                 self.forward_tokens += self.stage_tokens[max(key[1], 0)]
+                self.healed += int(self.heals and key[1] == self.stages - 1)
             idle.append(index)
 
     def values(self, batch: Sequence[Sequence[int]], stage: int) -> list[float | None]:

@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 
 from hydra.core.config_store import ConfigStore
 
+from proxies import proxy_class
 from proxies.config import PROXY_NAMES, ProxyConfig, _check_name
 from search.driver import SAMPLERS, SearchConfig
 from search.evaluate.config import EvalConfig
 from search.heal.config import HealConfig
+from search.heal.selection import selection_config
 from search.workers import RayConfig
 from supernet.errors import UsageError, check_choice
 from supernet.io.data import DataConfig, resolve_data_source
@@ -66,6 +68,23 @@ class RunConfig:
         check_device(self.device)
         check_choice("allocator", self.allocator, ALLOCATORS)
         check_seed("seed", self.seed)
+        check_selection_heal(self)
+
+
+def check_selection_heal(cfg: RunConfig) -> None:
+    """``search.heal_tokens > 0`` needs a search and a proxy that can score a healed copy (kl, ppl)."""
+    if cfg.search.heal_tokens == 0:
+        return
+    if cfg.search.sampler == "none":
+        raise UsageError(f"search.heal_tokens={cfg.search.heal_tokens} heals candidates of a search: use search=evo")
+    if not proxy_class(cfg.proxy.name).standalone:
+        usable = "|".join(name for name in PROXY_NAMES if proxy_class(name).standalone)
+        raise UsageError(
+            f"search.heal_tokens scores healed copies, which proxy={cfg.proxy.name} cannot score: use proxy={usable}"
+        )
+    # refuses a step that is no whole number of micro-batches, before any work
+    selection_config(cfg.heal, tokens=cfg.search.heal_tokens, batch_tokens=cfg.search.heal_batch_tokens,
+                     seq_len=cfg.data.seq_len)  # fmt: skip
 
 
 def register_configs() -> None:

@@ -128,3 +128,23 @@ def train_windows(
     if len(fitness) < extra:
         log.warning("fitness: %d held-apart windows, not the %d search.stage_tokens asks", len(fitness), extra)
     return calib, fitness
+
+
+def selection_heal_windows(cfg: RunConfig, tokenizer) -> torch.Tensor | None:
+    """The train windows candidates are healed on in training-aware selection (``search.heal_tokens > 0``), else
+    None: the ``ceil(heal_tokens / data.seq_len)`` windows after the calibration and fitness windows in
+    :func:`train_windows`' permutation, so they share no window with either."""
+    tokens = cfg.search.heal_tokens
+    if tokens == 0:
+        return None
+    data, fitness = cfg.data, fitness_tokens(cfg)
+    before = data.calib_sequences + (0 if fitness is None else windows_for(fitness, data.seq_len))
+    wanted = windows_for(tokens, data.seq_len)
+    texts = load_texts(data.source, path=data.path, text_field=data.text_field, split="train")
+    windows = pack_tokens(tokenizer, texts, seq_len=data.seq_len, num_sequences=before + wanted, seed=cfg.seed)
+    if len(windows) < before + wanted:
+        raise UsageError(
+            f"the training text gives {len(windows)} windows of data.seq_len={data.seq_len}: calibration and fitness "
+            f"take {before}, search.heal_tokens={tokens} needs {wanted} more: add text or lower search.heal_tokens"
+        )
+    return windows[before:]

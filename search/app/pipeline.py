@@ -69,12 +69,14 @@ def run_search(
     warm_starts: dict[str, list[int]],
     run_dir: Path,
     fitness: torch.Tensor | None = None,
+    heal_windows: torch.Tensor | None = None,
     manifest: dict | None = None,
 ) -> SearchResult:
     """Search levels on the grid, refined ``search.iterations - 1`` times (Týr's coarse-to-fine).
 
     ``calib`` are the windows the supernet is fitted on (a refinement fits its new widths on them),
-    ``fitness`` the windows candidates are scored on (None: ``calib``). ``manifest``: the run's
+    ``fitness`` the windows candidates are scored on (None: ``calib``), ``heal_windows`` those last-stage
+    candidates are healed on first (``search.heal_tokens``; None = off). ``manifest``: the run's
     (search/app/manifest.py), set as every study's user attributes.
 
     Iteration r runs its own study (``search.study.iteration_study``) in the one storage; iteration
@@ -86,7 +88,8 @@ def run_search(
     start = time.perf_counter()
     scfg = cfg.search
     fitness = calib if fitness is None else fitness
-    evaluator = make_evaluator(cfg, model=model, switcher=switcher, supernet=supernet, fitness=fitness)
+    evaluator = make_evaluator(cfg, model=model, switcher=switcher, supernet=supernet, fitness=fitness,
+                               heal_windows=heal_windows)  # fmt: skip
     try:
         storage = make_storage(scfg.storage, run_dir)
         second = second_objective(scfg.multi_objective, adapter, grid, cfg.budget.seq_len)
@@ -240,6 +243,9 @@ def search_info(
         "stage_tokens": evaluator.stage_tokens,
         "iterations": iterations,
     }
+    if cfg.search.heal_tokens:  # training-aware selection: last-stage candidates healed before their score
+        info["heal_tokens"] = cfg.search.heal_tokens
+        info["healed_candidates"] = evaluator.healed
     if pareto is not None:
         info["multi_objective"] = cfg.search.multi_objective
         info["pareto_points"] = len(pareto["front"])

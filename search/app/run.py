@@ -22,7 +22,7 @@ import transformers
 
 # search.app.pipeline at the top, not in the search branch: optuna.artifacts keeps a failed optional import's
 # traceback in a module global, which would pin the frames (model, evaluator) of the run() that imported it
-from search.app.inputs import eval_tokens, fitness_tokens, load_inputs, train_windows
+from search.app.inputs import eval_tokens, fitness_tokens, load_inputs, selection_heal_windows, train_windows
 from search.app.manifest import build_manifest
 from search.app.outputs import RESUMED, prepare_run_dir, record_output, run_lock, writing_output
 from search.app.pipeline import run_search
@@ -65,7 +65,8 @@ def measured(model, adapter, held_out: torch.Tensor, cfg: RunConfig) -> dict:
 
 
 def search_and_baselines(cfg: RunConfig, model, adapter, switcher, net, grid, calib, held_out, *, run_dir: Path,
-                         fitness=None, manifest: dict | None = None) -> tuple[SearchResult, dict]:  # fmt: skip
+                         fitness=None, heal_windows=None, manifest: dict | None = None,
+                         ) -> tuple[SearchResult, dict]:  # fmt: skip
     """Search the allocation, and measure the baselines on the same held-out windows: the uniform
     allocation on the same supernet, and FLAP's own method (supernet/space/flap.py: its global allocation,
     its units and its bias; what the grid approximates is recorded)."""
@@ -73,7 +74,7 @@ def search_and_baselines(cfg: RunConfig, model, adapter, switcher, net, grid, ca
     flap = flap_baseline(net, switcher)
     result = run_search(
         cfg, model=model, adapter=adapter, switcher=switcher, supernet=net, grid=grid, calib=calib,
-        warm_starts=starts, run_dir=run_dir, fitness=fitness, manifest=manifest,
+        warm_starts=starts, run_dir=run_dir, fitness=fitness, heal_windows=heal_windows, manifest=manifest,
     )  # fmt: skip
     evaluator = result.evaluator
     baselines = {}
@@ -143,6 +144,7 @@ def locked_run(cfg: RunConfig, out_dir: Path) -> tuple[dict, dict, float]:
 
     grid = budget_grid(model, adapter, cfg.budget, cfg.supernet)
     calib, fitness = train_windows(cfg.data, tokenizer, seed=cfg.seed, fitness_tokens=fitness_tokens(cfg))
+    heal_windows = selection_heal_windows(cfg, tokenizer)  # search.heal_tokens > 0: candidates' training windows
     manifest = build_manifest(cfg, started=start, calib=calib, held_out=held_out)
     net = build_supernet(model, adapter, calib, cfg.supernet, grid, weights=inputs.weights, progress=cfg.progress)
     switcher = Switcher(model, adapter)
@@ -151,7 +153,8 @@ def locked_run(cfg: RunConfig, out_dir: Path) -> tuple[dict, dict, float]:
     if cfg.search.sampler != "none":
         claim_study(cfg, out_dir)
         searched, baselines = search_and_baselines(cfg, model, adapter, switcher, net, grid, calib, held_out,
-                                                   run_dir=out_dir, fitness=fitness, manifest=manifest)  # fmt: skip
+                                                   run_dir=out_dir, fitness=fitness, heal_windows=heal_windows,
+                                                   manifest=manifest)  # fmt: skip
         levels, grid, net = searched.levels, searched.grid, searched.supernet
     allocation = grid.allocation(levels)
     net.apply(switcher, levels)

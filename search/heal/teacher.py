@@ -62,9 +62,13 @@ class CachedTeacher:
     def path(self, micro: int) -> Path:
         return self.directory / f"micro-{micro:08d}.safetensors"
 
-    def fill(self, teacher: PreTrainedModel, batches: Iterable[tuple[int, torch.Tensor]], *, progress: bool) -> None:
-        """Compute and write the files of ``batches`` ((micro-batch index, windows [b, T])) not cached yet."""
+    def fill(
+        self, teacher: PreTrainedModel | None, batches: Iterable[tuple[int, torch.Tensor]], *, progress: bool
+    ) -> None:
+        """Compute and write the files of ``batches`` ((micro-batch index, windows [b, T])) not cached yet
+        (``teacher`` None: every file must be there already)."""
         missing = [(m, w) for m, w in batches if self._read(m, w) is None]
+        assert teacher is not None or not missing, f"the teacher cache in {self.directory} misses {len(missing)} files"
         for micro, windows in tqdm(missing, desc="teacher cache", disable=not progress, leave=False):
             logits = teacher_logits(teacher, windows)  # [b, T, vocab]
             log_p, index = teacher_log_probs(logits.reshape(-1, logits.shape[-1]).float(), self.top_k)  # [tokens, k]

@@ -122,17 +122,24 @@ def held_out_ppl(trainee, eval_windows: torch.Tensor, cfg: HealConfig) -> float:
         trainee.train()
 
 
-def teacher_side(teacher, windows, cfg: HealConfig, cache_dir: Path, progress: bool):
-    """The loss's teacher: None (``lm_weight=1``), the live dense model, or its top-k cache (filled first)."""
-    if not cfg.uses_teacher:
-        return None
-    assert teacher is not None, "heal: a distillation loss (lm_weight < 1) needs the dense model as teacher"
-    if cfg.teacher == "live":
-        return LiveTeacher(teacher, cfg.temperature)
+def fill_teacher_cache(teacher, windows, cfg: HealConfig, cache_dir: Path, *, progress: bool) -> CachedTeacher:
+    """The top-k teacher cache of every micro-batch ``cfg.steps`` steps over ``windows`` train on, in ``cache_dir``
+    (files already there for the same windows are kept). ``teacher`` may be None when the cache is complete."""
     cached = CachedTeacher(cache_dir, top_k=cfg.top_k, temperature=cfg.temperature)
     batches = [b for step in range(cfg.steps) for b in micro_batches(windows, cfg, step)]
     cached.fill(teacher, batches, progress=progress)
     return cached
+
+
+def teacher_side(teacher, windows, cfg: HealConfig, cache_dir: Path, progress: bool):
+    """The loss's teacher: None (``lm_weight=1``), the live dense model, or its top-k cache (filled first; a cache
+    :func:`fill_teacher_cache` completed beforehand needs no teacher model)."""
+    if not cfg.uses_teacher:
+        return None
+    if cfg.teacher == "live":
+        assert teacher is not None, "heal: a distillation loss (lm_weight < 1) needs the dense model as teacher"
+        return LiveTeacher(teacher, cfg.temperature)
+    return fill_teacher_cache(teacher, windows, cfg, cache_dir, progress=progress)
 
 
 def unwrap(wrapped, trainee, cfg: HealConfig) -> None:
@@ -176,6 +183,7 @@ def heal_model(
     seed: int,
     state_dir: Path | None = None,
     eval_windows: torch.Tensor | None = None,
+    teacher_cache: Path | None = None,
     progress: bool = True,
 ) -> HealResult:
     """Train ``student`` (a materialised pruned model: ``supernet.io.export.save.materialize``'s output, or one
@@ -183,7 +191,8 @@ def heal_model(
     on ``windows`` [N, seq_len] (train split only) for ``cfg.steps`` steps. LoRA is merged back before returning,
     so the student keeps its class and shapes. ``state_dir``: where resumable checkpoints (and the teacher cache)
     go; None = no checkpoints. ``eval_windows``: held-out windows whose perplexity is measured before, every
-    ``cfg.eval_every`` steps and after."""
+    ``cfg.eval_every`` steps and after. ``teacher_cache``: where the cached teacher's files are (``teacher=cache``;
+    default ``state_dir/teacher``, or a scratch folder): one filled by :func:`fill_teacher_cache` is only read."""
     assert windows.dim() == 2 and windows.shape[1] == cfg.seq_len, (
         f"windows must be [N, heal.seq_len={cfg.seq_len}], got {tuple(windows.shape)}"
     )
@@ -197,6 +206,7 @@ def heal_model(
     with tempfile.TemporaryDirectory(prefix="strata-heal-") as scratch:
         state_dir = None if state_dir is None else Path(state_dir)
         cache_dir = (state_dir if state_dir is not None else Path(scratch)) / "teacher"
+        cache_dir = cache_dir if teacher_cache is None else Path(teacher_cache)
         record = {"fingerprint": start, "curve": [], "evals": [], "seconds": 0.0, "step": 0}
         if state_dir is not None:
             record = resume(state_dir, trainee, optimizer, scheduler, start) or record
