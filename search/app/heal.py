@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from search.app.args import ArgumentParser, fail, interrupted
+from search.app.outputs import HEAL_STATE
 from search.heal.config import HealConfig
 from supernet.errors import UsageError
 
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HEALED = "healed"  # the healed model, model/'s layout
-STATE = "heal-state"  # checkpoints and the teacher cache while healing
+STATE = HEAL_STATE  # checkpoints and the teacher cache while healing
 EXTRA_KEYS = ("device",)  # keys beside HealConfig's
 
 

@@ -31,9 +31,11 @@ LOCK = ".strata.lock"  # flock'ed by the running strata process, holding its PID
 WHOLE = "whole"  # a record entry: everything under the name is strata's (a file, or a folder being written)
 
 
+HEAL_STATE = "heal-state"  # a heal's checkpoints and teacher cache (search/app/heal.py), deleted when it is done
 OUTPUTS = ("metrics.json", "allocation.json", "model", "model.gguf", JOURNAL, ARTIFACTS, "report.html", "manifest.json",
-           "pareto.json", EVAL, "healed", "heal-state")  # fmt: skip
+           "pareto.json", EVAL, "healed", HEAL_STATE)  # fmt: skip
 RESUMED = (JOURNAL, ARTIFACTS)  # kept by the rerun of an unfinished run, whose search resumes from them
+KEPT_ON_RERUN = (*RESUMED, HEAL_STATE)  # and its in-run heal (heal.tokens), which resumes from its last checkpoint
 
 
 # atomic_path's temporary siblings (supernet/io/files.py: ``.<name>.`` and mkstemp/mkdtemp's 8 characters)
@@ -178,7 +180,7 @@ def prepare_run_dir(run_dir: Path, *, overwrite: bool) -> None:
     """Make ``run_dir`` ready for a run (its lock held): refuse what strata did not write and, without
     ``overwrite``, a finished run; delete strata's temporaries and the outputs it will write again; with
     ``overwrite`` every output strata wrote, the study too, else (an unfinished run) all but the study
-    (``study.journal``, ``artifacts/``), which the search resumes."""
+    (``study.journal``, ``artifacts/``), which the search resumes, and ``heal-state/``, which its heal resumes."""
     run_dir = Path(run_dir)
     refuse_foreign(run_dir)
     if (run_dir / FINISHED).is_file() and not overwrite:
@@ -190,7 +192,7 @@ def prepare_run_dir(run_dir: Path, *, overwrite: bool) -> None:
         shutil.rmtree(tmp) if tmp.is_dir() and not tmp.is_symlink() else tmp.unlink()
     outputs = read_record(run_dir)
     for name in OUTPUTS:
-        if name in RESUMED and not overwrite:
+        if name in KEPT_ON_RERUN and not overwrite:
             continue
         _remove(run_dir / name, outputs.get(name))
         outputs.pop(name, None)
