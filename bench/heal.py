@@ -57,28 +57,13 @@ AIMS = {"keep_0.5_healed_searched_vs_dense": 1.02, "keep_0.3_healed_searched_vs_
 
 def pruned_models(cfg, run_dir: Path) -> tuple[dict, object, object]:
     """The run's dense model (fresh, the teacher), its tokenizer, and standalone copies of the three pruned models:
-    uniform and flap_global rebuilt on the run's supernet (its cache makes this a load), searched from model/."""
-    from search.app.inputs import train_windows
-    from search.app.run import fitness_tokens, load_run_inputs
+    uniform and flap_global rebuilt on the run's supernet (``run_models.baselines``; its cache makes this a load),
+    searched from model/."""
+    from search.app.run import load_run_inputs
+    from search.app.run_models import baselines
     from supernet.io.export.load import load_pruned
-    from supernet.io.export.save import materialize
-    from supernet.space.allocators import allocate
-    from supernet.space.budget import budget_grid
-    from supernet.variants.build import build_supernet
-    from supernet.variants.flap_baseline import flap_baseline
-    from supernet.variants.switch import Switcher
 
-    inputs, _ = load_run_inputs(cfg)
-    model, adapter = inputs.model, inputs.adapter
-    grid = budget_grid(model, adapter, cfg.budget, cfg.supernet)
-    calib, _ = train_windows(cfg.data, inputs.tokenizer, seed=cfg.seed, fitness_tokens=fitness_tokens(cfg))
-    net = build_supernet(model, adapter, calib, cfg.supernet, grid, weights=inputs.weights, progress=False)
-    switcher = Switcher(model, adapter)
-    models = {}
-    net.apply(switcher, allocate("uniform", net, grid, cfg.budget.keep))
-    models["uniform"] = copy.deepcopy(materialize(model, switcher.shapes()))
-    flap_baseline(net, switcher).install(switcher)
-    models["flap_global"] = copy.deepcopy(materialize(model, switcher.shapes()))
+    models = {name: model for name, model, _ in baselines(cfg, standalone=True) if name != "dense"}
     models["searched"], _ = load_pruned(run_dir / "model", dtype=cfg.model.dtype, device=cfg.device)
     teacher, _ = load_run_inputs(cfg)
     return models, teacher.model, teacher.tokenizer

@@ -56,8 +56,10 @@ def model_names(cfg: RunConfig, run_dir: Path) -> list[str]:
     return ["dense", "uniform", "flap_global", *(name for name, _ in saved(cfg, Path(run_dir)))]
 
 
-def baselines(cfg: RunConfig) -> Iterator[Model]:
-    """dense, then uniform and flap_global switched onto it in place, as the run measured them."""
+def baselines(cfg: RunConfig, *, standalone: bool = False) -> Iterator[Model]:
+    """dense, then uniform and flap_global switched onto it in place, as the run measured them; ``standalone``:
+    uniform and flap_global as materialised copies of their own (``StrataForCausalLM`` at their shapes, trainable
+    apart from the live model) instead of the live model itself."""
     from search.app.inputs import fitness_tokens, load_inputs, train_windows
     from supernet.space.allocators import allocate
     from supernet.space.budget import budget_grid
@@ -75,10 +77,20 @@ def baselines(cfg: RunConfig) -> Iterator[Model]:
     net = build_supernet(model, adapter, calib, cfg.supernet, grid, weights=inputs.weights, progress=cfg.progress)
     switcher = Switcher(model, adapter)
     flap = flap_baseline(net, switcher)
+
+    def current() -> PreTrainedModel:
+        if not standalone:
+            return model
+        import copy
+
+        from supernet.io.export.save import materialize
+
+        return copy.deepcopy(materialize(model, switcher.shapes()))
+
     net.apply(switcher, allocate("uniform", net, grid, cfg.budget.keep))
-    yield "uniform", model, tokenizer
+    yield "uniform", current(), tokenizer
     flap.install(switcher)
-    yield "flap_global", model, tokenizer
+    yield "flap_global", current(), tokenizer
 
 
 def run_models(cfg: RunConfig, run_dir: Path) -> Iterator[Model]:

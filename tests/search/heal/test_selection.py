@@ -8,7 +8,6 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import torch
 
 from proxies.config import ProxyConfig
 from search.app.config import RunConfig
