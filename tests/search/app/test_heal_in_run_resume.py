@@ -13,8 +13,15 @@ from test_cli import TINY
 
 from search.heal.faults import FAULT_ENV
 
-HEAL = ["search=none", "heal.tokens=3072", "heal.seq_len=64", "heal.batch_tokens=1024", "heal.micro_batch=8",
-        "heal.save_every=1", "heal.eval_every=0"]  # fmt: skip  (3 steps, a checkpoint after each)
+HEAL = [
+    "search=none",
+    "heal.tokens=3072",
+    "heal.seq_len=64",
+    "heal.batch_tokens=1024",
+    "heal.micro_batch=8",
+    "heal.save_every=1",
+    "heal.eval_every=0",
+]  # fmt: skip  (3 steps, a checkpoint after each)
 
 
 def strata(run_dir: Path, fault: str) -> subprocess.CompletedProcess:
