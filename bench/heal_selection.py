@@ -15,7 +15,8 @@ defaults but ``--trials``; the run's seed moves its calibration and fitness wind
   plain search's winner healed for ``T`` alone is reported too (the comparison at equal final tokens).
 
 Every final heal: ``search.heal.train.heal_model``, forward KL to the dense model, full fine-tuning, lr ``--lr``
-(heal.lr's default), 4096 tokens a step; held-out perplexity on the built-in eval split. Wall seconds of each
+(heal.lr's default), 4096 tokens a step (the selection heals: ``--selection-lr``, as a run's ``heal.lr``, then
+``strata-heal RUN_DIR lr=...`` for the final heal); held-out perplexity on the built-in eval split. Wall seconds of each
 pipeline (search, selection heals, final heal) are recorded beside the token counts. Writes
 ``bench/results/heal-selection.json`` (``heal-selection-quick.json``).
 """
@@ -45,8 +46,9 @@ SELECTION_BATCH = 2048  # search.heal_batch_tokens: N = 16384 is 8 steps
 
 
 def searched(model_name: str, keep: float, seed: int, trials: int, heal_cfg, heal_tokens: int) -> dict:
-    """One run (``heal_tokens`` 0: the plain search) and what the final heals need: its winner (standalone), the
-    dense teacher, the tokenizer, the config; with the run's seconds and search record."""
+    """One run (``heal_tokens`` 0: the plain search; ``heal_cfg``: the run's ``heal`` settings, which the selection
+    heals use) and what the final heals need: its winner (standalone), the dense teacher, the tokenizer, the config;
+    with the run's seconds and search record."""
     from search.app.run import load_run_inputs, run
     from supernet.io.export.load import load_pruned
 
@@ -81,7 +83,8 @@ def measure(model_name: str, keep: float, seed: int, args, heal_cfg) -> dict:
     from search.app.inputs import eval_tokens
 
     plain = searched(model_name, keep, seed, args.trials, heal_cfg, 0)
-    aware = searched(model_name, keep, seed, args.trials, heal_cfg, args.heal_tokens)
+    selection = dataclasses.replace(heal_cfg, lr=args.selection_lr or heal_cfg.lr)
+    aware = searched(model_name, keep, seed, args.trials, selection, args.heal_tokens)
     held_out = eval_tokens(plain["cfg"].data, plain["tokenizer"])
     info = aware["metrics"]["search"]
     selection_tokens = info["healed_candidates"] * args.heal_tokens  # whole steps: N is a multiple of the step
@@ -140,7 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=65536, help="T: the final heal's tokens")
     parser.add_argument("--trials", type=int, default=64)
     parser.add_argument("--lr", type=float, default=HealConfig.lr)
+    parser.add_argument(
+        "--selection-lr",
+        type=float,
+        default=None,
+        help="the selection heals' peak rate (a run's heal.lr; default --lr); final heals use --lr",
+    )
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--name", default="heal-selection", help="results file: bench/results/<name>.json")
     args = parser.parse_args(argv)
     setup(args.threads)
     if args.quick:
@@ -152,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(measure(model_name, args.keep, seed, args, heal_cfg))
             result = {"rows": rows, "summary": summary(rows), "heal": dataclasses.asdict(heal_cfg),
                       "selection_batch_tokens": SELECTION_BATCH, "config": vars(args)}  # fmt: skip
-            path = write_result("heal-selection", args.quick, result)  # after every row: a long run keeps its rows
+            path = write_result(args.name, args.quick, result)  # after every row: a long run keeps its rows
     print(table(rows))
     print(result["summary"])
     print(f"wrote {path}")
