@@ -267,7 +267,10 @@ def sections(
     pareto = read_json(run_dir / "pareto.json")
     proxies = read_json(run_dir / "proxies.json")
     keep = (metrics.get("budget") or {}).get("keep")
-    proxy = (metrics.get("search") or {}).get("proxy", "fitness")
+    search = metrics.get("search") or {}
+    proxy = search.get("proxy", "fitness")
+    if search.get("heal_tokens"):  # training-aware selection: the last stage's values are of healed copies
+        proxy = f"{proxy} after healing {search['heal_tokens']:,} tokens"
     out = []
     if allocation is not None:
         fig = allocation_figure(allocation, keep=keep, uniform=uniform)

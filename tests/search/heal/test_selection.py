@@ -141,3 +141,4 @@ def test_a_run_with_training_aware_selection_heals_each_last_stage_candidate(tin
     assert metrics["search"]["heal_tokens"] == 512
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert all(t.value == t.user_attrs["kl_stage2"] for t in complete)
+    assert "best kl after healing 512 tokens" in (tmp_path / "report.html").read_text()  # the search chart's axis
