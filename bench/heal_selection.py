@@ -15,8 +15,8 @@ defaults but ``--trials``; the run's seed moves its calibration and fitness wind
   plain search's winner healed for ``T`` alone is reported too (the comparison at equal final tokens).
 
 Every final heal: ``search.heal.train.heal_model``, forward KL to the dense model, full fine-tuning, lr ``--lr``
-(heal.lr's default), 4096 tokens a step (the selection heals: ``--selection-lr``, as a run's ``heal.lr``, then
-``strata-heal RUN_DIR lr=...`` for the final heal); held-out perplexity on the built-in eval split. Wall seconds of each
+(heal.lr's default), 4096 tokens a step (the selection heals: ``search.heal_lr=--selection-lr``, default
+``--lr``); held-out perplexity on the built-in eval split. Wall seconds of each
 pipeline (search, selection heals, final heal) are recorded beside the token counts. Writes
 ``bench/results/heal-selection.json`` (``heal-selection-quick.json``).
 """
@@ -45,14 +45,15 @@ MODELS = ("zoo-llama3", "zoo-qwen2")
 SELECTION_BATCH = 2048  # search.heal_batch_tokens: N = 16384 is 8 steps
 
 
-def searched(model_name: str, keep: float, seed: int, trials: int, heal_cfg, heal_tokens: int) -> dict:
+def searched(model_name: str, keep: float, seed: int, trials: int, heal_cfg, heal_tokens: int,
+             heal_lr: float | None = None) -> dict:  # fmt: skip
     """One run (``heal_tokens`` 0: the plain search; ``heal_cfg``: the run's ``heal`` settings, which the selection
-    heals use) and what the final heals need: its winner (standalone), the dense teacher, the tokenizer, the config;
-    with the run's seconds and search record."""
+    heals use at ``heal_lr``) and what the final heals need: its winner (standalone), the dense teacher, the
+    tokenizer, the config; with the run's seconds and search record."""
     from search.app.run import load_run_inputs, run
     from supernet.io.export.load import load_pruned
 
-    overrides = {"search": {"heal_tokens": heal_tokens, "heal_batch_tokens": SELECTION_BATCH}}
+    overrides = {"search": {"heal_tokens": heal_tokens, "heal_batch_tokens": SELECTION_BATCH, "heal_lr": heal_lr}}
     cfg = dataclasses.replace(run_config(model_name, keep, overrides, trials), seed=seed, heal=heal_cfg)
     with tempfile.TemporaryDirectory(prefix="strata-heal-selection-") as tmp:
         start = time.perf_counter()
@@ -83,8 +84,7 @@ def measure(model_name: str, keep: float, seed: int, args, heal_cfg) -> dict:
     from search.app.inputs import eval_tokens
 
     plain = searched(model_name, keep, seed, args.trials, heal_cfg, 0)
-    selection = dataclasses.replace(heal_cfg, lr=args.selection_lr or heal_cfg.lr)
-    aware = searched(model_name, keep, seed, args.trials, selection, args.heal_tokens)
+    aware = searched(model_name, keep, seed, args.trials, heal_cfg, args.heal_tokens, args.selection_lr)
     held_out = eval_tokens(plain["cfg"].data, plain["tokenizer"])
     info = aware["metrics"]["search"]
     selection_tokens = info["healed_candidates"] * args.heal_tokens  # whole steps: N is a multiple of the step

@@ -81,6 +81,7 @@ class SearchConfig:
     heal_tokens: int = 0  # training-aware selection (DarwinLM): each candidate of the last stage is healed this
     # many tokens with the heal settings before its score (search/heal/selection.py); 0 = off. Needs proxy=kl|ppl
     heal_batch_tokens: int = 2048  # tokens per optimizer step of that heal (several steps even for few tokens)
+    heal_lr: float | None = None  # peak learning rate of that heal; None = heal.lr (a short probe may want more)
     max_failed_trials: int = 50  # stop with an error once this many trials in a row failed (a NaN/inf score, a lost
     # worker) with none completing since: every trial failing means broken weights or data, not a bad candidate
 
@@ -106,6 +107,8 @@ class SearchConfig:
                 f"search.heal_tokens={self.heal_tokens} must be >= 0 (0 = off) and "
                 f"search.heal_batch_tokens={self.heal_batch_tokens} >= 1"
             )
+        if self.heal_lr is not None and not self.heal_lr > 0:
+            raise UsageError(f"search.heal_lr={self.heal_lr} must be > 0 (or null: heal.lr)")
         if self.max_failed_trials < 1:
             raise UsageError(f"search.max_failed_trials={self.max_failed_trials} must be >= 1")
         check_choice("search.fitness", self.fitness, FITNESS_WINDOWS)

@@ -83,8 +83,16 @@ def check_selection_heal(cfg: RunConfig) -> None:
             f"search.heal_tokens scores healed copies, which proxy={cfg.proxy.name} cannot score: use proxy={usable}"
         )
     # refuses a step that is no whole number of micro-batches, before any work
-    selection_config(cfg.heal, tokens=cfg.search.heal_tokens, batch_tokens=cfg.search.heal_batch_tokens,
-                     seq_len=cfg.data.seq_len)  # fmt: skip
+    selection_heal_config(cfg)
+
+
+def selection_heal_config(cfg: RunConfig) -> HealConfig | None:
+    """The heal settings of training-aware selection (``search.heal_tokens > 0``), or None."""
+    if cfg.search.heal_tokens == 0:
+        return None
+    scfg = cfg.search
+    return selection_config(cfg.heal, tokens=scfg.heal_tokens, batch_tokens=scfg.heal_batch_tokens,
+                            seq_len=cfg.data.seq_len, lr=scfg.heal_lr)  # fmt: skip
 
 
 def register_configs() -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from search.actor import EvaluatorSpec, tensors_to_bytes
+from search.app.config import selection_heal_config
 from search.app.inputs import resolve_model_path
 from search.fitness import Evaluator, stage_windows
-from search.heal.selection import SelectionHeal, selection_config
+from search.heal.selection import SelectionHeal
 from search.workers import EvaluatorPool
 
 if TYPE_CHECKING:
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from search.app.config import RunConfig
-    from search.heal.config import HealConfig
     from supernet.variants.build import Supernet
     from supernet.variants.switch import Switcher
 
@@ -27,14 +27,6 @@ if TYPE_CHECKING:
 def uses_ray(cfg: RunConfig) -> bool:
     """Ray scores candidates when there is more than one worker or a Ray address is given."""
     return cfg.search.workers > 1 or cfg.ray.address is not None
-
-
-def selection_heal_config(cfg: RunConfig) -> HealConfig | None:
-    """The heal settings of training-aware selection (``search.heal_tokens > 0``), or None."""
-    if cfg.search.heal_tokens == 0:
-        return None
-    return selection_config(cfg.heal, tokens=cfg.search.heal_tokens, batch_tokens=cfg.search.heal_batch_tokens,
-                            seq_len=cfg.data.seq_len)  # fmt: skip
 
 
 def make_evaluator(

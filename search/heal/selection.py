@@ -8,7 +8,8 @@ of Optuna's samplers) is
 1. materialised from the live model at its exact shapes (``supernet.io.export.save.materialize``) and copied, so
    the supernet and the live model stay untouched;
 2. trained for N tokens toward the dense model with the run's ``heal`` settings (``search.heal.train.heal_model``:
-   forward KL on the logits, ``heal.lr``, ``heal.method``, ...), in steps of ``search.heal_batch_tokens``, on
+   forward KL on the logits, ``heal.method``, ...) at ``search.heal_lr`` (default ``heal.lr``), in steps of
+   ``search.heal_batch_tokens``, on
    train windows apart from the calibration and the fitness windows (search/app/inputs.py), the same windows and
    seed for every candidate; the teacher is the dense model's top-``heal.top_k`` log-probabilities, computed once
    (:meth:`SelectionHeal.prepare`) and read by every candidate;
@@ -46,10 +47,12 @@ log = logging.getLogger(__name__)
 NEVER = 1 << 30  # save_every of a selection heal: no checkpoints (a candidate's heal is short and repeatable)
 
 
-def selection_config(heal: HealConfig, *, tokens: int, batch_tokens: int, seq_len: int) -> HealConfig:
+def selection_config(
+    heal: HealConfig, *, tokens: int, batch_tokens: int, seq_len: int, lr: float | None = None
+) -> HealConfig:
     """The run's ``heal`` settings for a candidate's short heal: ``tokens`` in steps of ``batch_tokens`` on
-    windows of ``seq_len``, the cached teacher, no periodic evaluation, no checkpoints. Micro-batches of
-    ``heal.micro_batch`` windows, or one step's windows when a step holds fewer."""
+    windows of ``seq_len`` at peak rate ``lr`` (None: ``heal.lr``), the cached teacher, no periodic evaluation, no
+    checkpoints. Micro-batches of ``heal.micro_batch`` windows, or one step's windows when a step holds fewer."""
     windows = batch_tokens // seq_len
     if windows < 1:
         raise UsageError(f"search.heal_batch_tokens={batch_tokens} is under one window of data.seq_len={seq_len}")
@@ -59,8 +62,9 @@ def selection_config(heal: HealConfig, *, tokens: int, batch_tokens: int, seq_le
             f"search.heal_batch_tokens={batch_tokens} gives {windows} windows of data.seq_len={seq_len}, no multiple "
             f"of heal.micro_batch={heal.micro_batch}: use search.heal_batch_tokens = {micro * seq_len} x n"
         )
-    return dataclasses.replace(heal, tokens=tokens, seq_len=seq_len, batch_tokens=windows * seq_len,
-                               micro_batch=micro, teacher="cache", eval_every=0, save_every=NEVER)  # fmt: skip
+    return dataclasses.replace(heal, tokens=tokens, seq_len=seq_len, batch_tokens=windows * seq_len, micro_batch=micro,
+                               lr=heal.lr if lr is None else lr, teacher="cache", eval_every=0,
+                               save_every=NEVER)  # fmt: skip
 
 
 class SelectionHeal:

@@ -100,6 +100,7 @@ def run_config(**search) -> RunConfig:
         ({"search": {"heal_tokens": 512, "heal_batch_tokens": 768}}, "search.heal_batch_tokens = 512 x n"),
         ({"search": {"heal_tokens": 512, "heal_batch_tokens": 32}}, "under one window"),
         ({"search": {"heal_tokens": -1}}, "search.heal_tokens=-1"),
+        ({"search": {"heal_tokens": 512, "heal_lr": 0.0}}, "search.heal_lr=0.0"),
     ],
 )
 def test_what_training_aware_selection_cannot_do_is_refused_in_one_line(change: dict, key: str) -> None:
@@ -108,6 +109,19 @@ def test_what_training_aware_selection_cannot_do_is_refused_in_one_line(change: 
         if "proxy" in change:  # the proxy is checked with the whole config
             RunConfig(model=cfg.model, data=cfg.data, search=cfg.search, proxy=ProxyConfig(name=change["proxy"]))
     assert key in str(info.value) and "\n" not in str(info.value)
+
+
+def test_the_selection_heal_takes_the_heal_settings_but_its_own_rate_and_steps() -> None:
+    from search.app.config import selection_heal_config
+
+    cfg = run_config(heal_tokens=1000, heal_batch_tokens=1024)
+    cfg.heal = HealConfig(lr=2e-4, temperature=2.0, method="lora", micro_batch=4)
+    heal = selection_heal_config(cfg)
+    assert (heal.lr, heal.temperature, heal.method, heal.teacher) == (2e-4, 2.0, "lora", "cache")
+    assert (heal.seq_len, heal.batch_tokens, heal.micro_batch, heal.steps) == (64, 1024, 4, 1)
+    cfg.search.heal_lr = 1e-3
+    assert selection_heal_config(cfg).lr == 1e-3 and cfg.heal.lr == 2e-4  # the run's final heal keeps heal.lr
+    assert selection_heal_config(run_config()) is None
 
 
 def test_selection_windows_are_apart_from_calibration_and_fitness(tiny_reference_dir: Path) -> None:
