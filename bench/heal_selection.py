@@ -12,7 +12,10 @@ defaults but ``--trials``; the run's seed moves its calibration and fitness wind
 - ``without``: the plain search, then its winner healed for ``T + K x N`` tokens, where ``K`` is the number of
   candidates the ``with`` search healed: the same training tokens in all (equal total compute; a training token
   costs the same in both, a forward and a backward of the same-sized student plus the teacher's side). The
-  plain search's winner healed for ``T`` alone is reported too (the comparison at equal final tokens).
+  plain search's winner healed for ``T`` alone is reported too (the comparison at equal final tokens), and healed
+  for as many wall seconds as the ``with`` pipeline took in all (its run and final heal, less the plain run's
+  seconds, at the plain winner's measured heal tokens/s, in whole steps): the selection heals read a cached
+  teacher and a training token costs less there than in a final heal with the live teacher.
 
 Every final heal: ``search.heal.train.heal_model``, forward KL to the dense model, full fine-tuning, lr ``--lr``
 (heal.lr's default), 4096 tokens a step (the selection heals: ``search.heal_lr=--selection-lr``, default
@@ -91,8 +94,13 @@ def measure(model_name: str, keep: float, seed: int, args, heal_cfg) -> dict:
     row = {"model": model_name, "keep": keep, "seed": seed, "dense_ppl": plain["metrics"]["dense"]["ppl"],
            "healed_candidates": info["healed_candidates"], "selection_tokens": selection_tokens,
            "same_winner": plain["allocation"] == aware["allocation"]}  # fmt: skip
-    for name, live, tokens in (("with", aware, args.tokens), ("without", plain, args.tokens + selection_tokens),
-                               ("without_same_t", plain, args.tokens)):  # fmt: skip
+    arms = [("with", aware, args.tokens), ("without_same_t", plain, args.tokens),
+            ("without", plain, args.tokens + selection_tokens), ("without_equal_seconds", plain, None)]  # fmt: skip
+    for name, live, tokens in arms:
+        if tokens is None:  # the plain winner healed for as many seconds as the with pipeline took in all
+            spare = row["with"]["total_seconds"] - row["without_same_t"]["run_seconds"]
+            rate = row["without_same_t"]["final_tokens"] / row["without_same_t"]["heal_seconds"]  # its tokens/s
+            tokens = max(heal_cfg.batch_tokens, int(spare * rate) // heal_cfg.batch_tokens * heal_cfg.batch_tokens)
         after = final_heal(live, tokens, heal_cfg, held_out)
         row[name] = {"pruned_ppl": live["metrics"]["pruned"]["ppl"], "healed_ppl": after["ppl"],
                      "final_tokens": after["tokens"], "run_seconds": round(live["seconds"], 1),
@@ -102,6 +110,7 @@ def measure(model_name: str, keep: float, seed: int, args, heal_cfg) -> dict:
         log.warning("%s keep %.1f seed %d %s: %.2f -> %.2f healed (%d tokens)", model_name, keep, seed, name,
                     row[name]["pruned_ppl"], after["ppl"], after["tokens"])  # fmt: skip
     row["with_vs_without"] = row["with"]["healed_ppl"] / row["without"]["healed_ppl"]
+    row["with_vs_without_equal_seconds"] = row["with"]["healed_ppl"] / row["without_equal_seconds"]["healed_ppl"]
     return row
 
 
@@ -110,23 +119,26 @@ def summary(rows: list[dict]) -> dict:
     out = {}
     for model in dict.fromkeys(r["model"] for r in rows):
         mine = [r for r in rows if r["model"] == model]
-        out[model] = {name: statistics.mean(r[name]["healed_ppl"] for r in mine)
-                      for name in ("with", "without", "without_same_t")}  # fmt: skip
-        ratios = [r["with_vs_without"] for r in mine]
-        out[model]["with_vs_without_mean"] = statistics.mean(ratios)
-        out[model]["with_better_in"] = f"{sum(x < 1 for x in ratios)}/{len(ratios)} seeds"
+        arms = [name for name in ("with", "without", "without_same_t", "without_equal_seconds") if name in mine[0]]
+        out[model] = {name: statistics.mean(r[name]["healed_ppl"] for r in mine) for name in arms}
+        for key in ("with_vs_without", "with_vs_without_equal_seconds"):
+            ratios = [r[key] for r in mine if key in r]
+            if ratios:
+                out[model][f"{key}_mean"] = statistics.mean(ratios)
+                out[model][f"{key}_better_in"] = f"{sum(x < 1 for x in ratios)}/{len(ratios)} seeds"
     return out
 
 
 def table(rows: list[dict]) -> str:
     header = ["model", "seed", "healed cands", "with: pruned", "with: healed (T)", "without: pruned",
-              "without: healed (T + K N)", "without: healed (T)", "with / without", "tokens with / without",
-              "seconds with / without"]  # fmt: skip
+              "without: healed (T)", "without: healed (T + K N)", "with / without (equal tokens)",
+              "without: healed (equal seconds)", "with / without (equal s)", "seconds with / without"]  # fmt: skip
     return markdown_table(header, [
         [r["model"], r["seed"], r["healed_candidates"], r["with"]["pruned_ppl"], r["with"]["healed_ppl"],
-         r["without"]["pruned_ppl"], r["without"]["healed_ppl"], r["without_same_t"]["healed_ppl"],
-         f"{r['with_vs_without']:.3f}", f"{r['with']['training_tokens']} / {r['without']['training_tokens']}",
-         f"{r['with']['total_seconds']} / {r['without']['total_seconds']}"]
+         r["without"]["pruned_ppl"], r["without_same_t"]["healed_ppl"], r["without"]["healed_ppl"],
+         f"{r['with_vs_without']:.3f}", r["without_equal_seconds"]["healed_ppl"],
+         f"{r['with_vs_without_equal_seconds']:.3f}",
+         f"{r['with']['total_seconds']} / {r['without_equal_seconds']['total_seconds']}"]
         for r in rows
     ])  # fmt: skip
 
