@@ -89,9 +89,10 @@ def healed(student, teacher, windows, heal_cfg, held_out, *, seed: int = 0) -> d
             "final_loss": result.curve[-1]["loss"] if result.curve else None}  # fmt: skip
 
 
-def measure(model_name: str, keep: float, tokens: int, trials: int | None, heal_cfg) -> tuple[dict, dict]:
-    """One model at one keep: before and after healing for the three pruned models; returns the row and the
-    live objects the extras reuse."""
+def measure(model_name: str, keep: float, tokens: int, trials: int | None, heal_cfg,
+            pruned: tuple[str, ...] = PRUNED) -> tuple[dict, dict]:  # fmt: skip
+    """One model at one keep: before and after healing for the ``pruned`` models (default all three); returns the
+    row and the live objects the extras reuse."""
     from search.app.inputs import eval_tokens
     from search.app.run import run
     from search.heal.data import heal_windows
@@ -108,7 +109,7 @@ def measure(model_name: str, keep: float, tokens: int, trials: int | None, heal_
     row = {"model": model_name, "keep": keep, "tokens": tokens, "dense_ppl": metrics["dense"]["ppl"],
            "search_seconds": round(search_seconds, 1)}  # fmt: skip
     pristine = {}
-    for name in PRUNED:
+    for name in pruned:
         pristine[name] = copy.deepcopy(models[name])
         row[f"{name}_ppl"] = held_out_ppl(models[name], held_out)
         after = healed(models[name], teacher, windows, heal_cfg, held_out)
@@ -116,8 +117,9 @@ def measure(model_name: str, keep: float, tokens: int, trials: int | None, heal_
         log.warning("%s keep %.1f %s: %.2f -> %.2f healed (%.0f s)", model_name, keep, name, row[f"{name}_ppl"],
                     after["ppl"], after["seconds"])  # fmt: skip
     row["healed_searched_vs_dense"] = row["searched_healed_ppl"] / row["dense_ppl"]
-    row["healed_searched_vs_healed_uniform"] = row["searched_healed_ppl"] / row["uniform_healed_ppl"]
-    row["searched_vs_uniform"] = row["searched_ppl"] / row["uniform_ppl"]
+    if "uniform" in pruned:
+        row["healed_searched_vs_healed_uniform"] = row["searched_healed_ppl"] / row["uniform_healed_ppl"]
+        row["searched_vs_uniform"] = row["searched_ppl"] / row["uniform_ppl"]
     live = {"cfg": cfg, "teacher": teacher, "tokenizer": tokenizer, "held_out": held_out, "windows": windows,
             "searched": pristine["searched"]}  # fmt: skip
     return row, live
@@ -183,18 +185,17 @@ def throughput(live: dict, heal_cfg, steps: int) -> dict:
 def table(rows: list[dict]) -> str:
     header = ["model", "keep", "dense", "dense+LM (control)", "uniform", "flap_global", "searched", "uniform healed",
               "flap_global healed", "searched healed", "healed searched/dense", "healed searched/uniform"]  # fmt: skip
-    return markdown_table(header, [
-        [r["model"], r["keep"], r["dense_ppl"], r["control_ppl"], r["uniform_ppl"], r["flap_global_ppl"],
-         r["searched_ppl"], r["uniform_healed_ppl"], r["flap_global_healed_ppl"], r["searched_healed_ppl"],
-         f"{r['healed_searched_vs_dense']:.3f}", f"{r['healed_searched_vs_healed_uniform']:.3f}"]
-        for r in rows
-    ])  # fmt: skip
+    keys = ["dense_ppl", "control_ppl", "uniform_ppl", "flap_global_ppl", "searched_ppl", "uniform_healed_ppl",
+            "flap_global_healed_ppl", "searched_healed_ppl", "healed_searched_vs_dense",
+            "healed_searched_vs_healed_uniform"]  # fmt: skip
+    cell = lambda r, k: (f"{r[k]:.3f}" if k.startswith("healed_") else r[k]) if k in r else "-"  # noqa: E731
+    return markdown_table(header, [[r["model"], r["keep"], *(cell(r, k) for k in keys)] for r in rows])
 
 
 def verdicts(rows: list[dict], extra: dict, speed: dict) -> dict:
     """Each aim, the figure that decides it, and whether it is met."""
     half = [r["healed_searched_vs_dense"] for r in rows if r["keep"] == 0.5]
-    low = [r["healed_searched_vs_healed_uniform"] for r in rows if r["keep"] == 0.3]
+    low = [r["healed_searched_vs_healed_uniform"] for r in rows if r["keep"] == 0.3 and "uniform_healed_ppl" in r]
     out = {}
     if half:
         out["keep_0.5_healed_searched_vs_dense"] = max(half)
@@ -219,6 +220,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=None, help="search trials (default: the run's default)")
     parser.add_argument("--lr", type=float, default=HealConfig.lr, help="peak learning rate (heal.lr's default)")
     parser.add_argument("--speed-steps", type=int, default=4, help="optimizer steps per throughput measurement")
+    parser.add_argument(
+        "--baselines",
+        nargs="*",
+        choices=PRUNED[:2],
+        default=list(PRUNED[:2]),
+        help="baselines healed beside searched (none: a longer T for the keep-0.5 aim alone)",
+    )
+    parser.add_argument(
+        "--extras",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="on the first model: the LM loss, LoRA, 4T and the throughput",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="heal", help="results file: bench/results/<name>.json")
     args = parser.parse_args(argv)
@@ -231,14 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     for m, model_name in enumerate(args.models):
         live = None
         for keep in args.keeps:
-            row, live = measure(model_name, keep, tokens, args.trials, heal_cfg)
+            row, live = measure(model_name, keep, tokens, args.trials, heal_cfg, (*args.baselines, "searched"))
             rows.append(row)
         trained = control(live, tokens, heal_cfg)
         for row in rows:
             if row["model"] == model_name:
                 row["control_ppl"], row["control"] = trained["ppl"], trained
                 row["healed_searched_vs_control"] = row["searched_healed_ppl"] / trained["ppl"]
-        if m == 0:
+        if m == 0 and args.extras:
             extra = extras(live, tokens, heal_cfg)
             extra["searched_kd_ppl"] = rows[-1]["searched_healed_ppl"]
             extra["at"] = {"model": model_name, "keep": args.keeps[-1]}
