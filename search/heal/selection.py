@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import shutil
 import tempfile
-import time
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,8 +39,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from search.heal.config import HealConfig
-
-log = logging.getLogger(__name__)
 
 NEVER = 1 << 30  # save_every of a selection heal: no checkpoints (a candidate's heal is short and repeatable)
 
@@ -77,8 +73,6 @@ class SelectionHeal:
         self.seed = seed
         self.directory = Path(tempfile.mkdtemp(prefix="strata-selection-heal-"))  # the teacher cache
         self.finalizer = weakref.finalize(self, shutil.rmtree, self.directory, True)  # gone with the object
-        self.healed = 0  # candidates healed
-        self.seconds = 0.0  # their training time (materialising and copying included)
 
     def prepare(self, dense: PreTrainedModel) -> None:
         """Cache the dense model's top-k log-probabilities on every micro-batch a heal trains on (once)."""
@@ -88,18 +82,10 @@ class SelectionHeal:
     def healed_copy(self, model: PreTrainedModel, shapes: list[dict]) -> PreTrainedModel:
         """A standalone copy of the live ``model`` (a candidate installed, ``Switcher.shapes()`` its widths),
         trained for ``cfg.tokens`` tokens."""
-        began = time.perf_counter()
         student = copy.deepcopy(materialize(model, shapes))  # its own tensors: training leaves the live model alone
         heal_model(student, None, self.windows, self.cfg, seed=self.seed, teacher_cache=self.directory,
                    progress=False)  # fmt: skip
-        self.healed += 1
-        self.seconds += time.perf_counter() - began
         return student
-
-    @property
-    def tokens(self) -> int:
-        """Training tokens of one candidate's heal (whole steps)."""
-        return self.cfg.steps * self.cfg.batch_tokens
 
     def close(self) -> None:
         """Remove the teacher cache."""
