@@ -144,6 +144,16 @@ def write_result(name: str, quick: bool, payload: dict) -> Path:
     return path
 
 
+def print_result(table: str, path: Path, *notes: object) -> int:
+    """Print a benchmark's table, its ``notes`` (verdicts, summaries) and the results file it wrote; returns 0, the
+    benchmark's exit status."""
+    print(table)
+    for note in notes:
+        print(note)
+    print(f"\n{json.dumps({'written': str(path)})}")
+    return 0
+
+
 # ---- randomly initialised Llamas ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class LlamaSpec:

@@ -16,7 +16,6 @@ allocation isolates the supernet from the allocation: the best setup here is the
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import markdown_table, setup, write_result  # noqa: E402
+from bench.common import markdown_table, print_result, setup, write_result  # noqa: E402
 from search.app.config import RunConfig  # noqa: E402
 from supernet.io.data import DataConfig  # noqa: E402
 from supernet.io.loading import ModelConfig  # noqa: E402
@@ -125,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += measure_model(m, args.keep, combos)
         path = write_result("criteria", args.quick, {"config": config, "rows": rows})  # after each: a kill keeps it
     print("held-out ppl / dense, uniform allocation at keep", args.keep)
-    print(table(rows))
-    print(f"\n{json.dumps({'written': str(path)})}")
-    return 0
+    return print_result(table(rows), path)
 
 
 if __name__ == "__main__":

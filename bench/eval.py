@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import markdown_table, setup, write_result  # noqa: E402
+from bench.common import markdown_table, print_result, setup, write_result  # noqa: E402
 from bench.zoo import MODELS as ZOO_MODELS  # noqa: E402
 from bench.zoo import run_config  # noqa: E402
 from search.evaluate.config import EvalConfig  # noqa: E402
@@ -103,9 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in models:
         rows.append(measure(model, args.keep, trials, limit))
         path = write_result(args.name, args.quick, {"config": config, "rows": rows})  # after each: a kill keeps it
-    print(table(rows))
-    print(f"\n{json.dumps({'written': str(path)})}")
-    return 0
+    return print_result(table(rows), path)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import markdown_table, setup, write_result  # noqa: E402
+from bench.common import markdown_table, print_result, setup, write_result  # noqa: E402
 from bench.zoo import run_config  # noqa: E402
 
 log = logging.getLogger("bench.heal")
@@ -260,10 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"rows": rows, "extras": extra, "throughput": speed, "verdicts": verdicts(rows, extra, speed),
                   "aims": AIMS, "heal": dataclasses.asdict(heal_cfg), "config": vars(args)}  # fmt: skip
         path = write_result(args.name, args.quick, result)  # after every model: a long run keeps what it measured
-    print(table(rows))
-    print(result["verdicts"])
-    print(f"wrote {path}")
-    return 0
+    return print_result(table(rows), path, result["verdicts"])
 
 
 if __name__ == "__main__":

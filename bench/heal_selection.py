@@ -39,7 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import markdown_table, setup, write_result  # noqa: E402
+from bench.common import markdown_table, print_result, setup, write_result  # noqa: E402
 from bench.heal import BATCH_TOKENS, healed  # noqa: E402
 from bench.zoo import run_config  # noqa: E402
 
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         "--selection-lr",
         type=float,
         default=None,
-        help="the selection heals' peak rate (a run's heal.lr; default --lr); final heals use --lr",
+        help="search.heal_lr, the selection heals' peak rate (default: --lr); the final heals use --lr",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--name", default="heal-selection", help="results file: bench/results/<name>.json")
@@ -175,10 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             result = {"rows": rows, "summary": summary(rows), "heal": dataclasses.asdict(heal_cfg),
                       "selection_batch_tokens": SELECTION_BATCH, "config": vars(args)}  # fmt: skip
             path = write_result(args.name, args.quick, result)  # after every row: a long run keeps its rows
-    print(table(rows))
-    print(result["summary"])
-    print(f"wrote {path}")
-    return 0
+    return print_result(table(rows), path, result["summary"])
 
 
 if __name__ == "__main__":
