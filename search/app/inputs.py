@@ -103,6 +103,13 @@ def fitness_tokens(cfg: RunConfig) -> int | None:
     return max(cfg.search.stage_tokens) if held_apart else None
 
 
+def train_permutation(data: DataConfig, tokenizer, *, seed: int, count: int) -> torch.Tensor:
+    """The first ``count`` windows [<= count, data.seq_len] of the train text's one seeded permutation, which
+    calibration, fitness and the selection heals take consecutive slices of (so they never share a window)."""
+    texts = load_texts(data.source, path=data.path, text_field=data.text_field, split="train")
+    return pack_tokens(tokenizer, texts, seq_len=data.seq_len, num_sequences=count, seed=seed)
+
+
 def train_windows(
     data: DataConfig, tokenizer, *, seed: int, fitness_tokens: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,8 +122,7 @@ def train_windows(
     search): the fitness windows are the calibration windows. Returns ([calib, seq_len], [fitness, seq_len]).
     """
     extra = 0 if fitness_tokens is None else windows_for(fitness_tokens, data.seq_len)
-    texts = load_texts(data.source, path=data.path, text_field=data.text_field, split="train")
-    tokens = pack_tokens(tokenizer, texts, seq_len=data.seq_len, num_sequences=data.calib_sequences + extra, seed=seed)
+    tokens = train_permutation(data, tokenizer, seed=seed, count=data.calib_sequences + extra)
     calib, fitness = tokens[: data.calib_sequences], tokens[data.calib_sequences :]
     if fitness_tokens is None:
         return calib, calib
@@ -140,8 +146,7 @@ def selection_heal_windows(cfg: RunConfig, tokenizer) -> torch.Tensor | None:
     data, fitness = cfg.data, fitness_tokens(cfg)
     before = data.calib_sequences + (0 if fitness is None else windows_for(fitness, data.seq_len))
     wanted = windows_for(tokens, data.seq_len)
-    texts = load_texts(data.source, path=data.path, text_field=data.text_field, split="train")
-    windows = pack_tokens(tokenizer, texts, seq_len=data.seq_len, num_sequences=before + wanted, seed=cfg.seed)
+    windows = train_permutation(data, tokenizer, seed=cfg.seed, count=before + wanted)
     if len(windows) < before + wanted:
         raise UsageError(
             f"the training text gives {len(windows)} windows of data.seq_len={data.seq_len}: calibration and fitness "

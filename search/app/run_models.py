@@ -81,11 +81,9 @@ def baselines(cfg: RunConfig, *, standalone: bool = False) -> Iterator[Model]:
     def current() -> PreTrainedModel:
         if not standalone:
             return model
-        import copy
-
         from supernet.io.export.save import materialize
 
-        return copy.deepcopy(materialize(model, switcher.shapes()))
+        return materialize(model, switcher.shapes(), own=True)
 
     net.apply(switcher, allocate("uniform", net, grid, cfg.budget.keep))
     yield "uniform", current(), tokenizer

@@ -22,7 +22,6 @@ of the score.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import shutil
 import tempfile
@@ -82,7 +81,7 @@ class SelectionHeal:
     def healed_copy(self, model: PreTrainedModel, shapes: list[dict]) -> PreTrainedModel:
         """A standalone copy of the live ``model`` (a candidate installed, ``Switcher.shapes()`` its widths),
         trained for ``cfg.tokens`` tokens."""
-        student = copy.deepcopy(materialize(model, shapes))  # its own tensors: training leaves the live model alone
+        student = materialize(model, shapes, own=True)  # its own tensors: training leaves the live model alone
         heal_model(student, None, self.windows, self.cfg, seed=self.seed, teacher_cache=self.directory,
                    progress=False)  # fmt: skip
         return student

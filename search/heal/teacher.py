@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -67,7 +68,7 @@ class CachedTeacher:
     ) -> None:
         """Compute and write the files of ``batches`` ((micro-batch index, windows [b, T])) not cached yet
         (``teacher`` None: every file must be there already)."""
-        missing = [(m, w) for m, w in batches if self._read(m, w) is None]
+        missing = [(m, w) for m, w in batches if not self._holds(m, w)]
         assert teacher is not None or not missing, f"the teacher cache in {self.directory} misses {len(missing)} files"
         for micro, windows in tqdm(missing, desc="teacher cache", disable=not progress, leave=False):
             logits = teacher_logits(teacher, windows)  # [b, T, vocab]
@@ -80,6 +81,14 @@ class CachedTeacher:
         if missing:
             log.info("heal: cached the teacher's top-%d log-probabilities of %d micro-batches in %s",
                      self.top_k, len(missing), self.directory)  # fmt: skip
+
+    def _holds(self, micro: int, windows: torch.Tensor) -> bool:
+        """Whether the file of ``micro`` is there for ``windows`` (its windows tensor alone is read)."""
+        path = self.path(micro)
+        if not path.is_file():
+            return False
+        with safe_open(str(path), framework="pt") as handle:
+            return torch.equal(handle.get_tensor("windows"), windows.to(torch.int32).cpu())
 
     def _read(self, micro: int, windows: torch.Tensor) -> dict[str, torch.Tensor] | None:
         """The cached tensors of ``micro`` when they belong to ``windows``, else None."""

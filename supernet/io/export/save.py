@@ -36,14 +36,18 @@ def strata_config(dense_config, layer_shapes: list[dict]) -> StrataConfig:
     return config
 
 
-def materialize(model: PreTrainedModel, layer_shapes: list[dict]) -> StrataForCausalLM:
+def materialize(model: PreTrainedModel, layer_shapes: list[dict], *, own: bool = False) -> StrataForCausalLM:
     """A new model holding exactly the live model's (sliced) tensors; nothing masked, all contiguous.
 
-    ``layer_shapes``: the live model's per-layer widths (``Switcher.shapes()``, ``StrataConfig.layer_shapes``)."""
+    ``layer_shapes``: the live model's per-layer widths (``Switcher.shapes()``, ``StrataConfig.layer_shapes``).
+    ``own``: every tensor a copy of its own (a model to train apart from the live one); else tensors already
+    contiguous are shared with the live model."""
     config = strata_config(model.config, layer_shapes)
     with torch.device("meta"):
         pruned = StrataForCausalLM(config)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    take = (lambda v: v.detach().clone(memory_format=torch.contiguous_format)) if own else (
+        lambda v: v.detach().contiguous())  # fmt: skip
+    state = {k: take(v) for k, v in model.state_dict().items()}
     missing, unexpected = pruned.load_state_dict(state, strict=False, assign=True)
     missing = [k for k in missing if not (k == "lm_head.weight" and config.tie_word_embeddings)]
     assert not missing and not unexpected, f"state mismatch: missing {missing}, unexpected {unexpected}"
