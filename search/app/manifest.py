@@ -11,8 +11,6 @@ held-out token windows actually used, and the sha1 of the built-in corpus when t
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import platform
 import subprocess
 import sys
@@ -22,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from supernet.io.files import write_json
+from supernet.io.files import json_hash, write_json
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -65,8 +63,7 @@ def plain_config(cfg: RunConfig) -> dict:
 
 def config_hash(cfg: RunConfig) -> str:
     """sha256 of the resolved config serialised as JSON with sorted keys."""
-    text = json.dumps(plain_config(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return json_hash(plain_config(cfg))
 
 
 def tokens_hash(tokens: torch.Tensor | None) -> str | None:

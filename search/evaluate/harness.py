@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from supernet.errors import UsageError
+from supernet.io.loading import first_line
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -92,11 +93,6 @@ def task_manager(names: list[str], include_paths: list[Path]) -> Any:
             "registered name (python -m lm_eval ls tasks) or --include-path DIR holding its YAML"
         )
     return manager
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_tasks(manager: Any, names: list[str]) -> dict[str, list[Any]]:

@@ -12,10 +12,10 @@ filter other than ``none``; ``stderr`` is null where lm-eval gives none (``N/A``
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from typing import Any
+
+from supernet.io.files import json_hash
 
 STDERR = "_stderr"
 NO_FILTER = "none"
@@ -49,11 +49,6 @@ def task_metrics(entry: dict) -> dict[str, dict]:
     return out
 
 
-def config_hash(config: dict) -> str:
-    """sha256 of a task's config as lm-eval ran it, as JSON with sorted keys."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def build_eval(per_model: dict[str, dict[str, dict]], *, version: str, settings: dict) -> dict:
     """eval.json's content from ``per_model[model][task]``, lm-eval's results dict of that model on that task."""
     results: dict[str, dict[str, dict]] = {}
@@ -64,7 +59,7 @@ def build_eval(per_model: dict[str, dict[str, dict]], *, version: str, settings:
                 for metric, value in task_metrics(entry).items():
                     results.setdefault(task, {}).setdefault(metric, {})[model] = value
             for task, config in raw.get("configs", {}).items():
-                hashes.setdefault(task, config_hash(config))
+                hashes.setdefault(task, json_hash(config))
             for task, count in raw.get("n-samples", {}).items():
                 samples.setdefault(task, count.get("effective", count.get("original")))
     return {"lm_eval": version, "settings": settings, "models": list(per_model), "results": results,

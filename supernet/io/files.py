@@ -7,6 +7,7 @@ other new file would (0666 / 0777 less the umask), so colleagues on a shared clu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -117,3 +118,8 @@ def default_root() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("strata")) / "supernet"
+
+
+def json_hash(value: object) -> str:
+    """sha256 of ``value`` serialised as JSON with sorted keys (``str`` for what JSON cannot hold)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()

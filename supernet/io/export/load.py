@@ -49,10 +49,14 @@ def load_pruned(
     check_weights(path)
     try:
         config = StrataConfig.from_pretrained(path)
-        model = StrataForCausalLM.from_pretrained(path, config=config, dtype=getattr(torch, dtype),
-                                                  use_safetensors=True)  # fmt: skip
+        model, info = StrataForCausalLM.from_pretrained(path, config=config, dtype=getattr(torch, dtype),
+                                                        use_safetensors=True, output_loading_info=True)  # fmt: skip
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise UsageError(f"could not load the pruned model in {path} ({first_line(exc)}): run strata again") from exc
+    tied = config.tie_word_embeddings
+    missing = [k for k in info.get("missing_keys", ()) if not (k == "lm_head.weight" and tied)]
+    if missing:  # transformers would initialise them at random, as load_model refuses for a dense model
+        raise UsageError(f"the weights in {path} lack {len(missing)} tensors (e.g. {missing[0]}): run strata again")
     model.to(device).eval().requires_grad_(False)
     check_finite(model, str(path))
     try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from search.evaluate.results import build_eval, config_hash, metric_name, table
+from search.evaluate.results import build_eval, metric_name, table
+from supernet.io.files import json_hash as config_hash
 
 
 def raw(acc: float, bpb: float) -> dict:

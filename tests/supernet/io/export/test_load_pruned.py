@@ -32,3 +32,17 @@ def test_a_dense_or_missing_directory_is_refused(tiny_reference_dir: Path, tmp_p
         load_pruned(tiny_reference_dir)
     with pytest.raises(UsageError, match="holds no config.json"):
         load_pruned(tmp_path)
+
+
+def test_a_saved_model_missing_a_tensor_is_refused(tiny_reference_dir: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    dense, tokenizer, adapter = load_model(tiny_reference_dir)
+    save_strata_model(materialize(dense, Switcher(dense, adapter).shapes()), tokenizer, tmp_path / "model")
+    weights = tmp_path / "model" / "model.safetensors"
+    tensors = load_file(str(weights))
+    dropped = next(k for k in tensors if "mlp.down_proj" in k)
+    save_file({k: v for k, v in tensors.items() if k != dropped}, str(weights), metadata={"format": "pt"})
+    with pytest.raises(UsageError, match="lack 1 tensors") as info:
+        load_pruned(tmp_path / "model")
+    assert "\n" not in str(info.value)
